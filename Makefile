@@ -1,0 +1,29 @@
+# `make run` and `make test` work on a fresh clone: both create .venv and install into it first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.olsmooth-installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/olsmooth train --out runs/default --force
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/loss_speed.py
+	$(PY) benchmarks/trainer_overhead.py
+	$(PY) benchmarks/accuracy.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

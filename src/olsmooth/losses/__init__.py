@@ -1,0 +1,19 @@
+"""Losses: Online Label Smoothing and the baselines it is compared with, each with a functional form."""
+
+from .common import CrossEntropy, EpochLoss, cross_entropy, validate_inputs
+from .online import PRESETS as OLS_PRESETS
+from .online import OnlineLabelSmoothing, initial_soft_labels, ols_loss
+from .registry import build_loss, list_losses, register_loss
+from .smoothing import (
+    LabelSmoothingCrossEntropy,
+    TfKDRegularization,
+    label_smoothing_cross_entropy,
+    tfkd_loss,
+    tfkd_teacher,
+)
+
+__all__ = [
+    "CrossEntropy", "EpochLoss", "LabelSmoothingCrossEntropy", "OLS_PRESETS", "OnlineLabelSmoothing",
+    "TfKDRegularization", "build_loss", "cross_entropy", "initial_soft_labels", "label_smoothing_cross_entropy",
+    "list_losses", "ols_loss", "register_loss", "tfkd_loss", "tfkd_teacher", "validate_inputs",
+]

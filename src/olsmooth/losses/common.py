@@ -1,0 +1,93 @@
+"""Pieces every loss shares: input validation, soft-target cross-entropy and a plain cross-entropy loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def validate_inputs(logits: Tensor, target: Tensor, num_classes: int) -> bool:
+    """Check shapes, label range and finiteness; return True for dense (B, K) targets.
+
+    All value checks are folded into one small tensor read back once, so a GPU step pays one sync.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (batch, classes), got {tuple(logits.shape)}")
+    if logits.size(1) != num_classes:
+        raise ValueError(f"logits have {logits.size(1)} classes but the loss was built for num_classes={num_classes}")
+    if target.dim() == 0 or target.size(0) != logits.size(0):
+        raise ValueError(f"batch sizes differ: logits {tuple(logits.shape)}, target {tuple(target.shape)}")
+    if target.dim() == 1:
+        if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+            raise ValueError(f"class-index targets must be an integer tensor, got {target.dtype}")
+        bad_target = ((target < 0) | (target >= num_classes)).any()
+    elif target.dim() == 2:
+        if target.shape != logits.shape:
+            raise ValueError(f"dense targets must match logits {tuple(logits.shape)}, got {tuple(target.shape)}")
+        if not target.dtype.is_floating_point:
+            raise ValueError(f"dense (batch, classes) targets must be probabilities (float), got {target.dtype}")
+        bad_target = ~(torch.isfinite(target) & (target >= 0)).all()
+    else:
+        raise ValueError(f"target must be (batch,) class indices or (batch, classes) probabilities, "
+                         f"got shape {tuple(target.shape)}")
+    flags = torch.stack([bad_target, ~torch.isfinite(logits).all()]).tolist()
+    if flags[0]:
+        if target.dim() == 1:
+            raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values from "
+                             f"{int(target.min())} to {int(target.max())}")
+        raise ValueError("dense targets must be finite and non-negative")
+    if flags[1]:
+        raise ValueError("logits contain NaN or inf (check the learning rate, or the AMP grad scaler)")
+    return target.dim() == 2
+
+
+def soft_cross_entropy(log_probs: Tensor, target_probs: Tensor) -> Tensor:
+    """Mean over the batch of -sum_k t_k log p_k."""
+    return -(target_probs * log_probs).sum(dim=1).mean()
+
+
+def cross_entropy_from_log_probs(log_probs: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy against class indices (B,), or against dense (B, K) mixup/cutmix probabilities."""
+    if target.dim() == 2:
+        return soft_cross_entropy(log_probs, target.float())
+    return F.nll_loss(log_probs, target)
+
+
+def float32_log_softmax(logits: Tensor) -> Tensor:
+    """log-softmax in float32 whatever the input precision, so half-precision logits stay exact and finite."""
+    return F.log_softmax(logits.float(), dim=1)
+
+
+def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Functional cross-entropy for class indices or dense targets, computed in float32."""
+    with torch.autocast(logits.device.type, enabled=False):
+        return cross_entropy_from_log_probs(float32_log_softmax(logits), target)
+
+
+class EpochLoss(nn.Module):
+    """Base of the toolkit's losses: fixed class count, input checks, and a `next_epoch()` hook (no-op here)."""
+
+    def __init__(self, num_classes: int, check_inputs: bool = True) -> None:
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.check_inputs = check_inputs
+
+    def _dense(self, logits: Tensor, target: Tensor) -> bool:
+        """Validate (unless disabled) and say whether the target is dense."""
+        if self.check_inputs:
+            return validate_inputs(logits, target, self.num_classes)
+        return target.dim() == 2
+
+    def next_epoch(self) -> None:
+        """Called by training loops once per epoch; stateless losses ignore it."""
+
+
+class CrossEntropy(EpochLoss):
+    """Plain cross-entropy (hard labels), also accepting dense mixup/cutmix targets."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        self._dense(logits, target)
+        return cross_entropy(logits, target)

@@ -1,0 +1,220 @@
+"""Online Label Smoothing (Zhang et al., IEEE TIP 2021): soft labels learned from last epoch's correct predictions.
+
+Row c of the K x K matrix S is the soft label of class c. During an epoch the model is supervised with S while
+the statistics for the next S accumulate: for each training sample predicted correctly, its float32 softmax is
+added to A[y] and 1 to n[y]. At `next_epoch()` (after summing A and n over all processes) S[c] = A[c] / n[c].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .common import EpochLoss, cross_entropy_from_log_probs, float32_log_softmax, soft_cross_entropy
+
+Init = Literal["zeros", "uniform", "ls"]
+EmptyRule = Literal["uniform", "keep"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The CIFAR / ImageNet code path of the authors' release: S starts at zero, 0.5 CE + 0.5 OLS.
+    "paper-cifar": dict(init="zeros", hard_weight=0.5, soft_weight=0.5, empty_class="uniform"),
+    # The fine-grained code path: S starts uniform, 1.0 CE + 1.0 OLS, confident rows (max >= 0.88) frozen.
+    "paper-fine-grained": dict(init="uniform", hard_weight=1.0, soft_weight=1.0, empty_class="uniform",
+                               freeze_threshold=0.88),
+}
+
+_STATE_KEYS = ("soft_labels", "accumulator", "counts", "epoch", "step", "num_updates")
+
+
+def ols_loss(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
+             soft_weight: float = 0.5) -> Tensor:
+    """Functional OLS loss for a given soft-label matrix: hard_weight * CE + soft_weight * soft CE (float32).
+
+    Dense (B, K) targets use the target-weighted mixture of rows, sum_j t_j S[j], as the soft target.
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        log_probs = float32_log_softmax(logits)
+        rows = target.float() @ soft_labels if target.dim() == 2 else soft_labels[target]
+        loss = soft_weight * soft_cross_entropy(log_probs, rows)
+        if hard_weight:
+            loss = loss + hard_weight * cross_entropy_from_log_probs(log_probs, target)
+        return loss
+
+
+def initial_soft_labels(num_classes: int, init: Init, eps: float = 0.1) -> Tensor:
+    """The matrix S before the first update: zeros, uniform 1/K, or label smoothing (1-eps) I + eps/K."""
+    if init == "zeros":
+        return torch.zeros(num_classes, num_classes)
+    if init == "uniform":
+        return torch.full((num_classes, num_classes), 1.0 / num_classes)
+    if init == "ls":
+        return torch.eye(num_classes) * (1.0 - eps) + eps / num_classes
+    raise ValueError(f"init must be 'zeros', 'uniform' or 'ls', got {init!r}")
+
+
+class OnlineLabelSmoothing(EpochLoss):
+    """Online Label Smoothing loss with exact, vectorised, distributed and resumable statistics.
+
+    Defaults: 0.5 CE + 0.5 soft term as in the paper's CIFAR/ImageNet setting; S starts as label smoothing
+    with eps 0.1 (so the first epoch trains at full strength instead of half-strength CE), and a class with
+    no correct prediction in an epoch keeps its previous row (early in training on many classes a uniform
+    fallback would push those classes towards uniform outputs). `from_preset` gives the paper's code paths.
+    """
+
+    def __init__(self, num_classes: int, hard_weight: float = 0.5, soft_weight: float = 0.5,
+                 init: Init = "ls", init_eps: float = 0.1, empty_class: EmptyRule = "keep",
+                 freeze_threshold: float | None = None, momentum: float = 0.0,
+                 update_every: int | None = None, temperature: float = 1.0,
+                 check_inputs: bool = True, process_group: Any = None) -> None:
+        super().__init__(num_classes, check_inputs)
+        if empty_class not in ("uniform", "keep"):
+            raise ValueError(f"empty_class must be 'uniform' or 'keep', got {empty_class!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        if update_every is not None and int(update_every) < 1:
+            raise ValueError(f"update_every must be a positive number of steps, got {update_every}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if freeze_threshold is not None and not 0.0 < freeze_threshold <= 1.0:
+            raise ValueError(f"freeze_threshold must lie in (0, 1], got {freeze_threshold}")
+        self.hard_weight = float(hard_weight)
+        self.soft_weight = float(soft_weight)
+        self.init = init
+        self.init_eps = float(init_eps)
+        self.empty_class = empty_class
+        self.freeze_threshold = freeze_threshold
+        self.momentum = float(momentum)
+        self.update_every = None if update_every is None else int(update_every)
+        self.temperature = float(temperature)
+        self.process_group = process_group
+        # Plain tensor attributes, not buffers: DistributedDataParallel broadcasts buffers from rank 0, which
+        # would overwrite every rank's statistics; `.half()` would also degrade them. See `_apply`.
+        self._S = initial_soft_labels(self.num_classes, init, self.init_eps)
+        self._A = torch.zeros(self.num_classes, self.num_classes)
+        self._n = torch.zeros(self.num_classes)
+        self.epoch = 0
+        self.step = 0
+        self.num_updates = 0
+
+    @classmethod
+    def from_preset(cls, name: str, num_classes: int, **overrides: Any) -> OnlineLabelSmoothing:
+        """Build the loss with one of the paper's two code paths (`paper-cifar`, `paper-fine-grained`)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown OLS preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls(num_classes=num_classes, **{**PRESETS[name], **overrides})
+
+    @property
+    def soft_labels(self) -> Tensor:
+        """The current (K, K) float32 matrix; row c is the soft label of class c. Read it, don't write it."""
+        return self._S
+
+    @property
+    def counts(self) -> Tensor:
+        """Correct predictions per class accumulated since the last update (this process only)."""
+        return self._n
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, hard_weight={self.hard_weight}, soft_weight={self.soft_weight}, "
+                f"init={self.init!r}, empty_class={self.empty_class!r}, freeze_threshold={self.freeze_threshold}, "
+                f"momentum={self.momentum}, update_every={self.update_every}, temperature={self.temperature}")
+
+    # -- device handling: follow .to()/.cuda() moves but always stay float32 ---------------------------------
+    def _apply(self, fn: Any, recurse: bool = True) -> OnlineLabelSmoothing:  # type: ignore[override]
+        super()._apply(fn, recurse)
+        self._move_state(fn(torch.empty(0, device=self._S.device)).device)
+        return self
+
+    def _move_state(self, device: torch.device) -> None:
+        if self._S.device == device:
+            return
+        try:
+            self._S, self._A, self._n = (t.to(device) for t in (self._S, self._A, self._n))
+        except torch.OutOfMemoryError as err:
+            gib = 2 * self.num_classes ** 2 * 4 / 2**30
+            raise MemoryError(f"OnlineLabelSmoothing with {self.num_classes} classes needs {gib:.2f} GiB for its "
+                              f"two K x K float32 matrices on {device}, which does not fit") from err
+
+    # -- the loss --------------------------------------------------------------------------------------------
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Loss for a batch; in training mode with gradients enabled it also accumulates the statistics."""
+        dense = self._dense(logits, target)
+        self._move_state(logits.device)
+        loss = ols_loss(logits, target, self._S, self.hard_weight, self.soft_weight)
+        if self.training and torch.is_grad_enabled():
+            self._accumulate(logits.detach(), target.detach().argmax(dim=1) if dense else target.detach())
+            self.step += 1
+            if self.update_every is not None and self.step % self.update_every == 0:
+                self._update()
+        return loss
+
+    @torch.no_grad()
+    def _accumulate(self, logits: Tensor, labels: Tensor) -> None:
+        """Add the float32 softmax of correctly predicted samples to A[label] and 1 to n[label] (no host sync)."""
+        logits = logits.float()
+        probs = torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=1)
+        correct = (logits.argmax(dim=1) == labels).to(torch.float32)
+        self._A.index_add_(0, labels, probs * correct.unsqueeze(1))
+        self._n.index_add_(0, labels, correct)
+
+    def next_epoch(self) -> None:
+        """End an epoch: sum the statistics over processes and rebuild S (unless updates are per N steps)."""
+        if self.update_every is None:
+            self._update()
+        self.epoch += 1
+
+    @torch.no_grad()
+    def _update(self) -> None:
+        """S <- A / n row-wise, with the empty-class, freeze and momentum rules; then reset A and n.
+
+        Computed in place in A's memory, so the loss never holds more than two K x K matrices. Momentum blends
+        with the previous S whenever that is a distribution (always, except the first update from zeros).
+        """
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self._A, group=self.process_group)
+            dist.all_reduce(self._n, group=self.process_group)
+        new, old, n = self._A, self._S, self._n
+        seen = (n > 0).unsqueeze(1)
+        new.div_(n.clamp(min=1.0).unsqueeze(1))
+        if self.empty_class == "uniform":
+            new.masked_fill_(~seen, 1.0 / self.num_classes)
+        keep = ~seen if self.empty_class == "keep" else torch.zeros_like(seen)
+        if self.freeze_threshold is not None:
+            keep |= seen & (old.amax(dim=1, keepdim=True) >= self.freeze_threshold)
+        keep_rows = keep.squeeze(1)
+        new[keep_rows] = old[keep_rows]
+        if self.momentum and (self.num_updates > 0 or self.init != "zeros"):
+            new.mul_(1.0 - self.momentum).add_(old, alpha=self.momentum)
+        self._S, self._A = new, old
+        self._A.zero_()
+        self._n.zero_()
+        self.num_updates += 1
+
+    # -- state -----------------------------------------------------------------------------------------------
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        counters = (self.epoch, self.step, self.num_updates)
+        values = (self._S, self._A, self._n, *(torch.tensor(c, dtype=torch.int64) for c in counters))
+        for key, value in zip(_STATE_KEYS, values):
+            destination[prefix + key] = value if keep_vars else value.detach().clone()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        ours = {prefix + k for k in _STATE_KEYS}
+        unexpected_keys[:] = [k for k in unexpected_keys if k not in ours]
+        absent = [prefix + k for k in _STATE_KEYS if prefix + k not in state_dict]
+        if absent:
+            missing_keys.extend(absent)
+            return
+        S = state_dict[prefix + "soft_labels"]
+        K = self.num_classes
+        if tuple(S.shape) != (K, K):
+            raise ValueError(f"OLS state is for {S.shape[0]} classes but this loss has num_classes={K}")
+        device = self._S.device
+        self._S, self._A, self._n = (state_dict[prefix + k].to(device=device, dtype=torch.float32).clone()
+                                     for k in ("soft_labels", "accumulator", "counts"))
+        self.epoch, self.step, self.num_updates = (int(state_dict[prefix + k]) for k in _STATE_KEYS[3:])

@@ -1,0 +1,51 @@
+"""Two gloo processes must end each epoch with the matrix one process computes on all the data."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from olsmooth import OnlineLabelSmoothing
+
+K, EPOCHS, STEPS, B = 7, 3, 4, 12
+
+
+def batches(epoch: int):
+    """The global batches of one epoch (each rank takes its half of every batch)."""
+    g = torch.Generator().manual_seed(epoch)
+    for _ in range(STEPS):
+        y = torch.randint(0, K, (B,), generator=g)
+        z = torch.randn(B, K, generator=g)
+        z[torch.arange(B), y] += 2.0
+        yield z, y
+
+
+def run(preset: str, rank: int, world: int) -> list[torch.Tensor]:
+    ols = OnlineLabelSmoothing.from_preset(preset, num_classes=K)
+    matrices = []
+    for epoch in range(EPOCHS):
+        for z, y in batches(epoch):
+            ols(z[rank::world], y[rank::world])
+        ols.next_epoch()
+        matrices.append(ols.soft_labels.clone())
+    return matrices
+
+
+def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        for preset in ("paper-cifar", "paper-fine-grained"):
+            torch.save(run(preset, rank, world), f"{out_dir}/{preset}-{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one_process_on_all_the_data(tmp_path):
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for preset in ("paper-cifar", "paper-fine-grained"):
+        single = run(preset, 0, 1)
+        for rank in range(2):
+            got = torch.load(tmp_path / f"{preset}-{rank}.pt", weights_only=True)
+            for a, b in zip(got, single):
+                torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
