@@ -36,6 +36,7 @@ def released_tfkd(outputs, labels, T, alpha=0.95, correct_prob=0.99, multiplier=
     return (1.0 - alpha) * F.cross_entropy(outputs, labels) + alpha * soft
 
 
+@pytest.mark.filterwarnings("ignore:reduction")
 @pytest.mark.parametrize("T", [6.0, 40.0])
 def test_tfkd_matches_the_released_formulation(T):
     torch.manual_seed(1)
