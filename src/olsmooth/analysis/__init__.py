@@ -1,0 +1,13 @@
+"""Analysis of trained models and runs: calibration metrics, soft-label and reliability plots, result reports.
+
+Importing this package does not import matplotlib or scipy; the functions that need them import them.
+"""
+
+from .calibration import MetricAccumulator, classification_metrics, reliability_bins
+from .plots import plot_curves, plot_reliability, plot_soft_labels
+from .report import final_metrics, markdown_table, paired_test, read_metrics, summarize
+
+__all__ = [
+    "MetricAccumulator", "classification_metrics", "reliability_bins", "plot_curves", "plot_reliability",
+    "plot_soft_labels", "final_metrics", "markdown_table", "paired_test", "read_metrics", "summarize",
+]

@@ -1,0 +1,194 @@
+"""Figures: soft-label heatmaps, reliability diagrams and per-epoch curves (Agg, no display needed).
+
+matplotlib is imported inside each function, so importing olsmooth.analysis keeps the trainer's start-up fast.
+Figures are built on `matplotlib.figure.Figure` directly (no pyplot), which leaves global state alone.
+Each function writes the file atomically and returns its path, or returns the Figure when path is None.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+from torch import Tensor
+
+from ..errors import UserInputError
+from .calibration import MetricAccumulator
+
+if TYPE_CHECKING:
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+PathLike = Union[str, os.PathLike]
+MAX_NAMED_TICKS = 30
+"""Up to this many classes every tick is labelled; beyond it about ten ticks are shown."""
+MAX_ANNOTATED = 12
+"""Up to this many classes each cell of the soft-label heatmap shows its value."""
+DPI = 120
+
+
+def _finish(fig: Figure, path: PathLike | None) -> Figure | Path:
+    """Return the figure, or write it atomically (temp file + rename, parent created) and return the path."""
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=DPI, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _as_matrix(matrix: Tensor | np.ndarray) -> np.ndarray:
+    """A finite, square, 2-D float64 numpy copy of the matrix, or UserInputError."""
+    array = matrix.detach().cpu().double().numpy() if isinstance(matrix, Tensor) else np.asarray(matrix, float)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
+        raise UserInputError(f"soft-label matrix must be square (K, K), got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise UserInputError("soft-label matrix contains NaN or inf")
+    return array
+
+
+def _color_norm(array: np.ndarray, scale: str, gamma: float) -> Normalize:
+    """A matplotlib norm that lets the small off-diagonal mass show next to the dominant diagonal."""
+    from matplotlib import colors
+
+    vmax = float(array.max()) if array.max() > 0 else 1.0
+    if scale == "linear":
+        return colors.Normalize(vmin=min(0.0, float(array.min())), vmax=vmax)
+    if array.min() < 0:
+        raise UserInputError(f"scale={scale!r} needs non-negative values; use scale='linear'")
+    if scale == "power":
+        return colors.PowerNorm(gamma=gamma, vmin=0.0, vmax=vmax)
+    if scale == "log":
+        positive = array[array > 0]
+        vmin = max(float(positive.min()) if positive.size else vmax, vmax * 1e-4)
+        return colors.LogNorm(vmin=min(vmin, vmax / 10), vmax=vmax, clip=True)
+    raise UserInputError(f"unknown scale {scale!r}; choose 'power', 'log' or 'linear'")
+
+
+def _class_ticks(ax, names: Sequence[str]) -> None:
+    """Label every class up to MAX_NAMED_TICKS, otherwise about ten evenly spaced ones."""
+    k = len(names)
+    step = 1 if k <= MAX_NAMED_TICKS else max(1, math.ceil(k / 10))
+    positions = list(range(0, k, step))
+    labels = [names[i] for i in positions]
+    ax.set_xticks(positions, labels, rotation=90 if k <= MAX_NAMED_TICKS else 0, fontsize="small")
+    ax.set_yticks(positions, labels, fontsize="small")
+
+
+def plot_soft_labels(
+    matrix: Tensor | np.ndarray,
+    class_names: Sequence[str] | None = None,
+    path: PathLike | None = None,
+    title: str | None = None,
+    scale: str = "power",
+    gamma: float = 0.5,
+) -> Figure | Path:
+    """Heatmap of a K×K soft-label matrix (row c = soft label of class c); scale 'power'|'log'|'linear'."""
+    from matplotlib.figure import Figure
+
+    array = _as_matrix(matrix)
+    k = array.shape[0]
+    names = [str(i) for i in range(k)] if class_names is None else [str(n) for n in class_names]
+    if len(names) != k:
+        raise UserInputError(f"got {len(names)} class names for a {k}×{k} matrix")
+    norm = _color_norm(array, scale, gamma)
+    side = min(14.0, max(5.0, 3.0 + 0.3 * k))
+    fig = Figure(figsize=(side + 1.5, side))
+    ax = fig.add_subplot()
+    image = ax.imshow(array, cmap="viridis", norm=norm, interpolation="nearest", aspect="equal")
+    fig.colorbar(image, ax=ax, label=f"probability ({scale} scale)", fraction=0.046, pad=0.04)
+    _class_ticks(ax, names)
+    ax.set_xlabel("soft label over classes")
+    ax.set_ylabel("true class")
+    ax.set_title(title or f"Soft labels ({k} classes)")
+    if k <= MAX_ANNOTATED:
+        shade = norm(array)
+        for (row, col), value in np.ndenumerate(array):
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize="x-small",
+                    color="black" if shade[row, col] > 0.6 else "white")
+    return _finish(fig, path)
+
+
+def plot_reliability(
+    probs: Tensor,
+    labels: Tensor,
+    path: PathLike | None,
+    n_bins: int = 15,
+    title: str | None = None,
+) -> Figure | Path:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, ECE in the title, counts below."""
+    from matplotlib.figure import Figure
+
+    acc = MetricAccumulator(n_bins, from_logits=False)
+    acc.update(probs, labels)
+    bins, ece = acc.reliability_bins(), acc.compute()["ece"]
+    edges, filled = bins["edges"], bins["count"] > 0
+    width = np.diff(edges)
+    fig = Figure(figsize=(5.5, 6.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(edges[:-1][filled], bins["accuracy"][filled], width=width[filled], align="edge",
+            color="tab:blue", edgecolor="black", label="accuracy")
+    gap = bins["confidence"][filled] - bins["accuracy"][filled]
+    top.bar(edges[:-1][filled], gap, bottom=bins["accuracy"][filled], width=width[filled], align="edge",
+            color="tab:red", alpha=0.3, edgecolor="tab:red", hatch="//", label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"{title or 'Reliability'}: ECE {ece:.2f}%")
+    top.legend(loc="upper left", fontsize="small")
+    bottom.bar(edges[:-1], bins["count"], width=width, align="edge", color="gray", edgecolor="black")
+    bottom.set(xlabel="confidence (max probability)", ylabel="samples")
+    return _finish(fig, path)
+
+
+def _runs(values: Sequence[float] | Sequence[Sequence[float]] | Mapping[int, Sequence[float]]) -> np.ndarray:
+    """One row per run, shorter runs padded with NaN: a plain list is one run, a list or dict of lists many."""
+    runs = list(values.values()) if isinstance(values, Mapping) else list(values)
+    if runs and np.ndim(runs[0]) == 0:
+        runs = [runs]
+    if not runs or not any(len(r) for r in runs):
+        raise UserInputError("a curve series is empty")
+    table = np.full((len(runs), max(len(r) for r in runs)), np.nan)
+    for i, run in enumerate(runs):
+        table[i, : len(run)] = np.asarray(run, dtype=float)
+    return table
+
+
+def plot_curves(
+    series: Mapping[str, Sequence[float] | Sequence[Sequence[float]] | Mapping[int, Sequence[float]]],
+    path: PathLike | None,
+    ylabel: str,
+    xlabel: str = "epoch",
+    title: str | None = None,
+) -> Figure | Path:
+    """One line per method over epochs 1..n; several runs (seeds) give their mean and a ±sample-std band."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if not series:
+        raise UserInputError("no series to plot")
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.add_subplot()
+    for name, values in series.items():
+        table = _runs(values)
+        x = np.arange(1, table.shape[1] + 1)
+        present = np.isfinite(table)
+        n = present.sum(axis=0)
+        mean = np.nansum(table, axis=0) / np.maximum(n, 1)
+        (line,) = ax.plot(x, mean, label=f"{name} (n={table.shape[0]})" if table.shape[0] > 1 else name)
+        if table.shape[0] > 1:
+            squares = np.where(present, (table - mean) ** 2, 0.0).sum(axis=0)
+            std = np.sqrt(squares / np.maximum(n - 1, 1))
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or f"{ylabel} per {xlabel}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _finish(fig, path)
