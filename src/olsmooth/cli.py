@@ -1,0 +1,227 @@
+"""The `olsmooth` command: train, eval, ensemble, dataset-info and report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserInputError
+
+
+def _parse_loss_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; only flags given on the command line reach the configuration."""
+    from .engine.config import FIELDS, field_type
+    for name, spec in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = spec.metadata.get("help", "")
+        kind = field_type(name)
+        if name == "loss_options":
+            parser.add_argument("--loss-opt", dest=name, action="append", type=_parse_loss_option,
+                                default=argparse.SUPPRESS, metavar="KEY=VALUE", help=help_text)
+        elif kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        elif kind is list:
+            parser.add_argument(flag, dest=name, nargs="*", type=int, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="olsmooth", description="Online Label Smoothing toolkit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model (defaults: digits, small_cnn, OLS)")
+    train.add_argument("-c", "--config", help="YAML recipe: a path or the name of a shipped recipe")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt")
+    for what in ("recipes", "models", "datasets", "methods"):
+        train.add_argument(f"--list-{what}", action="store_true", help=f"list the available {what} and exit")
+    _add_config_flags(train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint: top-1, top-5, NLL, ECE")
+    ev.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt)")
+    ev.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    ev.add_argument("--save-predictions", metavar="FILE.npz", help="write probs (N, K) and labels (N,)")
+    _add_eval_flags(ev)
+
+    ens = sub.add_parser("ensemble", help="evaluate the softmax average of several checkpoints")
+    ens.add_argument("checkpoints", nargs="*", help="checkpoint files")
+    ens.add_argument("--from-run", metavar="DIR", help="take snapshots from this run folder")
+    ens.add_argument("--count", type=int, help="with --from-run: how many snapshots, spread uniformly")
+    ens.add_argument("--save-predictions", metavar="FILE.npz", help="write probs (N, K) and labels (N,)")
+    _add_eval_flags(ens)
+
+    info = sub.add_parser("dataset-info", help="count the train/test samples and classes of a dataset")
+    info.add_argument("--dataset", required=True)
+    info.add_argument("--data-root")
+    info.add_argument("--split", default="paper", choices=["paper", "official"])
+    info.add_argument("--json", action="store_true")
+
+    rep = sub.add_parser("report", help="mean ± std over runs, grouped by method, with paired tests")
+    rep.add_argument("runs", nargs="+", help="run folders")
+    rep.add_argument("--which", choices=["best", "last"], default="last", help="which epoch of each run")
+    rep.add_argument("--json", action="store_true")
+    return parser
+
+
+def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", help="read the evaluation data from here instead of the run's data root")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--device", help="cpu | cuda | cuda:N")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (keys top1, top5, nll, ece)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.config import FIELDS, build_config, read_yaml, resolve_recipe_path
+    from .engine.trainer import Trainer, load_resume
+    if _print_lists(args):
+        return 0
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if "loss_options" in overrides:
+        overrides["loss_options"] = dict(overrides["loss_options"])
+    if args.resume:
+        cfg, checkpoint = load_resume(Path(args.resume), overrides)
+    else:
+        recipe = read_yaml(resolve_recipe_path(args.config)) if args.config else None
+        cfg, checkpoint = build_config(recipe, overrides), None
+    trainer = Trainer(cfg, checkpoint)
+    trainer.log(f"run folder: {trainer.out}")
+    trainer.fit()
+    return 0
+
+
+def _print_lists(args: argparse.Namespace) -> bool:
+    """Handle --list-recipes/models/datasets/methods; True when something was listed."""
+    from .data import list_datasets
+    from .engine.config import list_recipes
+    from .losses import list_losses
+    from .models import list_models
+    listed = False
+    if args.list_recipes:
+        for name, recipe in list_recipes().items():
+            expected = recipe.get("expected_top1_error")
+            err = f"paper top-1 error {expected:.2f}%" if expected is not None else ""
+            print(f"{name:<40} {recipe.get('dataset', ''):<12} {recipe.get('model', ''):<22} "
+                  f"{recipe.get('method', ''):<5} {err}")
+        listed = True
+    if args.list_models:
+        print("\n".join(list_models("olsmooth")))
+        print("(plus every torchvision classification model and every timm model: tv/NAME, timm/NAME)")
+        listed = True
+    for flag, table in (("list_datasets", list_datasets), ("list_methods", list_losses)):
+        if getattr(args, flag):
+            for name, description in table().items():
+                print(f"{name:<16} {description}")
+            listed = True
+    return listed
+
+
+def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
+    from .engine.checkpoint import atomic_write
+    if args.save_predictions:
+        import numpy as np
+        atomic_write(Path(args.save_predictions), lambda tmp: np.savez(open(tmp, "wb"), probs=evaluation.probs.numpy(),
+                                                                       labels=evaluation.labels.numpy()))
+    m = evaluation.metrics
+    if args.json:
+        print(json.dumps({k: m[k] for k in ("top1", "top5", "nll", "ece")}))
+    else:
+        print(f"top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  nll {m['nll']:.4f}  ece {m['ece']:.2f}%")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.inference import evaluate_checkpoints
+    path = Path(args.checkpoint)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    evaluation = evaluate_checkpoints([path], args.data_root, args.batch_size, args.workers, args.device,
+                                      ema=args.ema, collect=bool(args.save_predictions))
+    _report_evaluation(evaluation, args)
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .engine.inference import evaluate_checkpoints, pick_snapshots
+    paths = list(args.checkpoints)
+    if args.from_run:
+        if args.count is None:
+            raise UserInputError("--from-run needs --count N")
+        paths += pick_snapshots(args.from_run, args.count)
+    if not paths:
+        raise UserInputError("give checkpoint files, or --from-run DIR --count N")
+    evaluation = evaluate_checkpoints(paths, args.data_root, args.batch_size, args.workers, args.device,
+                                      collect=bool(args.save_predictions))
+    if not args.json:
+        print(f"ensemble of {len(paths)}: " + ", ".join(str(p) for p in paths))
+    _report_evaluation(evaluation, args)
+    return 0
+
+
+def cmd_dataset_info(args: argparse.Namespace) -> int:
+    from .data import dataset_info
+    info = dataset_info(args.dataset, args.data_root, args.split)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{args.dataset}: {info['train']} train, {info['test']} test, {info['classes']} classes")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .analysis import final_metrics, markdown_table, summarize
+    from .engine.config import read_yaml
+    groups: dict[str, list[dict]] = {}
+    for run in args.runs:
+        cfg = read_yaml(Path(run) / "config.yaml")
+        label = cfg.get("method", "?") + (f" ({cfg['ols_preset']})" if cfg.get("ols_preset") else "")
+        groups.setdefault(label, []).append(final_metrics(run, args.which))
+    rows = summarize(groups)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(markdown_table(rows, ["top1", "top5", "nll", "ece"], ".2f"))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "ensemble": cmd_ensemble, "dataset-info": cmd_dataset_info,
+            "report": cmd_report}
+
+
+def _one_line(err: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker re-raised it with a traceback inside."""
+    text = str(err).strip()
+    for line in reversed(text.splitlines()):
+        if "UserInputError: " in line:
+            return line.split("UserInputError: ", 1)[1]
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; bad input gives a one-line message and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserInputError as err:
+        print(f"olsmooth: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("olsmooth: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Evaluation of one model or a softmax-averaged ensemble: every sample counted exactly once, on any world size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..analysis import MetricAccumulator
+from .distributed import DistInfo, all_reduce_sum
+
+
+@dataclass
+class Evaluation:
+    """Metrics (top1, top5 and ece in %, nll in nats) and, when collected, the probabilities and labels."""
+
+    metrics: dict[str, float]
+    probs: Tensor | None = None
+    labels: Tensor | None = None
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist: DistInfo) -> DataLoader:
+    """A sequential loader over this process's share: samples rank, rank + W, ... (no padding duplicates)."""
+    if dist.enabled:
+        dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      pin_memory=dist.device.type == "cuda")
+
+
+def autocast_context(device: torch.device, amp: str):
+    """torch.autocast for `amp` in (bf16, fp16), or a no-op for none."""
+    if amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(models: Sequence[nn.Module], loader: DataLoader, dist: DistInfo, amp: str = "none",
+             channels_last: bool = False, collect: bool = False) -> Evaluation:
+    """Average the float32 softmax of the models over the loader and reduce the metric sums over processes."""
+    for model in models:
+        model.eval()
+    acc = MetricAccumulator(from_logits=False)
+    kept_probs, kept_labels = [], []
+    for images, labels in loader:
+        images = images.to(dist.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(dist.device, non_blocking=True)
+        with autocast_context(dist.device, amp):
+            probs = sum(torch.softmax(model(images).float(), dim=1) for model in models) / len(models)
+        acc.update(probs, labels)
+        if collect:
+            kept_probs.append(probs.cpu())
+            kept_labels.append(labels.cpu())
+    metrics = MetricAccumulator.from_sum_tensor(all_reduce_sum(acc.sum_tensor().to(dist.device)).cpu(),
+                                                from_logits=False).compute()
+    if not collect:
+        return Evaluation(metrics)
+    return Evaluation(metrics, torch.cat(kept_probs), torch.cat(kept_labels))

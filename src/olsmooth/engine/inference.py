@@ -1,0 +1,82 @@
+"""Rebuild models and data from checkpoints; evaluate one checkpoint or a softmax-averaged ensemble of several."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..data import DatasetBundle, build_datasets
+from ..errors import UserInputError
+from ..models import create_model
+from .checkpoint import load_checkpoint
+from .distributed import setup
+from .evaluate import Evaluation, eval_loader, evaluate
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], ema: bool = False) -> nn.Module:
+    """The checkpoint's network with its (or its EMA's) weights."""
+    cfg = ckpt["config"]
+    model = create_model(cfg["model"], num_classes=ckpt["num_classes"], in_chans=ckpt["channels"])
+    weights = ckpt.get("ema") if ema else ckpt["model"]
+    if weights is None:
+        raise UserInputError("this checkpoint holds no EMA weights (train with --ema-decay)")
+    model.load_state_dict(weights)
+    return model
+
+
+def data_for_checkpoint(ckpt: dict[str, Any], data_root: str | None = None) -> DatasetBundle:
+    """The evaluation data of the checkpoint's run, optionally read from another data root."""
+    cfg = ckpt["config"]
+    return build_datasets(cfg["dataset"], data_root=data_root or cfg.get("data_root"), split=cfg.get("split", "paper"),
+                          image_size=cfg.get("image_size"), channels=ckpt["channels"])
+
+
+def evaluate_checkpoints(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
+                         workers: int = 0, device: str | None = None, ema: bool = False,
+                         collect: bool = False) -> Evaluation:
+    """Evaluate one checkpoint, or the average of the softmax outputs of several trained on the same data."""
+    ckpts = [load_checkpoint(p) for p in paths]
+    first = ckpts[0]["config"]
+    for path, ckpt in zip(paths[1:], ckpts[1:]):
+        cfg = ckpt["config"]
+        if (cfg["dataset"], ckpt["num_classes"]) != (first["dataset"], ckpts[0]["num_classes"]):
+            raise UserInputError(f"{path} was trained on {cfg['dataset']} ({ckpt['num_classes']} classes), "
+                                 f"not {first['dataset']} ({ckpts[0]['num_classes']} classes)")
+    dist = setup(device)
+    models = [model_from_checkpoint(c, ema).to(dist.device) for c in ckpts]
+    bundle = data_for_checkpoint(ckpts[0], data_root)
+    loader = eval_loader(bundle.test, batch_size, workers, dist)
+    return evaluate(models, loader, dist, collect=collect)
+
+
+def snapshot_epochs(run_dir: Path) -> dict[int, Path]:
+    """The epoch-NNN.pt snapshots of a run, by epoch."""
+    found = {}
+    for path in run_dir.glob("epoch-*.pt"):
+        match = re.fullmatch(r"epoch-(\d+)\.pt", path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def pick_snapshots(run_dir: str | Path, count: int) -> list[Path]:
+    """`count` snapshots spread uniformly over training: those nearest to epochs E/count, 2E/count, ..., E."""
+    run_dir = Path(run_dir)
+    snaps = snapshot_epochs(run_dir)
+    if count < 1:
+        raise UserInputError("--count must be at least 1")
+    if len(snaps) < count:
+        raise UserInputError(f"{run_dir} has {len(snaps)} epoch snapshots, fewer than --count {count} "
+                             f"(train with --save-every)")
+    epochs = list(snaps)
+    last = epochs[-1]
+    chosen: list[int] = []
+    for i in range(1, count + 1):
+        goal = last * i / count
+        free = [e for e in epochs if e not in chosen]
+        chosen.append(min(free, key=lambda e: (abs(e - goal), -e)))
+    return [snaps[e] for e in sorted(chosen)]

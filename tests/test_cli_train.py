@@ -1,0 +1,220 @@
+"""End to end through the `olsmooth` command: training on digits, the run folder, eval, ensemble, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from olsmooth.cli import main
+from olsmooth.data import build_datasets
+from olsmooth.engine.checkpoint import load_checkpoint
+from olsmooth.engine.inference import model_from_checkpoint
+
+CLI = [sys.executable, "-m", "olsmooth.cli"]
+FAST = ["--epochs", "3", "--save-every", "1"]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    """Metrics rows without the wall-clock fields, which differ between any two runs."""
+    return [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    """The default job, exactly as `olsmooth train` runs it, plus snapshots for the ensemble tests."""
+    out = tmp_path_factory.mktemp("runs") / "default"
+    assert main(["train", "--out", str(out), "--save-every", "1"]) == 0
+    return out
+
+
+def test_default_run_writes_the_run_folder_and_reaches_90_percent(default_run):
+    rows = metrics(default_run)
+    assert rows[-1]["top1"] >= 90.0
+    for key in ("epoch", "train_loss", "top1", "top5", "nll", "ece", "lr"):
+        assert key in rows[0]
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    for name in ("config.yaml", "last.pt", "best.pt", "epoch-001.pt", "soft_labels/epoch-001.npy",
+                 "soft_labels/epoch-001.png"):
+        assert (default_run / name).is_file(), name
+    assert list((default_run / "tensorboard").glob("events.out.tfevents.*"))
+    cfg = yaml.safe_load((default_run / "config.yaml").read_text())
+    assert cfg["dataset"] == "digits" and cfg["method"] == "ols" and cfg["model"] == "small_cnn"
+    S = np.load(default_run / "soft_labels" / f"epoch-{len(rows):03d}.npy")
+    np.testing.assert_allclose(S.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_logged_accuracy_matches_a_plain_evaluation_of_the_checkpoint(default_run):
+    ckpt = load_checkpoint(default_run / "last.pt")
+    model = model_from_checkpoint(ckpt).eval()
+    bundle = build_datasets("digits", channels=ckpt["channels"])
+    correct = 0
+    with torch.no_grad():
+        for i in range(len(bundle.test)):
+            x, y = bundle.test[i]
+            correct += int(model(x.unsqueeze(0)).argmax(1).item() == y)
+    assert 100.0 * correct / len(bundle.test) == pytest.approx(metrics(default_run)[-1]["top1"], abs=1e-9)
+
+
+def test_eval_json_and_predictions_agree_with_numpy(default_run, tmp_path, capsys):
+    npz = tmp_path / "pred.npz"
+    assert main(["eval", "--checkpoint", str(default_run / "last.pt"), "--json", "--save-predictions",
+                 str(npz)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"top1", "top5", "nll", "ece"}
+    data = np.load(npz)
+    probs, labels = data["probs"], data["labels"]
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert result["top1"] == pytest.approx(100 * np.mean(probs.argmax(1) == labels))
+    nll = -np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)))
+    assert result["nll"] == pytest.approx(nll, rel=1e-4)
+    assert result["top1"] == pytest.approx(metrics(default_run)[-1]["top1"])
+
+
+def test_ensemble_of_snapshots(default_run, capsys):
+    assert main(["ensemble", "--from-run", str(default_run), "--count", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"top1", "top5", "nll", "ece"} and result["top1"] > 80
+    last = str(default_run / "last.pt")
+    assert main(["ensemble", last, last, "--json"]) == 0
+    twice = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--checkpoint", last, "--json"]) == 0
+    once = json.loads(capsys.readouterr().out)
+    assert twice == pytest.approx(once)
+
+
+def test_recipe_file_with_command_line_override(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: ls\nls_eps: 0.2\nepochs: 5\nbatch_size: 128\n")
+    out = tmp_path / "run"
+    assert main(["train", "-c", str(recipe), "--epochs", "1", "--out", str(out)]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert (cfg["method"], cfg["ls_eps"], cfg["epochs"], cfg["batch_size"]) == ("ls", 0.2, 1, 128)
+    assert len(metrics(out)) == 1
+
+
+@pytest.mark.parametrize("extra", [["--mixup", "0.2", "--cutmix", "1.0"], ["--ema-decay", "0.9"],
+                                   ["--method", "tfkd"], ["--method", "ce", "--sched", "multistep",
+                                                          "--milestones", "1", "--optimizer", "adamw", "--lr",
+                                                          "0.001"]])
+def test_training_options_run(tmp_path, extra):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), *extra]) == 0
+    row = metrics(out)[0]
+    assert np.isfinite(row["train_loss"]) and row["top1"] > 10
+    if "--ema-decay" in extra:
+        assert "ema_top1" in row
+
+
+def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path):
+    args = ["train", "--epochs", "6", "--batch-size", "32"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert run_cli(*args, "--out", str(whole)).returncode == 0
+    proc = subprocess.Popen([*CLI, *args, "--out", str(broken)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        log = broken / "metrics.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(metrics(broken)) < 6, "the run finished before it could be killed"
+    done = run_cli(*args, "--resume", str(broken))
+    assert done.returncode == 0, done.stderr
+    assert untimed(metrics(broken)) == untimed(metrics(whole))
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(broken / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert torch.equal(a["loss"]["soft_labels"], b["loss"]["soft_labels"])
+
+
+def test_existing_run_folder_is_kept_without_force(default_run, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    done = run_cli("train", "--epochs", "1", "--out", str(out))
+    assert done.returncode == 2
+    assert "already exists" in done.stderr and "Traceback" not in done.stderr
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_resume_with_another_model_is_refused(default_run):
+    done = run_cli("train", "--resume", str(default_run), "--model", "mlp")
+    assert done.returncode == 2 and "different experiment" in done.stderr and "Traceback" not in done.stderr
+
+
+def _corrupt_image_tree(root: Path) -> None:
+    from PIL import Image
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 40), (i * 50, 0, 0)).save(root / split / cls / f"{i}.jpg")
+    (root / "train" / "a" / "bad.jpg").write_bytes(b"not a jpeg at all")
+
+
+@pytest.mark.parametrize("case, message", [
+    (["--dataset", "nope"], "nope"),
+    (["--model", "no_such_net"], "no_such_net"),
+    (["--method", "nope"], "unknown method"),
+    (["--dataset", "cifar10", "--data-root", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["--dataset", "imagefolder", "--model", "small_cnn", "--image-size", "32", "--workers", "0"], "bad.jpg"),
+    (["-c", "no-such-recipe"], "no-such-recipe"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, case, message):
+    if "imagefolder" in case:
+        _corrupt_image_tree(tmp_path / "tree")
+        case = [*case, "--data-root", str(tmp_path / "tree")]
+    done = run_cli("train", "--epochs", "1", "--out", str(tmp_path / "run"), *case)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "olsmooth-checkpoint-1", "payload": Path("x")}, path)
+    done = run_cli("eval", "--checkpoint", str(path))
+    assert done.returncode == 2 and "refusing" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_lists(capsys):
+    for flag, expected in (("--list-models", "small_cnn"), ("--list-datasets", "digits"),
+                           ("--list-methods", "ols")):
+        assert main(["train", flag]) == 0
+        assert expected in capsys.readouterr().out
+
+
+def test_torchrun_two_processes_end_to_end(tmp_path):
+    out = tmp_path / "ddp"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "olsmooth.cli", "train", "--epochs", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = metrics(out)
+    assert len(rows) == 2
+    # evaluation under DDP counted every test sample exactly once: a single-process evaluation agrees
+    single = run_cli("eval", "--checkpoint", str(out / "last.pt"), "--json")
+    assert json.loads(single.stdout)["top1"] == pytest.approx(rows[-1]["top1"], abs=1e-9)
+    S = load_checkpoint(out / "last.pt")["loss"]["soft_labels"]
+    torch.testing.assert_close(S.sum(1), torch.ones(S.size(0)))
