@@ -148,19 +148,23 @@ def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path):
     assert torch.equal(a["loss"]["soft_labels"], b["loss"]["soft_labels"])
 
 
-def test_existing_run_folder_is_kept_without_force(default_run, tmp_path):
+def fails_with(capsys, argv: list[str], message: str) -> None:
+    """The command exits 2 with exactly one line on stderr that contains `message`."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_existing_run_folder_is_kept_without_force(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    done = run_cli("train", "--epochs", "1", "--out", str(out))
-    assert done.returncode == 2
-    assert "already exists" in done.stderr and "Traceback" not in done.stderr
+    fails_with(capsys, ["train", "--epochs", "1", "--out", str(out)], "already exists")
     assert (out / "keep.txt").read_text() == "precious"
 
 
-def test_resume_with_another_model_is_refused(default_run):
-    done = run_cli("train", "--resume", str(default_run), "--model", "mlp")
-    assert done.returncode == 2 and "different experiment" in done.stderr and "Traceback" not in done.stderr
+def test_resume_with_another_model_is_refused(default_run, capsys):
+    fails_with(capsys, ["train", "--resume", str(default_run), "--model", "mlp"], "different experiment")
 
 
 def _corrupt_image_tree(root: Path) -> None:
@@ -181,21 +185,26 @@ def _corrupt_image_tree(root: Path) -> None:
     (["--dataset", "imagefolder", "--model", "small_cnn", "--image-size", "32", "--workers", "0"], "bad.jpg"),
     (["-c", "no-such-recipe"], "no-such-recipe"),
 ])
-def test_bad_input_exits_2_with_one_line(tmp_path, case, message):
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case, message):
     if "imagefolder" in case:
         _corrupt_image_tree(tmp_path / "tree")
         case = [*case, "--data-root", str(tmp_path / "tree")]
-    done = run_cli("train", "--epochs", "1", "--out", str(tmp_path / "run"), *case)
-    assert done.returncode == 2, done.stderr
-    assert message in done.stderr and "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    fails_with(capsys, ["train", "--epochs", "1", "--out", str(tmp_path / "run"), *case], message)
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+def test_corrupt_image_in_a_worker_process_is_one_line(tmp_path):
+    _corrupt_image_tree(tmp_path / "tree")
+    done = run_cli("train", "--epochs", "1", "--out", str(tmp_path / "run"), "--dataset", "imagefolder",
+                   "--data-root", str(tmp_path / "tree"), "--model", "small_cnn", "--image-size", "32",
+                   "--workers", "1")
+    assert done.returncode == 2 and "bad.jpg" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"format": "olsmooth-checkpoint-1", "payload": Path("x")}, path)
-    done = run_cli("eval", "--checkpoint", str(path))
-    assert done.returncode == 2 and "refusing" in done.stderr and "Traceback" not in done.stderr
+    fails_with(capsys, ["eval", "--checkpoint", str(path)], "refusing")
 
 
 def test_lists(capsys):
