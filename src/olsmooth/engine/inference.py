@@ -24,7 +24,12 @@ def model_from_checkpoint(ckpt: dict[str, Any], ema: bool = False) -> nn.Module:
     weights = ckpt.get("ema") if ema else ckpt["model"]
     if weights is None:
         raise UserInputError("this checkpoint holds no EMA weights (train with --ema-decay)")
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()[:200]
+        raise UserInputError(f"checkpoint weights do not fit model {cfg['model']!r}: {detail}") from None
     return model
 
 
