@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .common import EpochLoss, cross_entropy_from_log_probs, float32_log_softmax, soft_cross_entropy
+from .common import EpochLoss, target_cross_entropy
 
 Init = Literal["zeros", "uniform", "ls"]
 EmptyRule = Literal["uniform", "keep"]
@@ -29,19 +29,34 @@ PRESETS: dict[str, dict[str, Any]] = {
 _STATE_KEYS = ("soft_labels", "accumulator", "counts", "epoch", "step", "num_updates")
 
 
+def ols_targets(target: Tensor, soft_labels: Tensor, hard_weight: float, soft_weight: float) -> Tensor:
+    """The (B, K) weights the loss puts on each log-probability: hard_weight * onehot + soft_weight * S[y].
+
+    Dense (B, K) targets t give hard_weight * t + soft_weight * sum_j t_j S[j].
+    """
+    if target.dim() == 2:
+        dense = target.float()
+        return torch.addmm(dense, dense, soft_labels, beta=hard_weight, alpha=soft_weight)
+    weights = soft_labels.index_select(0, target).mul_(soft_weight)
+    if hard_weight:
+        weights[torch.arange(target.size(0), device=target.device), target] += hard_weight
+    return weights
+
+
+def ols_loss_and_probs(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
+                       soft_weight: float = 0.5) -> tuple[Tensor, Tensor]:
+    """The OLS loss in float32 (autocast off) and the float32 softmax of the logits (detached)."""
+    with torch.autocast(logits.device.type, enabled=False):
+        return target_cross_entropy(logits.float(), ols_targets(target, soft_labels, hard_weight, soft_weight))
+
+
 def ols_loss(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
              soft_weight: float = 0.5) -> Tensor:
     """Functional OLS loss for a given soft-label matrix: hard_weight * CE + soft_weight * soft CE (float32).
 
     Dense (B, K) targets use the target-weighted mixture of rows, sum_j t_j S[j], as the soft target.
     """
-    with torch.autocast(logits.device.type, enabled=False):
-        log_probs = float32_log_softmax(logits)
-        rows = target.float() @ soft_labels if target.dim() == 2 else soft_labels[target]
-        loss = soft_weight * soft_cross_entropy(log_probs, rows)
-        if hard_weight:
-            loss = loss + hard_weight * cross_entropy_from_log_probs(log_probs, target)
-        return loss
+    return ols_loss_and_probs(logits, target, soft_labels, hard_weight, soft_weight)[0]
 
 
 def initial_soft_labels(num_classes: int, init: Init, eps: float = 0.1) -> Tensor:
@@ -142,19 +157,23 @@ class OnlineLabelSmoothing(EpochLoss):
         """Loss for a batch; in training mode with gradients enabled it also accumulates the statistics."""
         dense = self._dense(logits, target)
         self._move_state(logits.device)
-        loss = ols_loss(logits, target, self._S, self.hard_weight, self.soft_weight)
+        loss, probs = ols_loss_and_probs(logits, target, self._S, self.hard_weight, self.soft_weight)
         if self.training and torch.is_grad_enabled():
-            self._accumulate(logits.detach(), target.detach().argmax(dim=1) if dense else target.detach())
+            labels = target.detach().argmax(dim=1) if dense else target.detach()
+            self._accumulate(logits.detach(), probs, labels)
             self.step += 1
             if self.update_every is not None and self.step % self.update_every == 0:
                 self._update()
         return loss
 
     @torch.no_grad()
-    def _accumulate(self, logits: Tensor, labels: Tensor) -> None:
-        """Add the float32 softmax of correctly predicted samples to A[label] and 1 to n[label] (no host sync)."""
-        logits = logits.float()
-        probs = torch.softmax(logits / self.temperature if self.temperature != 1.0 else logits, dim=1)
+    def _accumulate(self, logits: Tensor, probs: Tensor, labels: Tensor) -> None:
+        """Add the float32 softmax of correctly predicted samples to A[label] and 1 to n[label] (no host sync).
+
+        `probs` is the loss's softmax, reused when the statistics temperature is 1.
+        """
+        if self.temperature != 1.0:
+            probs = torch.softmax(logits.float() / self.temperature, dim=1)
         correct = (logits.argmax(dim=1) == labels).to(torch.float32)
         self._A.index_add_(0, labels, probs * correct.unsqueeze(1))
         self._n.index_add_(0, labels, correct)
