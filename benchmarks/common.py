@@ -1,0 +1,142 @@
+"""Shared helpers for benchmarks: machine description, interleaved timing, and JSON/Markdown result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or the platform's best guess elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What a reader needs to interpret timings: CPU, cores, threads, load, library versions, GPU."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": usable,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "revision": source_revision(),
+    }
+    return info
+
+
+def source_revision() -> str | None:
+    """The repository's commit, with "+changes" when the working tree differs from it; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if dirty else "")
+
+
+def machine_line(info: Mapping[str, Any]) -> str:
+    """One Markdown line describing the machine, for the top of a result file."""
+    gpu = f", GPU {info['cuda_device']}" if info.get("cuda_device") else ", no GPU"
+    threads = info["torch_threads"]
+    return (f"{info['cpu']}, {info['cpu_cores_usable']} usable cores, torch {info['torch']} "
+            f"({threads} CPU thread{'' if threads == 1 else 's'}), Python {info['python']}{gpu}, "
+            f"olsmooth at {info.get('revision')}; 1-min load average at start {info['load_average_1min']}")
+
+
+def time_interleaved(cases: Mapping[str, Callable[[], None]], repeats: int, min_sample_s: float = 0.02,
+                     warmup: int = 3, sync: Callable[[], None] | None = None,
+                     between: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each case, `repeats` samples each, measured round-robin so drift hits all alike.
+
+    A sample calls the case back to back until `min_sample_s` has passed (so a machine slowed down by other work
+    lengthens no sample by more than one call); `sync` (e.g. a CUDA synchronize) runs before the clock starts and
+    before it stops; `between` runs untimed after each round.
+    """
+    sync = sync or (lambda: None)
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            sync()
+            start = time.perf_counter()
+            calls = 0
+            while calls == 0 or time.perf_counter() - start < min_sample_s:
+                fn()
+                calls += 1
+            sync()
+            samples[name].append((time.perf_counter() - start) / calls)
+        if between is not None:
+            between()
+    return samples
+
+
+def summarize(seconds: Sequence[float]) -> dict[str, float]:
+    """Median and quartiles of per-call times, in milliseconds."""
+    ms = sorted(s * 1e3 for s in seconds)
+    q1, _, q3 = statistics.quantiles(ms, n=4) if len(ms) > 1 else (ms[0], ms[0], ms[0])
+    return {"median_ms": statistics.median(ms), "q1_ms": q1, "q3_ms": q3, "samples": len(ms)}
+
+
+def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of the per-round ratios numerator[i] / denominator[i] of two interleaved sample lists.
+
+    Pairing by round cancels drift that hits both cases of a round alike, which a ratio of medians does not.
+    """
+    if len(numerator) != len(denominator) or not numerator:
+        raise ValueError("paired_ratios needs two non-empty sample lists of the same length")
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def command_line() -> str:
+    """The command that produced this result, as typed from the repository root."""
+    return " ".join([".venv/bin/python", *sys.argv])
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(out_dir: str | Path, name: str, payload: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write `name.json` and `name.md` into out_dir (created if needed); return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
+    _write_atomically(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+    _write_atomically(md_path, markdown.rstrip() + "\n")
+    return json_path, md_path
