@@ -304,3 +304,22 @@ def test_state_is_not_exposed_as_buffers_so_ddp_cannot_overwrite_it():
     ols = OnlineLabelSmoothing(num_classes=3)
     assert list(ols.buffers()) == []
     assert set(ols.state_dict()) == {"soft_labels", "accumulator", "counts", "epoch", "step", "num_updates"}
+
+
+def test_momentum_from_zeros_keeps_every_row_a_distribution():
+    ols = OnlineLabelSmoothing(3, init="zeros", empty_class="keep", momentum=0.9)
+    ols(torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([0]))
+    ols.next_epoch()
+    ols(torch.tensor([[0.0, 5.0, 0.0]]), torch.tensor([1]))
+    ols.next_epoch()
+    # class 0: first estimate, then kept; class 1: first estimate (nothing to blend with); class 2: never seen
+    torch.testing.assert_close(ols.soft_labels.sum(1), torch.tensor([1.0, 1.0, 0.0]))
+    torch.testing.assert_close(ols.soft_labels[1], torch.softmax(torch.tensor([0.0, 5.0, 0.0]), 0))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8, torch.int16])
+def test_integer_labels_of_any_width_are_accepted(dtype):
+    from olsmooth import LabelSmoothingCrossEntropy, TfKDRegularization
+    z, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    for loss in (OnlineLabelSmoothing(3), LabelSmoothingCrossEntropy(3), TfKDRegularization(3)):
+        assert loss(z, y.to(dtype)).item() == pytest.approx(loss(z, y).item(), rel=1e-6)

@@ -33,7 +33,8 @@ def validate_inputs(logits: Tensor, target: Tensor, num_classes: int) -> bool:
     else:
         raise ValueError(f"target must be (batch,) class indices or (batch, classes) probabilities, "
                          f"got shape {tuple(target.shape)}")
-    flags = torch.stack([bad_target, ~torch.isfinite(logits).all()]).tolist()
+    extremes = torch.stack(torch.aminmax(logits.detach())).float()  # NaN propagates; an inf is an extreme
+    flags = torch.stack([bad_target, ~torch.isfinite(extremes).all()]).tolist()
     if flags[0]:
         if target.dim() == 1:
             raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values from "
@@ -70,25 +71,27 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 class _TargetCrossEntropy(torch.autograd.Function):
     """-(1/B) sum_ik T_ik log softmax(z)_ik with its analytic gradient ((sum_k T_ik) p_i - T_i) / B.
 
-    One log-softmax, one dot product and one exp forward, two passes backward: far fewer passes over the
-    (B, K) logits than composing the same loss from autograd ops. Also returns the softmax for reuse.
+    Forward: one softmax, then log-sum-exp from it (lse = max z - log max p, exact since max p >= 1/K) and the
+    loss as two dot products, -(<T, z> - <rowsum T, lse>) / B; backward: two passes. Far fewer passes over the
+    (B, K) logits than composing the loss from autograd ops; the softmax is returned for reuse.
     """
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        log_probs = torch.log_softmax(logits, dim=1)
-        loss = -torch.dot(targets.reshape(-1), log_probs.reshape(-1)) / logits.size(0)
-        probs = log_probs.exp_()
-        ctx.save_for_backward(probs, targets)
+        probs = torch.softmax(logits, dim=1)
+        top_logit, top_prob = logits.amax(dim=1), probs.amax(dim=1)
+        lse = top_logit - top_prob.log()
+        row_sums = targets.sum(dim=1)
+        loss = (torch.dot(row_sums, lse) - torch.dot(targets.reshape(-1), logits.reshape(-1))) / logits.size(0)
+        ctx.save_for_backward(probs, targets, row_sums)
         ctx.mark_non_differentiable(probs)
         return loss, probs
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, _grad_probs: Tensor) -> tuple[Tensor, None]:
-        probs, targets = ctx.saved_tensors
-        scale = grad_loss / probs.size(0)
-        grad = probs * (targets.sum(dim=1, keepdim=True) * scale)
-        return grad.sub_(targets * scale), None
+        probs, targets, row_sums = ctx.saved_tensors
+        grad = torch.addcmul(targets, probs, row_sums.unsqueeze(1), value=-1.0)  # T - rowsum * p
+        return grad.mul_(-grad_loss / probs.size(0)), None
 
 
 def target_cross_entropy(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,11 +109,12 @@ class EpochLoss(nn.Module):
         self.num_classes = int(num_classes)
         self.check_inputs = check_inputs
 
-    def _dense(self, logits: Tensor, target: Tensor) -> bool:
-        """Validate (unless disabled) and say whether the target is dense."""
-        if self.check_inputs:
-            return validate_inputs(logits, target, self.num_classes)
-        return target.dim() == 2
+    def _prepare(self, logits: Tensor, target: Tensor) -> tuple[Tensor, bool]:
+        """Validate (unless disabled); return the target (class indices as int64) and whether it is dense."""
+        dense = validate_inputs(logits, target, self.num_classes) if self.check_inputs else target.dim() == 2
+        if not dense and target.dtype != torch.int64:
+            target = target.long()
+        return target, dense
 
     def next_epoch(self) -> None:
         """Called by training loops once per epoch; stateless losses ignore it."""
@@ -120,5 +124,5 @@ class CrossEntropy(EpochLoss):
     """Plain cross-entropy (hard labels), also accepting dense mixup/cutmix targets."""
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        self._dense(logits, target)
+        target, _ = self._prepare(logits, target)
         return cross_entropy(logits, target)

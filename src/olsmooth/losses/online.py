@@ -123,7 +123,10 @@ class OnlineLabelSmoothing(EpochLoss):
 
     @property
     def soft_labels(self) -> Tensor:
-        """The current (K, K) float32 matrix; row c is the soft label of class c. Read it, don't write it."""
+        """The current (K, K) float32 matrix; row c is the soft label of class c.
+
+        The live tensor, reused as the accumulator after the next update: read it, or `.clone()` it to keep it.
+        """
         return self._S
 
     @property
@@ -155,7 +158,7 @@ class OnlineLabelSmoothing(EpochLoss):
     # -- the loss --------------------------------------------------------------------------------------------
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss for a batch; in training mode with gradients enabled it also accumulates the statistics."""
-        dense = self._dense(logits, target)
+        target, dense = self._prepare(logits, target)
         self._move_state(logits.device)
         loss, probs = ols_loss_and_probs(logits, target, self._S, self.hard_weight, self.soft_weight)
         if self.training and torch.is_grad_enabled():
@@ -170,11 +173,13 @@ class OnlineLabelSmoothing(EpochLoss):
     def _accumulate(self, logits: Tensor, probs: Tensor, labels: Tensor) -> None:
         """Add the float32 softmax of correctly predicted samples to A[label] and 1 to n[label] (no host sync).
 
-        `probs` is the loss's softmax, reused when the statistics temperature is 1.
+        `probs` is the loss's softmax, reused when the statistics temperature is 1 (a temperature keeps the
+        top-1 class, so correctness can be read off either softmax).
         """
         if self.temperature != 1.0:
             probs = torch.softmax(logits.float() / self.temperature, dim=1)
-        correct = (logits.argmax(dim=1) == labels).to(torch.float32)
+        # top-1 == label, read off the softmax: one max pass instead of an argmax (ties count for each tied class)
+        correct = (probs.gather(1, labels.unsqueeze(1)).squeeze(1) >= probs.amax(dim=1)).to(torch.float32)
         self._A.index_add_(0, labels, probs * correct.unsqueeze(1))
         self._n.index_add_(0, labels, correct)
 
@@ -189,7 +194,7 @@ class OnlineLabelSmoothing(EpochLoss):
         """S <- A / n row-wise, with the empty-class, freeze and momentum rules; then reset A and n.
 
         Computed in place in A's memory, so the loss never holds more than two K x K matrices. Momentum blends
-        with the previous S whenever that is a distribution (always, except the first update from zeros).
+        a row with its previous value whenever that is a distribution (not the all-zero rows of init="zeros").
         """
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self._A, group=self.process_group)
@@ -202,10 +207,11 @@ class OnlineLabelSmoothing(EpochLoss):
         keep = ~seen if self.empty_class == "keep" else torch.zeros_like(seen)
         if self.freeze_threshold is not None:
             keep |= seen & (old.amax(dim=1, keepdim=True) >= self.freeze_threshold)
-        keep_rows = keep.squeeze(1)
-        new[keep_rows] = old[keep_rows]
-        if self.momentum and (self.num_updates > 0 or self.init != "zeros"):
-            new.mul_(1.0 - self.momentum).add_(old, alpha=self.momentum)
+        torch.where(keep, old, new, out=new)
+        if self.momentum:
+            # blend only rows that already hold a distribution (not the all-zero rows of init="zeros")
+            weight = (old.sum(dim=1, keepdim=True) > 0).to(old.dtype) * self.momentum
+            new.mul_(1.0 - weight).addcmul_(old, weight)
         self._S, self._A = new, old
         self._A.zero_()
         self._n.zero_()

@@ -32,7 +32,7 @@ class LabelSmoothingCrossEntropy(EpochLoss):
         return f"num_classes={self.num_classes}, eps={self.eps}"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        self._dense(logits, target)
+        target, _ = self._prepare(logits, target)
         return label_smoothing_cross_entropy(logits, target, self.eps)
 
 
@@ -88,6 +88,6 @@ class TfKDRegularization(EpochLoss):
                 f"temperature={self.temperature}, multiplier={self.multiplier}, kl_reduction={self.kl_reduction!r}")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        self._dense(logits, target)
+        target, _ = self._prepare(logits, target)
         return tfkd_loss(logits, target, self.correct_prob, self.alpha, self.temperature, self.multiplier,
                          self.kl_reduction)
