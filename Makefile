@@ -20,7 +20,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/loss_speed.py
 	$(PY) benchmarks/trainer_overhead.py
-	$(PY) benchmarks/accuracy.py
+	$(PY) benchmarks/accuracy.py --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -227,3 +227,13 @@ def test_torchrun_two_processes_end_to_end(tmp_path):
     assert json.loads(single.stdout)["top1"] == pytest.approx(rows[-1]["top1"], abs=1e-9)
     S = load_checkpoint(out / "last.pt")["loss"]["soft_labels"]
     torch.testing.assert_close(S.sum(1), torch.ones(S.size(0)))
+
+
+def test_train_subset_trains_on_the_first_samples_and_evaluates_on_all(tmp_path):
+    from olsmooth.engine.config import build_config
+    from olsmooth.engine.trainer import Trainer
+    trainer = Trainer(build_config(None, {"train_subset": 100, "epochs": 1, "out": str(tmp_path / "r")}))
+    full = build_datasets("digits")
+    assert len(trainer.train_loader.dataset) == 100 and len(trainer.bundle.test) == len(full.test)
+    x, y = trainer.train_loader.dataset[99]
+    assert y == full.train[99][1] and torch.equal(x, full.train[99][0])

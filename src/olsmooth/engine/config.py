@@ -25,6 +25,8 @@ class TrainConfig:
     split: str = field(default="paper", metadata={"help": "fine-grained split: paper | official"})
     image_size: int | None = field(default=None, metadata={"help": "override the preset's image side"})
     download: bool = field(default=False, metadata={"help": "let torchvision download the dataset"})
+    train_subset: int | None = field(default=None, metadata={"help": "train on the first N training samples "
+                                                                     "(quick studies); evaluation keeps all"})
     workers: int | None = field(default=None, metadata={"help": "data-loader processes (default: 0 for "
                                                                  "in-memory sets, else min(8, cores))"})
     # model
@@ -88,8 +90,9 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
 
 # Keys a resumed run must share with its checkpoint: changing them would train a different experiment.
-IDENTITY_KEYS = ("dataset", "split", "image_size", "model", "method", "ols_preset", "ls_eps", "tfkd_temperature",
-                 "loss_options", "batch_size", "optimizer", "sched", "seed", "amp", "mixup", "cutmix", "ema_decay")
+IDENTITY_KEYS = ("dataset", "split", "image_size", "train_subset", "model", "method", "ols_preset", "ls_eps",
+                 "tfkd_temperature", "loss_options", "batch_size", "optimizer", "sched", "seed", "amp", "mixup",
+                 "cutmix", "ema_decay")
 
 
 def recipes_dir() -> Path:

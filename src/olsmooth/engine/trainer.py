@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
 from ..data import DatasetBundle, build_datasets
@@ -136,8 +136,13 @@ class Trainer:
     # -- construction ----------------------------------------------------------------------------------------
     def _build_data(self) -> DatasetBundle:
         channels = None if accepts_in_chans(self.cfg.model) else 3
-        return build_datasets(self.cfg.dataset, data_root=self.cfg.data_root, split=self.cfg.split,
-                              image_size=self.cfg.image_size, channels=channels, download=self.cfg.download)
+        bundle = build_datasets(self.cfg.dataset, data_root=self.cfg.data_root, split=self.cfg.split,
+                                image_size=self.cfg.image_size, channels=channels, download=self.cfg.download)
+        if self.cfg.train_subset is not None:
+            if self.cfg.train_subset < 1:
+                raise UserInputError(f"--train-subset must be positive, got {self.cfg.train_subset}")
+            bundle.train = Subset(bundle.train, range(min(self.cfg.train_subset, len(bundle.train))))
+        return bundle
 
     def _build_model(self) -> nn.Module:
         model = create_model(self.cfg.model, num_classes=self.bundle.num_classes, in_chans=self.bundle.channels,
