@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,24 +24,23 @@ def validate_inputs(logits: Tensor, target: Tensor, num_classes: int) -> bool:
     if target.dim() == 1:
         if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
             raise ValueError(f"class-index targets must be an integer tensor, got {target.dtype}")
-        bad_target = ((target < 0) | (target >= num_classes)).any()
     elif target.dim() == 2:
         if target.shape != logits.shape:
             raise ValueError(f"dense targets must match logits {tuple(logits.shape)}, got {tuple(target.shape)}")
         if not target.dtype.is_floating_point:
             raise ValueError(f"dense (batch, classes) targets must be probabilities (float), got {target.dtype}")
-        bad_target = ~(torch.isfinite(target) & (target >= 0)).all()
     else:
         raise ValueError(f"target must be (batch,) class indices or (batch, classes) probabilities, "
                          f"got shape {tuple(target.shape)}")
-    extremes = torch.stack(torch.aminmax(logits.detach())).float()  # NaN propagates; an inf is an extreme
-    flags = torch.stack([bad_target, ~torch.isfinite(extremes).all()]).tolist()
-    if flags[0]:
-        if target.dim() == 1:
-            raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values from "
-                             f"{int(target.min())} to {int(target.max())}")
+    # extremes of logits and targets, read back in one sync: NaN propagates into them and an inf is one
+    logit_min, logit_max, target_min, target_max = torch.stack(
+        [*torch.aminmax(logits.detach()), *torch.aminmax(target.detach())]).double().tolist()
+    if target.dim() == 1 and not 0 <= target_min <= target_max < num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values from "
+                         f"{int(target_min)} to {int(target_max)}")
+    if target.dim() == 2 and not (0 <= target_min and math.isfinite(target_max)):
         raise ValueError("dense targets must be finite and non-negative")
-    if flags[1]:
+    if not (math.isfinite(logit_min) and math.isfinite(logit_max)):
         raise ValueError("logits contain NaN or inf (check the learning rate, or the AMP grad scaler)")
     return target.dim() == 2
 
@@ -69,34 +69,37 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 
 
 class _TargetCrossEntropy(torch.autograd.Function):
-    """-(1/B) sum_ik T_ik log softmax(z)_ik with its analytic gradient ((sum_k T_ik) p_i - T_i) / B.
+    """scale * -(1/B) sum_ik T_ik log softmax(z)_ik with its gradient scale * ((sum_k T_ik) p_i - T_i) / B.
 
     Forward: one softmax, then log-sum-exp from it (lse = max z - log max p, exact since max p >= 1/K) and the
     loss as two dot products, -(<T, z> - <rowsum T, lse>) / B; backward: two passes. Far fewer passes over the
-    (B, K) logits than composing the loss from autograd ops; the softmax is returned for reuse.
+    (B, K) logits than composing the loss from autograd ops. The softmax and its row maxima are returned too.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx: Any, logits: Tensor, targets: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
         probs = torch.softmax(logits, dim=1)
-        top_logit, top_prob = logits.amax(dim=1), probs.amax(dim=1)
-        lse = top_logit - top_prob.log()
+        top_prob = probs.amax(dim=1)
+        lse = logits.amax(dim=1) - top_prob.log()
         row_sums = targets.sum(dim=1)
-        loss = (torch.dot(row_sums, lse) - torch.dot(targets.reshape(-1), logits.reshape(-1))) / logits.size(0)
+        loss = (torch.dot(row_sums, lse) - torch.dot(targets.reshape(-1), logits.reshape(-1))) * (
+            scale / logits.size(0))
         ctx.save_for_backward(probs, targets, row_sums)
-        ctx.mark_non_differentiable(probs)
-        return loss, probs
+        ctx.scale = scale
+        ctx.mark_non_differentiable(probs, top_prob)
+        return loss, probs, top_prob
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, _grad_probs: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad_loss: Tensor, *_unused: Tensor) -> tuple[Tensor, None, None]:
         probs, targets, row_sums = ctx.saved_tensors
         grad = torch.addcmul(targets, probs, row_sums.unsqueeze(1), value=-1.0)  # T - rowsum * p
-        return grad.mul_(-grad_loss / probs.size(0)), None
+        return grad.mul_(grad_loss * (-ctx.scale / probs.size(0))), None, None
 
 
-def target_cross_entropy(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Cross-entropy of float32 logits against a (B, K) weight matrix (any row sums), and the softmax."""
-    return _TargetCrossEntropy.apply(logits, targets)
+def target_cross_entropy(logits: Tensor, targets: Tensor, scale: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """scale x cross-entropy of float32 logits against a (B, K) weight matrix (any row sums); also returns the
+    softmax and its row maxima (detached), for callers that reuse them."""
+    return _TargetCrossEntropy.apply(logits, targets, scale)
 
 
 class EpochLoss(nn.Module):

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
 from .common import EpochLoss, target_cross_entropy
@@ -29,25 +30,32 @@ PRESETS: dict[str, dict[str, Any]] = {
 _STATE_KEYS = ("soft_labels", "accumulator", "counts", "epoch", "step", "num_updates")
 
 
-def ols_targets(target: Tensor, soft_labels: Tensor, hard_weight: float, soft_weight: float) -> Tensor:
-    """The (B, K) weights the loss puts on each log-probability: hard_weight * onehot + soft_weight * S[y].
+def ols_targets(target: Tensor, soft_labels: Tensor, hard_weight: float,
+                soft_weight: float) -> tuple[Tensor, float]:
+    """(T, scale) with scale * T = hard_weight * onehot + soft_weight * S[y], the weight of each log-probability.
 
-    Dense (B, K) targets t give hard_weight * t + soft_weight * sum_j t_j S[j].
+    Dense (B, K) targets t give hard_weight * t + soft_weight * sum_j t_j S[j]. Factoring out `scale` saves a
+    pass over the (B, K) weights: it is applied to the scalar loss and folded into the backward.
     """
-    if target.dim() == 2:
-        dense = target.float()
-        return torch.addmm(dense, dense, soft_labels, beta=hard_weight, alpha=soft_weight)
-    weights = soft_labels.index_select(0, target).mul_(soft_weight)
+    dense = target.float() if target.dim() == 2 else None
+    if not soft_weight:
+        onehot = dense if dense is not None else F.one_hot(target, soft_labels.size(0)).float()
+        return onehot, hard_weight
+    ratio = hard_weight / soft_weight
+    if dense is not None:
+        return torch.addmm(dense, dense, soft_labels, beta=ratio), soft_weight
+    weights = soft_labels.index_select(0, target)
     if hard_weight:
-        weights[torch.arange(target.size(0), device=target.device), target] += hard_weight
-    return weights
+        weights[torch.arange(target.size(0), device=target.device), target] += ratio
+    return weights, soft_weight
 
 
 def ols_loss_and_probs(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
-                       soft_weight: float = 0.5) -> tuple[Tensor, Tensor]:
-    """The OLS loss in float32 (autocast off) and the float32 softmax of the logits (detached)."""
+                       soft_weight: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
+    """The OLS loss in float32 (autocast off), and the float32 softmax of the logits and its row maxima."""
     with torch.autocast(logits.device.type, enabled=False):
-        return target_cross_entropy(logits.float(), ols_targets(target, soft_labels, hard_weight, soft_weight))
+        weights, scale = ols_targets(target, soft_labels, hard_weight, soft_weight)
+        return target_cross_entropy(logits.float(), weights, scale)
 
 
 def ols_loss(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
@@ -160,26 +168,27 @@ class OnlineLabelSmoothing(EpochLoss):
         """Loss for a batch; in training mode with gradients enabled it also accumulates the statistics."""
         target, dense = self._prepare(logits, target)
         self._move_state(logits.device)
-        loss, probs = ols_loss_and_probs(logits, target, self._S, self.hard_weight, self.soft_weight)
+        loss, probs, top_prob = ols_loss_and_probs(logits, target, self._S, self.hard_weight, self.soft_weight)
         if self.training and torch.is_grad_enabled():
             labels = target.detach().argmax(dim=1) if dense else target.detach()
-            self._accumulate(logits.detach(), probs, labels)
+            self._accumulate(logits.detach(), probs, top_prob, labels)
             self.step += 1
             if self.update_every is not None and self.step % self.update_every == 0:
                 self._update()
         return loss
 
     @torch.no_grad()
-    def _accumulate(self, logits: Tensor, probs: Tensor, labels: Tensor) -> None:
+    def _accumulate(self, logits: Tensor, probs: Tensor, top_prob: Tensor, labels: Tensor) -> None:
         """Add the float32 softmax of correctly predicted samples to A[label] and 1 to n[label] (no host sync).
 
-        `probs` is the loss's softmax, reused when the statistics temperature is 1 (a temperature keeps the
-        top-1 class, so correctness can be read off either softmax).
+        `probs` and `top_prob` are the loss's softmax and its row maxima, reused when the statistics temperature
+        is 1 (a temperature keeps the top-1 class, so correctness can be read off either softmax).
         """
         if self.temperature != 1.0:
             probs = torch.softmax(logits.float() / self.temperature, dim=1)
-        # top-1 == label, read off the softmax: one max pass instead of an argmax (ties count for each tied class)
-        correct = (probs.gather(1, labels.unsqueeze(1)).squeeze(1) >= probs.amax(dim=1)).to(torch.float32)
+            top_prob = probs.amax(dim=1)
+        # top-1 == label, read off the softmax maxima instead of an argmax (ties count for each tied class)
+        correct = (probs.gather(1, labels.unsqueeze(1)).squeeze(1) >= top_prob).to(torch.float32)
         self._A.index_add_(0, labels, probs * correct.unsqueeze(1))
         self._n.index_add_(0, labels, correct)
 
