@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -103,15 +104,29 @@ def summarize(seconds: Sequence[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(ms), "q1_ms": q1, "q3_ms": q3, "samples": len(ms)}
 
 
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median: order statistics from binomial(n, 1/2) tails.
+
+    With too few values for the level (n <= 5 at 95%) it is the full range, whose coverage is 1 - 2^(1-n).
+    """
+    xs = sorted(values)
+    n, tail, k = len(xs), (1.0 - level) / 2, 0
+    while k < n // 2 and sum(math.comb(n, i) for i in range(k + 1)) / 2**n <= tail:
+        k += 1
+    return xs[max(k - 1, 0)], xs[n - max(k, 1)]
+
+
 def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, float]:
-    """Median, min and max of the per-round ratios numerator[i] / denominator[i] of two interleaved sample lists.
+    """Median, min, max and 95% interval of the median of per-round ratios numerator[i] / denominator[i].
 
     Pairing by round cancels drift that hits both cases of a round alike, which a ratio of medians does not.
     """
     if len(numerator) != len(denominator) or not numerator:
         raise ValueError("paired_ratios needs two non-empty sample lists of the same length")
     ratios = [a / b for a, b in zip(numerator, denominator)]
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": len(ratios)}
+    low, high = median_ci(ratios)
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "ci95_low": low,
+            "ci95_high": high, "rounds": len(ratios)}
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
