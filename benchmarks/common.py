@@ -155,3 +155,13 @@ def write_results(out_dir: str | Path, name: str, payload: Mapping[str, Any], ma
     _write_atomically(json_path, json.dumps(payload, indent=2, default=str) + "\n")
     _write_atomically(md_path, markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def finish(out_dir: str | Path, name: str, payload: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> int:
+    """Record the closing load average, render and print the Markdown, write both result files; exit code 0."""
+    payload["load_average_1min_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    markdown = render(payload)
+    print(markdown)
+    json_path, md_path = write_results(out_dir, name, payload, markdown)
+    print(f"\nwrote {json_path} and {md_path}")
+    return 0

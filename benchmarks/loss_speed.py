@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,12 +21,12 @@ from torch import Tensor
 
 from common import (
     command_line,
+    finish,
     machine_info,
     machine_line,
     markdown_table,
     summarize,
     time_interleaved,
-    write_results,
 )
 from olsmooth import OnlineLabelSmoothing
 from olsmooth.losses import ols_loss, validate_inputs
@@ -305,12 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload["profile"].append({"device": device.type, "batch": batch, "num_classes": num_classes,
                                            "timings": profile_shape(device, batch, num_classes, repeats,
                                                                     min_sample_s)})
-    payload["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    markdown = render(payload)
-    print(markdown)
-    json_path, md_path = write_results(args.out, "loss_speed", payload, markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    return finish(args.out, "loss_speed", payload, render)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import itertools
-import os
 import pstats
 import statistics
 import sys
@@ -34,13 +33,13 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from common import (
     command_line,
+    finish,
     machine_info,
     machine_line,
     markdown_table,
     paired_ratios,
     summarize,
     time_interleaved,
-    write_results,
 )
 from loss_speed import backward_step, device_sync
 from olsmooth.data import build_datasets
@@ -371,12 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         for clock in entry["clocks"].values():
             clock["verdict"] = verdicts(clock)
         payload["results"].append(entry)
-    payload["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    markdown = render(payload)
-    print(markdown)
-    json_path, md_path = write_results(args.out, "trainer_overhead", payload, markdown)
-    print(f"\nwrote {json_path} and {md_path}")
-    return 0
+    return finish(args.out, "trainer_overhead", payload, render)
 
 
 if __name__ == "__main__":
