@@ -312,7 +312,8 @@ class Trainer:
         self.criterion.train()
         mixer = self._mixer()
         dev = self.dist.device
-        sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n
+        sums = torch.zeros(2, dtype=torch.float64, device=dev)  # loss * n, correct: summed on the device
+        count = 0
         bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,
                    disable=not (self.dist.is_main and sys.stderr.isatty()), unit="batch")
         tick, seen_since = time.perf_counter(), 0
@@ -340,18 +341,19 @@ class Trainer:
             with torch.no_grad():
                 hard = target.argmax(dim=1) if target.dim() == 2 else target
                 n = labels.size(0)
-                sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == hard).sum().double(),
-                                     torch.tensor(float(n), dtype=torch.float64, device=dev)])
-            seen_since += labels.size(0)
+                sums[0] += loss.detach() * n
+                sums[1] += (logits.argmax(1) == hard).sum()
+            count += n
+            seen_since += n
             if not bar.disable and (step % 10 == 0 or step + 1 == len(self.train_loader)):
                 now = time.perf_counter()
-                bar.set_postfix(loss=f"{sums[0].item() / sums[2].item():.4f}",
-                                acc=f"{100 * sums[1].item() / sums[2].item():.1f}%",
+                bar.set_postfix(loss=f"{sums[0].item() / count:.4f}", acc=f"{100 * sums[1].item() / count:.1f}%",
                                 img_s=f"{seen_since / max(now - tick, 1e-9):.0f}")
                 tick, seen_since = now, 0
             bar.update(1)
         bar.close()
-        loss_sum, correct, count = all_reduce_sum(sums).tolist()
+        totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=dev)])
+        loss_sum, correct, count = all_reduce_sum(totals).tolist()
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"training loss became non-finite in epoch {epoch + 1}")
         return {"loss": loss_sum / count, "top1": 100.0 * correct / count, "images": count / self.dist.world_size}

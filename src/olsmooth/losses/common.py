@@ -65,7 +65,9 @@ def float32_log_softmax(logits: Tensor) -> Tensor:
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Functional cross-entropy for class indices or dense targets, computed in float32."""
     with torch.autocast(logits.device.type, enabled=False):
-        return cross_entropy_from_log_probs(float32_log_softmax(logits), target)
+        if target.dim() == 2:
+            return soft_cross_entropy(float32_log_softmax(logits), target.float())
+        return F.cross_entropy(logits.float(), target)  # fused kernel for class indices
 
 
 class _TargetCrossEntropy(torch.autograd.Function):
