@@ -165,3 +165,10 @@ def finish(out_dir: str | Path, name: str, payload: dict[str, Any], render: Call
     json_path, md_path = write_results(out_dir, name, payload, markdown)
     print(f"\nwrote {json_path} and {md_path}")
     return 0
+
+
+def report_header(title: str, payload: Mapping[str, Any]) -> list[str]:
+    """The opening Markdown lines every result file shares: title, machine (with the closing load) and command."""
+    return [f"# {title}", "",
+            f"- Machine: {machine_line(payload['machine'])}, at the end {payload['load_average_1min_end']}",
+            f"- Command: `{payload['command']}`"]

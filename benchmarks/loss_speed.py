@@ -23,8 +23,8 @@ from common import (
     command_line,
     finish,
     machine_info,
-    machine_line,
     markdown_table,
+    report_header,
     summarize,
     time_interleaved,
 )
@@ -235,9 +235,7 @@ def verdict_cell(value: float, met: bool | None, bound: str) -> str:
 
 def render(payload: dict[str, Any]) -> str:
     """The Markdown report: machine, command, main table, and the profile when it was run."""
-    lines = ["# Loss speed: OnlineLabelSmoothing vs cross-entropy vs a per-sample loop", "",
-             f"- Machine: {machine_line(payload['machine'])}, at the end {payload['load_average_1min_end']}",
-             f"- Command: `{payload['command']}`",
+    lines = report_header("Loss speed: OnlineLabelSmoothing vs cross-entropy vs a per-sample loop", payload) + [
              f"- Mode: {payload['mode']}; {payload['repeats']} interleaved samples per method, "
              f"each {payload['min_sample_s'] * 1e3:.0f} ms of back-to-back calls; median ms per call",
              f"- OLS preset `{PRESET}`, training mode (statistics accumulate; `next_epoch()` untimed between "

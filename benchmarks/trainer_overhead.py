@@ -35,9 +35,9 @@ from common import (
     command_line,
     finish,
     machine_info,
-    machine_line,
     markdown_table,
     paired_ratios,
+    report_header,
     summarize,
     time_interleaved,
 )
@@ -275,9 +275,7 @@ def spread(r: dict[str, float], fmt: str = "{:.3f}", shift: float = 0.0, scale: 
 
 def render(payload: dict[str, Any]) -> str:
     """The Markdown report: machine, command, images/s per case and the two ratios against their targets."""
-    lines = ["# Trainer overhead: olsmooth's training loop vs a bare PyTorch loop", "",
-             f"- Machine: {machine_line(payload['machine'])}, at the end {payload['load_average_1min_end']}",
-             f"- Command: `{payload['command']}`",
+    lines = report_header("Trainer overhead: olsmooth's training loop vs a bare PyTorch loop", payload) + [
              f"- Mode: {payload['mode']}; {payload['repeats']} interleaved rounds of one epoch per case, the order "
              "rotated each round (bare, trainer-ce, trainer-ols; trainer-ce, trainer-ols, bare; ...), after one "
              "warm-up epoch each; an epoch is the first N Fashion-MNIST training images (N and steps of "
