@@ -87,6 +87,7 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine.config import FIELDS, build_config, read_yaml, resolve_recipe_path
+    from .engine.distributed import teardown
     from .engine.trainer import Trainer, load_resume
     if _print_lists(args):
         return 0
@@ -98,9 +99,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         recipe = read_yaml(resolve_recipe_path(args.config)) if args.config else None
         cfg, checkpoint = build_config(recipe, overrides), None
-    trainer = Trainer(cfg, checkpoint)
-    trainer.log(f"run folder: {trainer.out}")
-    trainer.fit()
+    try:
+        trainer = Trainer(cfg, checkpoint)
+        trainer.log(f"run folder: {trainer.out}")
+        trainer.fit()
+    finally:
+        teardown()  # leave the torchrun process group cleanly, also after an error
     return 0
 
 
@@ -131,11 +135,11 @@ def _print_lists(args: argparse.Namespace) -> bool:
 
 
 def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
-    from .engine.checkpoint import atomic_write
+    from .engine.checkpoint import atomic_write_file
     if args.save_predictions:
         import numpy as np
-        atomic_write(Path(args.save_predictions), lambda tmp: np.savez(open(tmp, "wb"), probs=evaluation.probs.numpy(),
-                                                                       labels=evaluation.labels.numpy()))
+        atomic_write_file(Path(args.save_predictions), lambda handle: np.savez(
+            handle, probs=evaluation.probs.numpy(), labels=evaluation.labels.numpy()))
     m = evaluation.metrics
     if args.json:
         print(json.dumps({k: m[k] for k in ("top1", "top5", "nll", "ece")}))

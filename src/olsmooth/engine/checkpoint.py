@@ -7,7 +7,7 @@ import pickle
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -28,6 +28,15 @@ def atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`atomic_write` for writers that take an open binary file (numpy's save/savez): it is closed before the
+    rename, and no suffix is appended to the temporary name."""
+    def to_path(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+    atomic_write(path, to_path)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

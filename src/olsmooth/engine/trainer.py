@@ -24,7 +24,7 @@ from ..data import DatasetBundle, build_datasets
 from ..errors import UserInputError
 from ..losses import EpochLoss, build_loss
 from ..models import accepts_in_chans, create_model
-from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import atomic_write, atomic_write_file, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import IDENTITY_KEYS, TrainConfig, build_config, read_yaml
 from .defaults import IN_MEMORY, dataset_defaults
 from .distributed import DistInfo, all_reduce_sum, barrier, setup
@@ -259,7 +259,7 @@ class Trainer:
         folder = self.out / "soft_labels"
         folder.mkdir(exist_ok=True)
         array = matrix.detach().cpu().numpy()
-        atomic_write(folder / f"epoch-{epoch:03d}.npy", lambda tmp: np.save(open(tmp, "wb"), array))
+        atomic_write_file(folder / f"epoch-{epoch:03d}.npy", lambda handle: np.save(handle, array))
         names = self.bundle.class_names if K <= 30 else None
         plot_soft_labels(array, class_names=names, path=folder / f"epoch-{epoch:03d}.png",
                          title=f"OLS soft labels after epoch {epoch}")
