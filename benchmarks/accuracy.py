@@ -1,4 +1,4 @@
-"""Accuracy study on real Fashion-MNIST: CE, LS, OLS (paper-cifar and ours), Tf-KD over seeds and models.
+"""Accuracy study on real Fashion-MNIST (or --dataset): CE, LS, OLS (paper-cifar and ours), Tf-KD over seeds and models.
 
 Every run goes through the toolkit's Trainer in-process into its own run folder (with epoch snapshots), so
 each can be inspected, re-evaluated or ensembled with `olsmooth eval | ensemble | report`. A run folder whose
@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine_info, machine_line, write_results  # noqa: E402
 from olsmooth.analysis import (  # noqa: E402
+    classification_metrics,
     final_metrics,
     markdown_table,
     paired_test,
@@ -39,10 +40,12 @@ from olsmooth.analysis import (  # noqa: E402
 )
 from olsmooth.data import build_datasets  # noqa: E402
 from olsmooth.engine.config import TrainConfig  # noqa: E402
+from olsmooth.engine.defaults import dataset_defaults  # noqa: E402
 from olsmooth.engine.inference import evaluate_checkpoints, pick_snapshots, snapshot_epochs  # noqa: E402
 from olsmooth.engine.trainer import Trainer, load_resume  # noqa: E402
 
-DATASET = "fashion-mnist"
+DATASET = "fashion-mnist"  # the default; any registered dataset works with --dataset
+LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn digits"}
 # key on the command line -> (label in tables, TrainConfig options)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ce": ("CE", dict(method="ce")),
@@ -66,6 +69,22 @@ WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
 
 @dataclass
+class Data:
+    """What the tables and figures say about the study's dataset."""
+
+    label: str
+    class_names: list[str]
+    train_size: int
+    test_size: int
+
+    @classmethod
+    def of(cls, name: str) -> Data:
+        """Read the dataset once for its class names and split sizes."""
+        bundle = build_datasets(name)
+        return cls(LABELS.get(name, name), list(bundle.class_names), len(bundle.train), len(bundle.test))
+
+
+@dataclass
 class Study:
     """One protocol (a model, its data size and epochs) with the run folders of each method and seed."""
 
@@ -79,11 +98,13 @@ class Study:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; --quick overrides seeds, epochs, subset and models."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default=DATASET, help="dataset of the study (default: Fashion-MNIST)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per method and model (0..N-1)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs of every run")
     p.add_argument("--models", nargs="+", default=["small_cnn", "small_resnet"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--subset", type=int, help="train on the first N of the 60,000 training images (test set: all)")
+    p.add_argument("--subset", type=int, default=12000,
+                   help="train on the first N training images, 0 for all (the test set stays whole)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the dataset's, 128 for Fashion-MNIST)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the dataset's, 0.05 for Fashion-MNIST)")
     p.add_argument("--save-every", type=int, default=1, help="epoch snapshots for ensembles every N epochs")
@@ -99,6 +120,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.seeds, args.epochs, args.subset, args.models = 1, 1, 1000, ["small_cnn"]
         args.batch_size = args.batch_size or 32
+    args.subset = args.subset or None
     args.figures = Path(args.figures or Path(args.out) / "figures")
     return args
 
@@ -155,7 +177,7 @@ def train_one(study: Study, method: str, seed: int, args: argparse.Namespace) ->
     else:
         tuning = {k: getattr(args, k) for k in ("batch_size", "lr") if getattr(args, k) is not None}
         options = {**study.methods[method][1], **study.extra, **tuning}
-        cfg = TrainConfig(dataset=DATASET, model=study.model, epochs=args.epochs, seed=seed, out=str(folder),
+        cfg = TrainConfig(dataset=args.dataset, model=study.model, epochs=args.epochs, seed=seed, out=str(folder),
                           save_every=args.save_every, device=args.device, force=True,
                           train_subset=args.subset, **options)
         checkpoint, action = None, "trained"
@@ -195,23 +217,33 @@ def paired_rows(study: Study, finals: dict[str, list[dict[str, Any]]]) -> list[d
 
 
 def ensemble_rows(study: Study, seeds: int, device: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Top-1 (and NLL, ECE) of softmax-averaged snapshot ensembles; also the collected last-epoch evaluations."""
+    """Top-1 (and NLL, ECE) of softmax-averaged snapshot ensembles; also the last-epoch evaluations of seed 0.
+
+    Each snapshot is evaluated once and its test probabilities are reused by every ensemble size."""
     rows, last_eval = [], {}
     for method in study.methods:
-        for seed in range(seeds):
+        for seed in range(seeds if method in ENSEMBLE_METHODS else min(seeds, 1)):
             folder = run_dir(study, method, seed)
             available = len(snapshot_epochs(folder))
-            if method not in ENSEMBLE_METHODS:
-                if seed == 0 and available:
-                    last_eval[method] = evaluate_checkpoints(pick_snapshots(folder, 1), device=device, collect=True)
+            if not available:
                 continue
-            sizes = sorted({c for c in ENSEMBLE_SIZES if c <= available} | ({available} if available < 10 else set()))
+            sizes = [1] if method not in ENSEMBLE_METHODS else sorted(
+                {c for c in ENSEMBLE_SIZES if c <= available} | ({available} if available < max(ENSEMBLE_SIZES)
+                                                                 else set()))
+            cache: dict[Path, Any] = {}
             for count in sizes:
-                evaluation = evaluate_checkpoints(pick_snapshots(folder, count), device=device, collect=count == 1)
+                members = pick_snapshots(folder, count)
+                for path in members:
+                    if path not in cache:
+                        cache[path] = evaluate_checkpoints([path], device=device, collect=True)
+                probs = torch.stack([cache[p].probs for p in members]).mean(dim=0)
+                labels = cache[members[0]].labels
                 if count == 1 and seed == 0:
-                    last_eval[method] = evaluation
-                rows.append({"method": study.methods[method][0], "seed": str(seed), "snapshots": str(count),
-                             **{k: evaluation.metrics[k] for k in ("top1", "nll", "ece")}})
+                    last_eval[method] = cache[members[0]]
+                if method in ENSEMBLE_METHODS:
+                    metrics = classification_metrics(probs, labels)
+                    rows.append({"method": study.methods[method][0], "seed": str(seed), "snapshots": str(count),
+                                 **{k: metrics[k] for k in ("top1", "nll", "ece")}})
     return rows, last_eval
 
 
@@ -220,28 +252,27 @@ def relative(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
-def make_figures(study: Study, seeds: int, last_eval: dict[str, Any], figures: Path) -> list[Path]:
+def make_figures(study: Study, seeds: int, last_eval: dict[str, Any], figures: Path, data: Data) -> list[Path]:
     """Top-1 curves, reliability diagrams (seed 0) and the OLS soft-label matrix; return the PNG paths."""
     slug = study.root.name
     curves = {label: [[r["top1"] for r in read_metrics(run_dir(study, m, s))] for s in range(seeds)]
               for m, (label, _) in study.methods.items()}
     paths = [plot_curves(curves, figures / f"{slug}-top1.png", ylabel="test top-1 (%)",
-                         title=f"Fashion-MNIST, {study.name}: test top-1 per epoch")]
+                         title=f"{data.label}, {study.name}: test top-1 per epoch")]
     for method, evaluation in last_eval.items():
         paths.append(plot_reliability(evaluation.probs, evaluation.labels, figures / f"{slug}-reliability-{method}.png",
                                       title=f"{study.methods[method][0]}, {study.model}, seed 0"))
-    names = build_datasets(DATASET).class_names
     for method in (m for m in OLS_VARIANTS if m in study.methods):
         matrices = sorted((run_dir(study, method, 0) / "soft_labels").glob("epoch-*.npy"))
         if matrices:
-            paths.append(plot_soft_labels(np.load(matrices[-1]), class_names=names,
+            paths.append(plot_soft_labels(np.load(matrices[-1]), class_names=data.class_names,
                                           path=figures / f"{slug}-soft-labels-{method}.png",
                                           title=f"{study.methods[method][0]} soft labels, {study.model}, "
                                                 f"after {matrices[-1].stem.replace('-', ' ')}"))
     return paths
 
 
-def analyse(study: Study, args: argparse.Namespace, md_dir: Path) -> tuple[dict[str, Any], str]:
+def analyse(study: Study, args: argparse.Namespace, md_dir: Path, data: Data) -> tuple[dict[str, Any], str]:
     """The JSON payload and Markdown section of one study."""
     rows, finals = results_table(study, args.seeds)
     metric_cols = ["method", "n", "top1", "top5", "nll", "ece"]
@@ -262,7 +293,7 @@ def analyse(study: Study, args: argparse.Namespace, md_dir: Path) -> tuple[dict[
         text += ["\nSnapshot ensembles (softmax average of snapshots spread uniformly over training, "
                  "like the paper's Table III):\n",
                  markdown_table(ensembles, ["method", "seed", "snapshots", "top1", "nll", "ece"], {"nll": ".4f"})]
-    figures = make_figures(study, args.seeds, last_eval, args.figures)
+    figures = make_figures(study, args.seeds, last_eval, args.figures, data)
     text += ["\nFigures:\n"] + [f"- ![{p.stem}]({relative(p, md_dir)})" for p in figures]
     payload = {"model": study.model, "root": str(study.root), "summary": rows,
                "per_seed": {m: runs for m, runs in finals.items()}, "paired_tests": tests,
@@ -276,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine_info()
+    data = Data.of(args.dataset)
     studies = build_studies(args)
     start = time.perf_counter()
     train_all(studies, args)
@@ -284,13 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections, payload = [], {"machine": info, "command": command_line(), "args": vars(args) | {"figures": str(
         args.figures)}, "train_seconds_this_invocation": train_s, "studies": {}}
     for study in studies:
-        payload["studies"][study.name], section = analyse(study, args, out)
+        payload["studies"][study.name], section = analyse(study, args, out, data)
         sections.append(section)
-    size = f"first {args.subset:,}" if args.subset else "all 60,000"
-    header = (f"# Accuracy on Fashion-MNIST\n\nMachine: {machine_line(info)}\n\nCommand: `{command_line()}`\n\n"
-              f"Training on the {size} training images, evaluation on all 10,000 test images; {args.epochs} epochs, "
-              f"{args.seeds} seed(s); batch {args.batch_size or 128}, lr {args.lr or 0.05}, SGD momentum 0.9, cosine "
-              "schedule, weight decay 5e-4 (the main study; the transfer study uses its own settings).\n")
+    defaults = dataset_defaults(args.dataset)
+    subset = args.subset is not None and args.subset < data.train_size
+    size = f"first {args.subset:,}" if subset else f"all {data.train_size:,}"
+    header = (f"# Accuracy on {data.label}\n\nMachine: {machine_line(info)}\n\nCommand: `{command_line()}`\n\n"
+              f"Training on the {size} training images, evaluation on all {data.test_size:,} test images; "
+              f"{args.epochs} epochs, {args.seeds} seed(s); batch {args.batch_size or defaults['batch_size']}, "
+              f"lr {args.lr or defaults['lr']}, SGD momentum 0.9, cosine schedule, weight decay "
+              f"{defaults['weight_decay']} (the main study; the transfer study uses its own settings).\n")
     json_path, md_path = write_results(out, "accuracy", payload, header + "\n" + "\n".join(sections))
     print(f"wrote {json_path} and {md_path} ({time.perf_counter() - start:.0f}s in all)")
     return 0
