@@ -75,6 +75,13 @@ def test_single_snapshot_ensemble_is_the_trained_model(study):
         trained = final_metrics(root / "ce" / f"seed-{row['seed']}")
         assert row["top1"] == pytest.approx(trained["top1"])
         assert row["nll"] == pytest.approx(trained["nll"], rel=1e-4)
+    summary = {(r["method"], r["snapshots"]): r for r in main["ensemble_summary"]}
+    for key in MAIN_METHODS:
+        label = script.METHODS[key][0]
+        top1 = {(r["seed"], r["snapshots"]): r["top1"] for r in rows if r["method"] == label}
+        assert summary[label, "1"]["gain"]["mean"] == 0 and summary[label, "2"]["n"] == 2
+        gains = [top1[seed, "2"] - top1[seed, "1"] for seed in ("0", "1")]
+        assert summary[label, "2"]["gain"]["mean"] == pytest.approx(np.mean(gains))
 
 
 def test_transfer_study_runs_on_a_local_weights_file(study):

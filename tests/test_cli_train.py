@@ -18,7 +18,7 @@ import yaml
 from olsmooth.cli import main
 from olsmooth.data import build_datasets
 from olsmooth.engine.checkpoint import load_checkpoint
-from olsmooth.engine.inference import model_from_checkpoint
+from olsmooth.engine.inference import evaluate_checkpoints, evaluate_each, model_from_checkpoint, pick_snapshots
 
 CLI = [sys.executable, "-m", "olsmooth.cli"]
 FAST = ["--epochs", "3", "--save-every", "1"]
@@ -99,6 +99,16 @@ def test_ensemble_of_snapshots(default_run, capsys):
     assert main(["eval", "--checkpoint", last, "--json"]) == 0
     once = json.loads(capsys.readouterr().out)
     assert twice == pytest.approx(once)
+
+
+def test_evaluate_each_gives_every_member_of_an_ensemble(default_run):
+    paths = pick_snapshots(default_run, 3)
+    each = evaluate_each(paths)
+    together = evaluate_checkpoints(paths, collect=True)
+    torch.testing.assert_close(torch.stack([e.probs for e in each]).mean(0), together.probs)
+    assert all(torch.equal(e.labels, together.labels) for e in each)
+    assert each[0].metrics == pytest.approx(evaluate_checkpoints(paths[:1]).metrics)
+    assert each[-1].metrics["top1"] == pytest.approx(metrics(default_run)[-1]["top1"])
 
 
 def test_recipe_file_with_command_line_override(tmp_path):

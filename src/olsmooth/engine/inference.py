@@ -40,22 +40,41 @@ def data_for_checkpoint(ckpt: dict[str, Any], data_root: str | None = None) -> D
                           image_size=cfg.get("image_size"), channels=ckpt["channels"])
 
 
+def _same_data(first: dict[str, Any], ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """`ckpt`, after checking that it was trained on the dataset and classes of `first`."""
+    a, b = first["config"], ckpt["config"]
+    if (b["dataset"], ckpt["num_classes"]) != (a["dataset"], first["num_classes"]):
+        raise UserInputError(f"{path} was trained on {b['dataset']} ({ckpt['num_classes']} classes), "
+                             f"not {a['dataset']} ({first['num_classes']} classes)")
+    return ckpt
+
+
 def evaluate_checkpoints(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
                          workers: int = 0, device: str | None = None, ema: bool = False,
                          collect: bool = False) -> Evaluation:
     """Evaluate one checkpoint, or the average of the softmax outputs of several trained on the same data."""
-    ckpts = [load_checkpoint(p) for p in paths]
-    first = ckpts[0]["config"]
-    for path, ckpt in zip(paths[1:], ckpts[1:]):
-        cfg = ckpt["config"]
-        if (cfg["dataset"], ckpt["num_classes"]) != (first["dataset"], ckpts[0]["num_classes"]):
-            raise UserInputError(f"{path} was trained on {cfg['dataset']} ({ckpt['num_classes']} classes), "
-                                 f"not {first['dataset']} ({ckpts[0]['num_classes']} classes)")
+    first = load_checkpoint(paths[0])
+    ckpts = [first] + [_same_data(first, load_checkpoint(p), p) for p in paths[1:]]
     dist = setup(device)
     models = [model_from_checkpoint(c, ema).to(dist.device) for c in ckpts]
-    bundle = data_for_checkpoint(ckpts[0], data_root)
-    loader = eval_loader(bundle.test, batch_size, workers, dist)
+    loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
     return evaluate(models, loader, dist, collect=collect)
+
+
+def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
+                  workers: int = 0, device: str | None = None, ema: bool = False) -> list[Evaluation]:
+    """Evaluate several checkpoints one at a time on one test loader, keeping each one's probabilities.
+
+    Averaging any subset of the returned `probs` gives that subset's ensemble without evaluating it again;
+    only one model is in memory at a time."""
+    first = load_checkpoint(paths[0])
+    dist = setup(device)
+    loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
+    results = []
+    for path in paths:
+        ckpt = first if path == paths[0] else _same_data(first, load_checkpoint(path), path)
+        results.append(evaluate([model_from_checkpoint(ckpt, ema).to(dist.device)], loader, dist, collect=True))
+    return results
 
 
 def snapshot_epochs(run_dir: Path) -> dict[int, Path]:
