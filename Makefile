@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.olsmooth-installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench results lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/loss_speed.py
 	$(PY) benchmarks/trainer_overhead.py
 	$(PY) benchmarks/accuracy.py --quick
+
+# The accuracy study of docs/results.md: about two hours on 2 CPU cores; stop and rerun to continue.
+results: $(STAMP)
+	$(PY) benchmarks/accuracy.py --figures docs/figures
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
