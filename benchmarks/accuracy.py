@@ -64,6 +64,7 @@ ENSEMBLE_SIZES = (1, 3, 5, 10)
 OLS_VARIANTS = ("ols-paper", "ols", "ols-fg")
 BASELINES = ("ls", "ce")
 TEST_KEYS = ("top1", "nll", "ece")
+SUMMARY_KEYS = ("top1", "top5", "nll", "ece", "train_top1")
 TRANSFER = dict(image_size=64, lr=0.01, weight_decay=1e-4, batch_size=64)
 WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
@@ -198,7 +199,7 @@ def train_all(studies: Sequence[Study], args: argparse.Namespace) -> None:
 def results_table(study: Study, seeds: int) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Summary rows (mean ± std of the last epoch) and the per-seed final records of each method."""
     finals = {m: [final_metrics(run_dir(study, m, s)) for s in range(seeds)] for m in study.methods}
-    rows = summarize({study.methods[m][0]: runs for m, runs in finals.items()})
+    rows = summarize({study.methods[m][0]: runs for m, runs in finals.items()}, keys=SUMMARY_KEYS)
     return rows, finals
 
 
@@ -287,9 +288,11 @@ def make_figures(study: Study, seeds: int, last_eval: dict[str, Any], figures: P
 def analyse(study: Study, args: argparse.Namespace, md_dir: Path, data: Data) -> tuple[dict[str, Any], str]:
     """The JSON payload and Markdown section of one study."""
     rows, finals = results_table(study, args.seeds)
-    metric_cols = ["method", "n", "top1", "top5", "nll", "ece"]
+    metric_cols = ["method", "n", *SUMMARY_KEYS]
     text = [f"## {study.name}\n", f"Run folders: `{study.root}`; last epoch, mean ± sample std over seeds "
-            f"(top-1/top-5/ECE in %, NLL in nats).\n", markdown_table(rows, metric_cols, {"nll": ".4f"})]
+            "(top-1/top-5/ECE in %, NLL in nats; train_top1 = accuracy on the augmented training batches "
+            "during the last epoch, a measure of how well the network fits).\n",
+            markdown_table(rows, metric_cols, {"nll": ".4f"})]
     tests: list[dict[str, Any]] = []
     if args.seeds >= 2:
         tests = paired_rows(study, finals)

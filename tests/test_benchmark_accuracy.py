@@ -56,6 +56,7 @@ def test_tables_match_the_run_folders(study, capsys):
         assert by_label[label]["n"] == 2
         assert by_label[label]["top1"]["mean"] == pytest.approx(np.mean([f["top1"] for f in finals]))
         assert by_label[label]["top1"]["std"] == pytest.approx(np.std([f["top1"] for f in finals], ddof=1))
+        assert by_label[label]["train_top1"]["mean"] == pytest.approx(np.mean([f["train_top1"] for f in finals]))
     # the OLS variant against both baselines on three metrics
     assert len(main["paired_tests"]) == 2 * 3
     md = (out / "accuracy.md").read_text()
