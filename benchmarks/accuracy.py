@@ -1,4 +1,4 @@
-"""Accuracy study on real Fashion-MNIST (or --dataset): CE, LS, OLS (paper-cifar and ours), Tf-KD over seeds and models.
+"""Accuracy study on real Fashion-MNIST (or --dataset): CE, LS, OLS (paper-cifar, ours), Tf-KD over seeds and models.
 
 Every run goes through the toolkit's Trainer in-process into its own run folder (with epoch snapshots), so
 each can be inspected, re-evaluated or ensembled with `olsmooth eval | ensemble | report`. A run folder whose
@@ -7,7 +7,7 @@ a long study can be stopped and continued with the same command. Results (mean Â
 snapshot ensembles) go to OUT/accuracy.{json,md}, figures to --figures.
 
     .venv/bin/python benchmarks/accuracy.py --quick                  # CI-sized, about 1-2 minutes on 2 cores
-    .venv/bin/python benchmarks/accuracy.py                          # the full study: hours on 2 CPU cores
+    .venv/bin/python benchmarks/accuracy.py                          # the study: about 2 hours on 2 CPU cores
     .venv/bin/python benchmarks/accuracy.py --pretrained resnet18-f37072fd.pth   # + the transfer protocol
 """
 
