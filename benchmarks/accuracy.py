@@ -228,9 +228,9 @@ def ensemble_rows(study: Study, seeds: int, device: str | None) -> tuple[list[di
             available = len(snapshot_epochs(folder))
             if not available:
                 continue
-            sizes = [1] if method not in ENSEMBLE_METHODS else sorted(
-                {c for c in ENSEMBLE_SIZES if c <= available} | ({available} if available < max(ENSEMBLE_SIZES)
-                                                                 else set()))
+            sizes = [1]
+            if method in ENSEMBLE_METHODS:  # the sizes that fit, plus all snapshots when fewer than the largest
+                sizes = sorted({c for c in ENSEMBLE_SIZES if c <= available} | {min(available, max(ENSEMBLE_SIZES))})
             picks = {count: pick_snapshots(folder, count) for count in sizes}
             needed = sorted({path for members in picks.values() for path in members})
             cache = dict(zip(needed, evaluate_each(needed, device=device)))
