@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +71,8 @@ def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, bat
     first = load_checkpoint(paths[0])
     dist = setup(device)
     loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
-    results = []
-    for path in paths:
-        ckpt = first if path == paths[0] else _same_data(first, load_checkpoint(path), path)
-        results.append(evaluate([model_from_checkpoint(ckpt, ema).to(dist.device)], loader, dist, collect=True))
-    return results
+    ckpts = chain([first], (_same_data(first, load_checkpoint(p), p) for p in paths[1:]))  # loaded one by one
+    return [evaluate([model_from_checkpoint(c, ema).to(dist.device)], loader, dist, collect=True) for c in ckpts]
 
 
 def snapshot_epochs(run_dir: Path) -> dict[int, Path]:
