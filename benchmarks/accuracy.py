@@ -38,9 +38,8 @@ from olsmooth.analysis import (  # noqa: E402
     read_metrics,
     summarize,
 )
-from olsmooth.data import build_datasets  # noqa: E402
+from olsmooth.data import build_datasets, dataset_defaults  # noqa: E402
 from olsmooth.engine.config import TrainConfig  # noqa: E402
-from olsmooth.engine.defaults import dataset_defaults  # noqa: E402
 from olsmooth.engine.inference import evaluate_each, pick_snapshots, snapshot_epochs  # noqa: E402
 from olsmooth.engine.trainer import Trainer, load_resume  # noqa: E402
 

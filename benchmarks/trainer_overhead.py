@@ -66,7 +66,7 @@ CLOCKS = {"wall": "wall clock", "cpu": "process CPU time"}
 
 def load_subset(images: int) -> TensorDataset:
     """The first `images` Fashion-MNIST training images, transformed once (no augmentation) into tensors."""
-    bundle = build_datasets(DATASET, train_augment=False)
+    bundle = build_datasets(DATASET, augment="none")
     pairs = [bundle.train[i] for i in range(min(images, len(bundle.train)))]
     return TensorDataset(torch.stack([x for x, _ in pairs]), torch.tensor([y for _, y in pairs]))
 

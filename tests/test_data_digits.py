@@ -47,7 +47,7 @@ def test_split_is_stratified_and_partitions_the_data(bundle):
     test_counts = np.bincount(test_y.numpy(), minlength=10)
     assert np.all(np.abs(test_counts - 0.2 * per_class) <= 1)
     assert np.array_equal(test_counts + np.bincount(train_y.numpy(), minlength=10), per_class)
-    stored = np.concatenate([bundle.train.images.numpy(), bundle.test.images.numpy()])[:, 0] * 16
+    stored = np.concatenate([bundle.train.items.numpy(), bundle.test.items.numpy()])[:, 0] * 16
     assert np.allclose(_sorted_rows(stored), _sorted_rows(digits.images))
 
 
@@ -60,16 +60,16 @@ def test_split_ignores_the_global_rng():
     np.random.seed(999)
     second = build_datasets("digits")
     assert first.test.targets == second.test.targets
-    assert torch.equal(first.test.images, second.test.images)
+    assert torch.equal(first.test.items, second.test.items)
     torch.manual_seed(1)
     build_datasets("digits")
     assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_normalisation_gives_zero_mean_unit_std_on_train(bundle):
-    x, _ = _all(build_datasets("digits", train_augment=False).train)
+    x, _ = _all(build_datasets("digits", augment="none").train)
     assert abs(x.mean().item()) < 0.01 and abs(x.std().item() - 1) < 0.01
-    raw = bundle.train.images[0]
+    raw = bundle.train.items[0]
     assert torch.allclose(bundle.train[0][0], (raw - bundle.mean[0]) / bundle.std[0])
 
 
@@ -98,7 +98,7 @@ def test_list_datasets_describes_every_name():
 
 @pytest.mark.parametrize("kwargs, needle", [
     ({"name": "mnist-ish"}, "unknown dataset"),
-    ({"name": "digits", "split": "val"}, "unknown split"),
+    ({"name": "digits", "split": "val"}, "has no splits"),
     ({"name": "digits", "channels": 2}, "channels"),
     ({"name": "digits", "image_size": 0}, "image_size"),
     ({"name": "digits", "image_size": 8.5}, "image_size"),

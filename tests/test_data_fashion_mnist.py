@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from olsmooth.data import build_datasets, dataset_info
-from olsmooth.data.idx import read_idx, read_idx_shape
+from olsmooth.data.formats.idx import read_idx, read_idx_shape
 from olsmooth.errors import UserInputError
 
 REAL_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -72,7 +72,7 @@ def _fake_fashion_root(root: Path) -> Path:
 def test_fake_fashion_mnist_tree(tmp_path):
     root = _fake_fashion_root(tmp_path)
     assert dataset_info("fashion-mnist", root) == {"train": 3, "test": 2, "classes": 10}
-    bundle = build_datasets("fashion-mnist", root, train_augment=False)
+    bundle = build_datasets("fashion-mnist", root, augment="none")
     assert [bundle.train[i][1] for i in range(3)] == [9, 0, 4]
     assert bundle.class_names[9] == "Ankle boot" and bundle.class_names[0] == "T-shirt/top"
     x, _ = bundle.train[1]

@@ -73,6 +73,13 @@ def test_unknown_test_class_and_missing_split(tmp_path):
     assert str(other / "test") in one_line_error(build_datasets, "imagefolder", other, match="missing folder")
 
 
+def test_single_class_folder_is_a_user_error(tmp_path):
+    for split in ("train", "val"):
+        write_image(tmp_path / split / "only" / "0.png")
+    msg = one_line_error(build_datasets, "imagefolder", tmp_path, match="single class")
+    assert "'only'" in msg and str(tmp_path) in msg
+
+
 def test_rgb_data_cannot_become_one_channel(tmp_path):
     one_line_error(build_datasets, "imagefolder", _folder_tree(tmp_path), channels=1, match="channels=1")
 
@@ -83,7 +90,7 @@ def test_corrupt_image_error_names_the_file(tmp_path, content):
     bad = root / "train" / "dog" / "1.jpg"
     bad.write_bytes(content)
     bundle = build_datasets("imagefolder", root, image_size=32)
-    index = bundle.train.paths.index(str(bad))
+    index = bundle.train.items.index(str(bad))
     msg = one_line_error(bundle.train.__getitem__, index, match="cannot read image")
     assert msg.startswith(f"cannot read image {bad}: ")
 
@@ -103,7 +110,7 @@ def _list_tree(root: Path, with_images_dir: bool) -> Path:
 def test_listfile_counts_labels_and_image_root(tmp_path, with_images_dir):
     root = _list_tree(tmp_path, with_images_dir)
     assert dataset_info("listfile", root) == {"train": 3, "test": 1, "classes": 3}
-    bundle = build_datasets("listfile", root, image_size=32, train_augment=False)
+    bundle = build_datasets("listfile", root, image_size=32, augment="none")
     assert bundle.class_names == ["0", "1", "2"]
     assert [bundle.train[i][1] for i in range(3)] == [1, 0, 2]
     red = (torch.tensor([1.0, 0, 0]) - torch.tensor(bundle.mean)) / torch.tensor(bundle.std)
@@ -112,7 +119,8 @@ def test_listfile_counts_labels_and_image_root(tmp_path, with_images_dir):
 
 
 @pytest.mark.parametrize("line, needle", [
-    ("a/1.jpg 0", "expected 'relative/path;label'"),
+    ("a/1.jpg", "expected 'relative/path;label' or 'relative/path label'"),
+    ("a/1.jpg 0 x", "label 'x'"),
     ("a/1.jpg;x", "label 'x'"),
     ("a/1.jpg;-1", "label '-1'"),
     (";3", "expected"),
@@ -123,6 +131,25 @@ def test_listfile_malformed_line_names_file_and_line(tmp_path, line, needle):
     (root / "train.txt").write_text(f"a/0.jpg;0\n\n{line}\na/2.jpg;1\n")
     msg = one_line_error(dataset_info, "listfile", root, match=needle)
     assert msg.startswith(f"{root / 'train.txt'}:3: ")
+
+
+def test_listfile_accepts_whitespace_lines_like_caffe_and_mmpretrain(tmp_path):
+    root = _list_tree(tmp_path, False)
+    write_image(root / "my dir" / "4.jpg", COLORS[4])
+    (root / "train.txt").write_text("a/0.jpg 1\n\na/1.jpg\t0\r\nmy dir/4.jpg   2\n")
+    (root / "test.txt").write_text("a/3.jpg;2\n")  # the two formats may be mixed
+    assert dataset_info("listfile", root) == {"train": 3, "test": 1, "classes": 3}
+    bundle = build_datasets("listfile", root, image_size=32)
+    assert bundle.train.targets == [1, 0, 2] and bundle.test.targets == [2]
+    assert bundle.train.items == [str(root / "a" / "0.jpg"), str(root / "a" / "1.jpg"), str(root / "my dir" / "4.jpg")]
+
+
+def test_listfile_missing_images_are_reported_when_built(tmp_path):
+    root = _list_tree(tmp_path, True)
+    (root / "train.txt").write_text("a/0.jpg;1\nb/gone.jpg;0\na/2.jpg;2\nc/also-gone.jpg;0\n")
+    assert dataset_info("listfile", root)["train"] == 4  # the cheap query only reads the lists
+    msg = one_line_error(build_datasets, "listfile", root, match="2 of 5 listed images are missing")
+    assert msg.endswith(f"the first is {root / 'images' / 'b' / 'gone.jpg'}")
 
 
 def test_listfile_labels_must_cover_range(tmp_path):
@@ -170,10 +197,17 @@ PAPER = {  # name: (image folder inside the unpack root, list files, train, test
 }
 
 
-def _first_entry(name: str, list_file: str) -> tuple[str, int]:
-    line = (files("olsmooth.data") / "splits" / name / list_file).read_text().splitlines()[0]
-    path, label = line.strip().split(";")
-    return path, int(label)
+def _entries(name: str, list_file: str) -> list[tuple[str, int]]:
+    lines = (files("olsmooth.data") / "splits" / name / list_file).read_text().splitlines()
+    return [(path, int(label)) for path, label in (line.strip().split(";") for line in lines if line.strip())]
+
+
+def _touch_listed(image_dir: Path, name: str) -> None:
+    """An empty file for every image a dataset's paper lists name (building checks that each one exists)."""
+    for list_file in PAPER[name][1]:
+        for path, _ in _entries(name, list_file):
+            (image_dir / path).parent.mkdir(parents=True, exist_ok=True)
+            (image_dir / path).touch()
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
@@ -188,7 +222,8 @@ def test_paper_split_counts_without_images(tmp_path, name):
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_split_items_carry_the_list_labels(tmp_path, name):
     subpath, lists, n_train, n_test, classes = PAPER[name]
-    entries = [_first_entry(name, lists[0]), _first_entry(name, lists[1])]
+    entries = [_entries(name, lists[0])[0], _entries(name, lists[1])[0]]
+    _touch_listed(tmp_path / subpath, name)
     for (path, _), color in zip(entries, COLORS):
         write_image(tmp_path / subpath / path, color)
     bundle = build_datasets(name, tmp_path, image_size=32)
@@ -196,13 +231,22 @@ def test_paper_split_items_carry_the_list_labels(tmp_path, name):
     x, y = bundle.train[0]
     assert y == entries[0][1] and x.shape == (3, 32, 32)
     assert bundle.test[0][1] == entries[1][1]
-    assert bundle.train.paths[0] == str(tmp_path / subpath / entries[0][0])
+    assert bundle.train.items[0] == str(tmp_path / subpath / entries[0][0])
 
 
 def test_cub_paper_class_names_come_from_folders(tmp_path):
-    (tmp_path / "CUB_200_2011" / "images").mkdir(parents=True)
+    _touch_listed(tmp_path / "CUB_200_2011" / "images", "cub200")
     bundle = build_datasets("cub200", tmp_path)
     assert bundle.class_names[0] == "Black_footed_Albatross" and len(set(bundle.class_names)) == 200
+
+
+def test_paper_split_missing_images_are_reported_when_built(tmp_path):
+    image_dir = tmp_path / "jpg"
+    _touch_listed(image_dir, "flowers102")
+    first_test = _entries("flowers102", "test.txt")[0][0]
+    (image_dir / first_test).unlink()
+    msg = one_line_error(build_datasets, "flowers102", tmp_path, match="1 of 7169 listed images are missing")
+    assert msg.endswith(f"the first is {image_dir / first_test}")
 
 
 @pytest.mark.parametrize("name", ["cub200", "cars", "aircraft", "flowers102", "dogs"])
@@ -234,7 +278,14 @@ def test_cub_official_split(tmp_path):
     bundle = build_datasets("cub200", root / "CUB_200_2011", split="official", image_size=32)
     assert bundle.class_names == ["Albatross", "Auklet", "Grebe"]
     assert bundle.train.targets == [0, 1, 2] and bundle.test.targets == [0, 2]
-    assert bundle.train.paths[1].endswith("002.Auklet/b1.jpg") and bundle.train[1][1] == 1
+    assert bundle.train.items[1].endswith("002.Auklet/b1.jpg") and bundle.train[1][1] == 1
+
+
+def test_cub_official_missing_image_is_reported_when_built(tmp_path):
+    root = _cub_tree(tmp_path)
+    (root / "CUB_200_2011" / "images" / "002.Auklet" / "b1.jpg").unlink()
+    msg = one_line_error(build_datasets, "cub200", root, split="official", match="1 of 5 listed images are missing")
+    assert msg.endswith(str(root / "CUB_200_2011" / "images" / "002.Auklet" / "b1.jpg"))
 
 
 def test_cub_official_missing_annotation_names_it(tmp_path):
@@ -265,7 +316,7 @@ def test_cars_official_split(tmp_path):
     bundle = build_datasets("cars", tmp_path / "car_ims", split="official", image_size=32)
     assert bundle.class_names == ["AM General Hummer SUV 2000", "Acura RL Sedan 2012"]
     assert bundle.train.targets == [0, 1] and bundle.test.targets == [1, 0]
-    assert bundle.train.paths == [str(tmp_path / "car_ims" / "000001.jpg"), str(tmp_path / "car_ims" / "000003.jpg")]
+    assert bundle.train.items == [str(tmp_path / "car_ims" / "000001.jpg"), str(tmp_path / "car_ims" / "000003.jpg")]
     assert bundle.test[0][0].shape == (3, 32, 32)
 
 
@@ -296,7 +347,7 @@ def test_flowers_official_split(tmp_path):
     assert dataset_info("flowers102", tmp_path, split="official") == {"train": 3, "test": 3, "classes": 3}
     bundle = build_datasets("flowers102", tmp_path, split="official", image_size=32)
     assert bundle.train.targets == [0, 1, 2] and bundle.test.targets == [0, 1, 2]
-    assert bundle.test.paths[2] == str(tmp_path / "jpg" / "image_00006.jpg") and bundle.test[2][1] == 2
+    assert bundle.test.items[2] == str(tmp_path / "jpg" / "image_00006.jpg") and bundle.test[2][1] == 2
 
 
 def _cells(strings):
@@ -319,7 +370,7 @@ def test_dogs_official_split(tmp_path, split):
     bundle = build_datasets("dogs", tmp_path / "Images", split=split, image_size=32)
     assert bundle.class_names == ["Chihuahua", "Japanese_spaniel"]
     assert bundle.train.targets == [0, 1, 0] and bundle.test[0][1] == 1
-    assert bundle.train.paths[1] == str(tmp_path / "Images" / train[1])
+    assert bundle.train.items[1] == str(tmp_path / "Images" / train[1])
 
 
 def test_dogs_missing_list_names_it(tmp_path):
@@ -329,6 +380,6 @@ def test_dogs_missing_list_names_it(tmp_path):
 
 
 def test_fine_grained_bundle_pickles(tmp_path):
-    bundle = build_datasets("cub200", _cub_tree(tmp_path), split="official", image_size=32, train_augment=False)
+    bundle = build_datasets("cub200", _cub_tree(tmp_path), split="official", image_size=32, augment="none")
     clone = pickle.loads(pickle.dumps(bundle.train))
     assert torch.equal(clone[2][0], bundle.train[2][0]) and clone.targets == bundle.train.targets

@@ -1,16 +1,17 @@
-"""A split given as labelled image paths: label checks, class names from folders, and the bundle it makes."""
+"""A split given as labelled image paths: label and path checks, class names from folders, the bundle it makes."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from ..errors import UserInputError
-from .bundle import DatasetBundle
-from .image_dataset import ImageListDataset
-from .transforms import Preset, Transform
+from .datasets import image_list_dataset
+from .spec import DatasetBundle
+from .transforms import Preset
 
 Samples = list[tuple[str, int]]
 _FOLDER_PREFIX = re.compile(r"^(\d+\.|n\d+-)")
@@ -33,23 +34,35 @@ class SplitSamples:
         """Sizes as `dataset_info` reports them."""
         return {"train": len(self.train), "test": len(self.test), "classes": self.num_classes}
 
-    def to_bundle(self, name: str, image_dir: Path, preset: Preset, train_augment: bool) -> DatasetBundle:
-        """Datasets that load the images from image_dir with the preset's transforms."""
-        def dataset(samples: Samples, transform: Transform) -> ImageListDataset:
-            return ImageListDataset([(str(image_dir / path), label) for path, label in samples], transform)
+    def require_images(self, image_dir: Path, source: str) -> None:
+        """Fail, on one line naming the first missing image and the count, unless every listed image exists."""
+        paths = [image_dir / path for path, _ in self.train + self.test]
+        missing = [path for path in paths if not os.path.isfile(path)]
+        if missing:
+            raise UserInputError(f"{source}: {len(missing)} of {len(paths)} listed images are missing, "
+                                 f"the first is {missing[0]}")
 
-        return DatasetBundle.from_preset(name, preset, dataset(self.train, preset.train_transform(train_augment)),
-                                         dataset(self.test, preset.test), self.class_names)
+    def to_bundle(self, name: str, image_dir: Path, preset: Preset, augment: str) -> DatasetBundle:
+        """Datasets that load the images from image_dir with the preset's transforms at an augmentation level."""
+        def rooted(samples: Samples) -> Samples:
+            return [(str(image_dir / path), label) for path, label in samples]
+
+        train = image_list_dataset(rooted(self.train), preset.train_transform(augment))
+        test = image_list_dataset(rooted(self.test), preset.test)
+        return DatasetBundle.from_preset(name, preset, train, test, self.class_names)
 
 
 def labelled_split(train: Samples, test: Samples, source: str,
                    class_names: list[str] | None = None) -> SplitSamples:
-    """Check labels cover 0..K-1 (K = len(class_names), else max label + 1) and build the split."""
+    """Check labels cover 0..K-1 (K = len(class_names), else max label + 1), K >= 2, and build the split."""
     for split, samples in (("train", train), ("test", test)):
         if not samples:
             raise UserInputError(f"{source}: the {split} split has no samples")
     labels = {label for _, label in train} | {label for _, label in test}
     k = len(class_names) if class_names is not None else max(labels) + 1
+    if k < 2:
+        only = f" ({class_names[0]!r})" if class_names else ""
+        raise UserInputError(f"{source}: found a single class{only}; classification needs at least 2")
     outside = sorted(label for label in labels if not 0 <= label < k)
     if outside:
         raise UserInputError(f"{source}: label {outside[0]} is outside 0..{k - 1}")

@@ -61,18 +61,19 @@ class RepeatChannels:
 
 @dataclass(frozen=True)
 class Preset:
-    """Train and test transforms of one dataset and the tensor format they produce."""
+    """Transforms of one dataset (default and light training augmentation, test) and the tensor format they make."""
 
     train: Transform
+    light: Transform
     test: Transform
     mean: tuple[float, ...]
     std: tuple[float, ...]
     channels: int
     image_size: int
 
-    def train_transform(self, augment: bool) -> Transform:
-        """The train split's transform: augmented, or the test transform when statistics are wanted."""
-        return self.train if augment else self.test
+    def train_transform(self, augment: str) -> Transform:
+        """The train split's transform at a level of AUGMENT_LEVELS; 'none' is the test transform."""
+        return {"default": self.train, "light": self.light, "none": self.test}[augment]
 
 
 def output_channels(native: int, requested: int | None) -> int:
@@ -86,13 +87,14 @@ def output_channels(native: int, requested: int | None) -> int:
 
 
 def _preset(size: int, native_channels: int, channels: int | None, mean: Sequence[float],
-            std: Sequence[float], train_steps: list, test_steps: list) -> Preset:
-    """Finish both pipelines with the optional channel repeat and the normalisation (mean/std repeated too)."""
+            std: Sequence[float], train_steps: list, light_steps: list, test_steps: list) -> Preset:
+    """Finish every pipeline with the optional channel repeat and the normalisation (mean/std repeated too)."""
     out = output_channels(native_channels, channels)
     repeat = out // native_channels
     mean_out, std_out = tuple(mean) * repeat, tuple(std) * repeat
     tail = ([RepeatChannels(repeat)] if repeat > 1 else []) + [T.Normalize(mean_out, std_out)]
-    return Preset(T.Compose(train_steps + tail), T.Compose(test_steps + tail), mean_out, std_out, out, size)
+    train, light, test = (T.Compose(steps + tail) for steps in (train_steps, light_steps, test_steps))
+    return Preset(train, light, test, mean_out, std_out, out, size)
 
 
 def _resize_side(crop: int) -> int:
@@ -100,40 +102,61 @@ def _resize_side(crop: int) -> int:
     return round(crop * 256 / 224)
 
 
+def light_padding(size: int) -> int:
+    """Padding of the light level's random crop for small images: size/16, at least one pixel."""
+    return max(1, size // 16)
+
+
 def imagenet_preset(image_size: int | None, channels: int | None, color_augment: bool) -> Preset:
-    """RandomResizedCrop + flip (+ ColorJitter 0.4 and PCA lighting 0.1); test resize 256, centre crop 224."""
+    """RandomResizedCrop + flip (+ ColorJitter 0.4 and PCA lighting 0.1); test resize 256, centre crop 224.
+
+    Light: resize 256, random (not centre) crop 224, no flip.
+    """
     size = image_size or 224
     color = [T.ColorJitter(0.4, 0.4, 0.4)] if color_augment else []
     lighting = [Lighting(0.1)] if color_augment else []
     train = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), *color, T.ToTensor(), *lighting]
-    test = [T.Resize(_resize_side(size)), T.CenterCrop(size), T.ToTensor()]
-    return _preset(size, 3, channels, IMAGENET_MEAN, IMAGENET_STD, train, test)
+    resize = T.Resize(_resize_side(size))
+    light = [resize, T.RandomCrop(size), T.ToTensor()]
+    test = [resize, T.CenterCrop(size), T.ToTensor()]
+    return _preset(size, 3, channels, IMAGENET_MEAN, IMAGENET_STD, train, light, test)
 
 
 def fine_grained_preset(image_size: int | None, channels: int | None) -> Preset:
-    """The paper's fine-grained recipe: Resize((256, 256)), RandomCrop 224 + flip; test CenterCrop 224."""
+    """The paper's fine-grained recipe: Resize((256, 256)), RandomCrop 224 + flip; test CenterCrop 224.
+
+    Light: the same random crop without the flip.
+    """
     size = image_size or 224
     resize = T.Resize((_resize_side(size), _resize_side(size)))
     train = [resize, T.RandomCrop(size), T.RandomHorizontalFlip(), T.ToTensor()]
+    light = [resize, T.RandomCrop(size), T.ToTensor()]
     test = [resize, T.CenterCrop(size), T.ToTensor()]
-    return _preset(size, 3, channels, IMAGENET_MEAN, IMAGENET_STD, train, test)
+    return _preset(size, 3, channels, IMAGENET_MEAN, IMAGENET_STD, train, light, test)
 
 
 def cifar_preset(image_size: int | None, channels: int | None) -> Preset:
-    """Random crop with 4-pixel padding (scaled with the size) + flip; resized first when image_size != 32."""
+    """Random crop with 4-pixel padding (scaled with the size) + flip; resized first when image_size != 32.
+
+    Light: random crop with `light_padding` (2 pixels at 32), no flip.
+    """
     size = image_size or 32
     resize = [T.Resize(size)] if size != 32 else []
     train = [*resize, T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(), T.ToTensor()]
+    light = [*resize, T.RandomCrop(size, padding=light_padding(size)), T.ToTensor()]
     test = [*resize, T.ToTensor()]
-    return _preset(size, 3, channels, CIFAR_MEAN, CIFAR_STD, train, test)
+    return _preset(size, 3, channels, CIFAR_MEAN, CIFAR_STD, train, light, test)
 
 
 def array_preset(native_size: int, image_size: int | None, channels: int | None, mean: Sequence[float],
-                 std: Sequence[float], augment: bool) -> Preset:
-    """For in-memory 1-channel tensors (uint8 or float in [0, 1]): optional resize, optional crop + flip."""
+                 std: Sequence[float], crop_and_flip: bool) -> Preset:
+    """For in-memory 1-channel tensors (uint8 or float in [0, 1]): optional resize; the default level crops
+    (padding size/14) and flips when `crop_and_flip`, else equals the test transform; light: crop with
+    `light_padding`, no flip."""
     size = image_size or native_size
     base = [T.ConvertImageDtype(torch.float32)]
     if size != native_size:
         base.append(T.Resize((size, size), antialias=True))
-    aug = [T.RandomCrop(size, padding=max(1, size // 14)), T.RandomHorizontalFlip()] if augment else []
-    return _preset(size, 1, channels, mean, std, base + aug, list(base))
+    default = [T.RandomCrop(size, padding=max(1, size // 14)), T.RandomHorizontalFlip()] if crop_and_flip else []
+    light = [T.RandomCrop(size, padding=light_padding(size))]
+    return _preset(size, 1, channels, mean, std, base + default, base + light, list(base))

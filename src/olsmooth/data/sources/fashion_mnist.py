@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserInputError
-from .array_dataset import ArrayDataset
-from .bundle import BuildOptions, DatasetBundle, DatasetSpec
-from .idx import read_idx, read_idx_shape
-from .transforms import array_preset
+from ...errors import UserInputError
+from ..datasets import LabelledDataset
+from ..formats.idx import read_idx, read_idx_shape
+from ..spec import BuildOptions, DatasetBundle, DatasetSpec
+from ..transforms import array_preset
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -66,13 +66,13 @@ def load_split(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, list
 def _build(opts: BuildOptions) -> DatasetBundle:
     paths = locate_files(opts.data_root, opts.download)
     (train_x, train_y), (test_x, test_y) = (load_split(*paths[split]) for split in ("train", "test"))
-    preset = array_preset(train_x.shape[-1], opts.image_size, opts.channels, MEAN, STD, augment=True)
-    train = ArrayDataset(train_x, train_y, preset.train_transform(opts.train_augment))
-    return DatasetBundle.from_preset("fashion-mnist", preset, train, ArrayDataset(test_x, test_y, preset.test),
-                                     list(CLASS_NAMES))
+    preset = array_preset(train_x.shape[-1], opts.image_size, opts.channels, MEAN, STD, crop_and_flip=True)
+    train = LabelledDataset(train_x, train_y, preset.train_transform(opts.augment))
+    test = LabelledDataset(test_x, test_y, preset.test)
+    return DatasetBundle.from_preset("fashion-mnist", preset, train, test, list(CLASS_NAMES))
 
 
-def _info(data_root: Path | None, split: str) -> dict[str, int]:
+def _info(data_root: Path | None, split: str | None) -> dict[str, int]:
     counts = {}
     for name, (images, labels) in locate_files(data_root, download=False).items():
         n_images, n_labels = read_idx_shape(images, ndim=3)[0], read_idx_shape(labels, ndim=1)[0]
@@ -82,4 +82,5 @@ def _info(data_root: Path | None, split: str) -> dict[str, int]:
 
 
 SPEC = DatasetSpec("Fashion-MNIST, 60,000 / 10,000 real 28x28 grayscale images, 10 classes; crop + flip",
-                   _build, _info)
+                   _build, _info, in_memory=True,
+                   defaults=dict(model="small_cnn", epochs=10, batch_size=128, lr=0.05, weight_decay=5e-4))

@@ -1,27 +1,30 @@
-"""The value `build_datasets` returns and the options it passes to each dataset's builder."""
+"""What a registered dataset declares (`DatasetSpec`), what its builder is given and what `build_datasets` returns."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch.utils.data import Dataset
 
 if TYPE_CHECKING:
     from .transforms import Preset
 
+# Training-set augmentation levels, mildest first; what each does per dataset is in docs/datasets.md.
+AUGMENT_LEVELS = ("none", "light", "default")
+
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What the caller asked for, already validated by the registry."""
+    """What the caller asked for, already validated by the registry (split is None for datasets without splits)."""
 
     data_root: Path | None
-    split: str
+    split: str | None
     image_size: int | None
     channels: int | None
     download: bool
-    train_augment: bool
+    augment: str
 
 
 @dataclass
@@ -48,8 +51,16 @@ class DatasetBundle:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: a one-line description, a builder, and a cheap size query."""
+    """A registered dataset: description, builder, cheap size query, training defaults and its choice of splits.
+
+    `defaults` fills the training options a user leaves unset (model, epochs, batch_size, lr, weight_decay);
+    `in_memory` says the data is held as tensors, so DataLoader workers would only add start-up time;
+    `splits` names the train/test splits to choose from, the first being the default (empty: no choice).
+    """
 
     description: str
     build: Callable[[BuildOptions], DatasetBundle]
-    info: Callable[[Path | None, str], dict[str, int]]
+    info: Callable[[Path | None, str | None], dict[str, int]]
+    defaults: dict[str, Any]
+    in_memory: bool = False
+    splits: tuple[str, ...] = ()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from ..errors import UserInputError
-from .bundle import BuildOptions, DatasetBundle, DatasetSpec
-from .paths import require_dir, require_root
-from .samples import Samples, SplitSamples, labelled_split
-from .transforms import imagenet_preset
+from ...errors import UserInputError
+from ..paths import require_dir, require_root
+from ..samples import Samples, SplitSamples, labelled_split
+from ..spec import BuildOptions, DatasetBundle, DatasetSpec
+from ..transforms import imagenet_preset
 
 LAYOUT = "a folder with train/CLASS/*.jpg and val/CLASS/*.jpg (or test/CLASS/*.jpg), one subfolder per class"
 
@@ -51,18 +51,20 @@ def read_folder_split(data_root: Path | None, dataset: str) -> tuple[Path, Split
 def _build(dataset: str, color_augment: bool, opts: BuildOptions) -> DatasetBundle:
     root, split = read_folder_split(opts.data_root, dataset)
     preset = imagenet_preset(opts.image_size, opts.channels, color_augment)
-    return split.to_bundle(dataset, root, preset, opts.train_augment)
+    return split.to_bundle(dataset, root, preset, opts.augment)
 
 
-def _info(dataset: str, data_root: Path | None, split: str) -> dict[str, int]:
+def _info(dataset: str, data_root: Path | None, split: str | None) -> dict[str, int]:
     return read_folder_split(data_root, dataset)[1].info()
 
 
 SPECS = {
     "imagenet": DatasetSpec(
         "ImageNet as class folders under DATA_ROOT/train and DATA_ROOT/val; RandomResizedCrop, flip, "
-        "ColorJitter 0.4, PCA lighting 0.1", partial(_build, "imagenet", True), partial(_info, "imagenet")),
+        "ColorJitter 0.4, PCA lighting 0.1", partial(_build, "imagenet", True), partial(_info, "imagenet"),
+        defaults=dict(model="resnet50", epochs=90, batch_size=64, lr=0.1, weight_decay=1e-4)),
     "imagefolder": DatasetSpec(
         "any class-folder tree under DATA_ROOT/train and DATA_ROOT/val (or test); RandomResizedCrop, flip",
-        partial(_build, "imagefolder", False), partial(_info, "imagefolder")),
+        partial(_build, "imagefolder", False), partial(_info, "imagefolder"),
+        defaults=dict(model="resnet18", epochs=30, batch_size=64, lr=0.01, weight_decay=1e-4)),
 }

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .array_dataset import ArrayDataset
-from .bundle import BuildOptions, DatasetBundle, DatasetSpec
-from .transforms import array_preset
+from ..datasets import LabelledDataset
+from ..spec import BuildOptions, DatasetBundle, DatasetSpec
+from ..transforms import array_preset
 
 TEST_EVERY = 5
 # Mean and std of the training split's pixels scaled to [0, 1].
@@ -40,16 +40,17 @@ def _load() -> tuple[torch.Tensor, np.ndarray]:
 def _build(opts: BuildOptions) -> DatasetBundle:
     images, labels = _load()
     train_idx, test_idx = split_indices(labels)
-    preset = array_preset(8, opts.image_size, opts.channels, MEAN, STD, augment=False)
-    train = ArrayDataset(images[train_idx], labels[train_idx].tolist(), preset.train)
-    test = ArrayDataset(images[test_idx], labels[test_idx].tolist(), preset.test)
+    preset = array_preset(8, opts.image_size, opts.channels, MEAN, STD, crop_and_flip=False)
+    train = LabelledDataset(images[train_idx], labels[train_idx].tolist(), preset.train_transform(opts.augment))
+    test = LabelledDataset(images[test_idx], labels[test_idx].tolist(), preset.test)
     return DatasetBundle.from_preset("digits", preset, train, test, [str(i) for i in range(10)])
 
 
-def _info(data_root: Path | None, split: str) -> dict[str, int]:
+def _info(data_root: Path | None, split: str | None) -> dict[str, int]:
     train_idx, test_idx = split_indices(_load()[1])
     return {"train": len(train_idx), "test": len(test_idx), "classes": 10}
 
 
 SPEC = DatasetSpec("scikit-learn digits, 1,797 real 8x8 grayscale images, 10 classes, embedded (default)",
-                   _build, _info)
+                   _build, _info, in_memory=True,
+                   defaults=dict(model="small_cnn", epochs=12, batch_size=64, lr=0.05, weight_decay=5e-4))

@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import UserInputError
+from ...errors import UserInputError
 
 # IDX type byte -> element type (multi-byte types are big-endian).
 _DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),

@@ -7,15 +7,16 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from ..errors import UserInputError
-from .bundle import BuildOptions, DatasetBundle, DatasetSpec
-from .paths import require_file, require_root
-from .transforms import cifar_preset
+from ...errors import UserInputError
+from ..paths import require_file, require_root
+from ..spec import BuildOptions, DatasetBundle, DatasetSpec
+from ..transforms import cifar_preset
 
 _SIZES = {"train": 50_000, "test": 10_000}
 
 
 _CLASSES: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+DEFAULTS = dict(model="cifar_resnet56", epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4)
 
 
 def _layout(cls: type[CIFAR10]) -> str:
@@ -39,7 +40,7 @@ def _build(name: str, opts: BuildOptions) -> DatasetBundle:
     root = locate_root(cls, opts.data_root, opts.download)
     preset = cifar_preset(opts.image_size, opts.channels)
     try:
-        train = cls(str(root), train=True, transform=preset.train_transform(opts.train_augment),
+        train = cls(str(root), train=True, transform=preset.train_transform(opts.augment),
                     download=opts.download)
         test = cls(str(root), train=False, transform=preset.test, download=opts.download)
     except (RuntimeError, OSError) as exc:
@@ -47,14 +48,14 @@ def _build(name: str, opts: BuildOptions) -> DatasetBundle:
     return DatasetBundle.from_preset(name, preset, train, test, list(train.classes))
 
 
-def _info(name: str, classes: int, data_root: Path | None, split: str) -> dict[str, int]:
+def _info(name: str, classes: int, data_root: Path | None, split: str | None) -> dict[str, int]:
     locate_root(_CLASSES[name], data_root, download=False)
     return {**_SIZES, "classes": classes}
 
 
 SPECS = {
     "cifar10": DatasetSpec("CIFAR-10, 50,000 / 10,000 32x32 images, 10 classes; crop (pad 4) + flip",
-                           partial(_build, "cifar10"), partial(_info, "cifar10", 10)),
+                           partial(_build, "cifar10"), partial(_info, "cifar10", 10), DEFAULTS),
     "cifar100": DatasetSpec("CIFAR-100, 50,000 / 10,000 32x32 images, 100 classes; crop (pad 4) + flip",
-                            partial(_build, "cifar100"), partial(_info, "cifar100", 100)),
+                            partial(_build, "cifar100"), partial(_info, "cifar100", 100), DEFAULTS),
 }

@@ -7,8 +7,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from ..errors import UserInputError
-from .paths import require_file
+from ...errors import UserInputError
+from ..paths import require_file
 
 
 class Entry(NamedTuple):
