@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats
 
 from olsmooth.analysis import final_metrics, markdown_table, paired_test, read_metrics, summarize
+from olsmooth.analysis.report import Group, plot_groups
+from olsmooth.cli import main
 from olsmooth.errors import UserInputError
 
 EPOCHS = [
@@ -141,3 +145,163 @@ def test_markdown_table_by_hand():
     assert markdown_table([{"m": "x", "v": 0.123456}], ["m", "v"], fmt=".1f").splitlines()[-1] == "| x | 0.1 |"
     with pytest.raises(UserInputError, match="lacks"):
         markdown_table(rows, ["method", "top5"])
+
+
+# -- `olsmooth report` on run folders -----------------------------------------------------------------------------
+
+def fake_run(folder, seed, top1s, method="ce", epochs=None, **options):
+    """A finished (or, with epochs > len(top1s), unfinished) run folder with hand-chosen top-1 values per epoch."""
+    folder.mkdir(parents=True)
+    config = {"dataset": "digits", "model": "small_cnn", "method": method, "loss_options": {}, "epochs":
+              epochs or len(top1s), "seed": seed, "out": str(folder), "device": f"cuda:{seed}", "workers": seed}
+    (folder / "config.yaml").write_text(yaml.safe_dump({**config, **options}))
+    rows = [{"epoch": e, "top1": t, "top5": 100.0, "nll": t / 100, "ece": 100 - t} for e, t in enumerate(top1s, 1)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def report(capsys, *argv):
+    code = main(["report", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table_rows(text: str, first: str) -> list[list[str]]:
+    """The cells of each markdown row whose first cell is `first`."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if "|" in line]
+    return [r for r in rows if r[0] == first]
+
+
+def mean_std(values) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def test_report_groups_by_every_differing_option_with_method_and_n_columns(tmp_path, capsys):
+    # out, device and workers differ between all runs and do not split groups; the dataset does
+    folders = [fake_run(tmp_path / "d0", 0, [99.0]), fake_run(tmp_path / "d1", 1, [98.0]),
+               fake_run(tmp_path / "f0", 0, [38.0], dataset="fashion-mnist"),
+               fake_run(tmp_path / "f1", 1, [40.0], dataset="fashion-mnist"),
+               fake_run(tmp_path / "f2", 2, [39.0], dataset="fashion-mnist")]
+    code, out, _ = report(capsys, *folders)
+    assert code == 0
+    assert out.splitlines()[0] == "| method | dataset | n | top1 | top5 | nll | ece |"
+    assert table_rows(out, "ce") == [
+        ["ce", "digits", "2", mean_std([99, 98]), "100.00 ± 0.00", "0.9850 ± 0.0071", mean_std([1, 2])],
+        ["ce", "fashion-mnist", "3", mean_std([38, 40, 39]), "100.00 ± 0.00", "0.3900 ± 0.0100",
+         mean_std([62, 60, 61])],
+    ]
+
+
+def test_report_paired_tests_match_runs_by_seed(tmp_path, capsys):
+    ce = {0: 90.0, 1: 92.0, 2: 91.0}
+    ols = {0: 91.0, 1: 95.0, 2: 91.5}
+    folders = [fake_run(tmp_path / f"ols{s}", s, [ols[s]], method="ols") for s in (2, 0, 1)]
+    folders += [fake_run(tmp_path / f"ce{s}", s, [ce[s]]) for s in (1, 2, 0)]
+    code, out, _ = report(capsys, *folders)
+    assert code == 0
+    a, b = np.array([ols[s] for s in range(3)]), np.array([ce[s] for s in range(3)])
+    expected_p = stats.ttest_rel(a, b).pvalue
+    assert table_rows(out, "method=ols − method=ce")[0] == [
+        "method=ols − method=ce", "-", "top1", "3", f"{(a - b).mean():+.3f}", f"{expected_p:.3f}", "n < 5"]
+    assert [r[2] for r in table_rows(out, "method=ols − method=ce")] == ["top1", "nll", "ece"]
+
+
+def test_report_pairs_only_groups_that_differ_in_one_factor(tmp_path, capsys):
+    folders = []
+    for model in ("small_cnn", "small_resnet"):
+        for method, options in (("ce", {}), ("ols", {"preset": "paper-cifar"})):
+            folders += [fake_run(tmp_path / f"{model}-{method}-{s}", s, [80.0 + s * s + len(method + model)],
+                                 method=method, model=model, loss_options=options) for s in (0, 1)]
+    code, out, _ = report(capsys, *folders)
+    assert code == 0
+    comparisons = {(r[0], r[1]) for r in table_rows(out, "method=ce, loss_options={} − method=ols, "
+                                                         'loss_options={"preset":"paper-cifar"}')}
+    assert comparisons == {("method=ce, loss_options={} − method=ols, loss_options={\"preset\":\"paper-cifar\"}",
+                            f"model={m}") for m in ("small_cnn", "small_resnet")}
+    assert len(table_rows(out, "model=small_cnn − model=small_resnet")) == 2 * 3  # per method, per metric
+    assert "small_cnn − " not in out.replace("model=small_cnn − model=small_resnet", "")  # no diagonal pairs
+
+
+def test_report_skips_folders_that_are_not_finished_runs(tmp_path, capsys):
+    done = [fake_run(tmp_path / "a", 0, [70.0, 80.0]), fake_run(tmp_path / "b", 1, [70.0, 82.0])]
+    unfinished = fake_run(tmp_path / "c", 2, [10.0], epochs=2)
+    with_summary = fake_run(tmp_path / "d", 3, [84.0], epochs=2)  # summary.json marks a finished run too
+    (with_summary / "summary.json").write_text("{}")
+    not_a_run = tmp_path / "tensorboard"
+    not_a_run.mkdir()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    code, out, err = report(capsys, *done, unfinished, with_summary, not_a_run, a_file)
+    assert code == 0
+    assert table_rows(out, "ce")[0][:3] == ["ce", "3", mean_std([80, 82, 84])]
+    notes = err.splitlines()
+    assert len(notes) == 3 and all(line.startswith("olsmooth: note: skipping ") for line in notes)
+    assert f"{unfinished}: not a finished run (1 of 2 epochs)" in notes[0]
+    assert str(not_a_run) in notes[1] and str(a_file) in notes[2]
+
+
+@pytest.mark.parametrize("config, rows, message", [
+    ({"method": 3}, None, r"config\.yaml: method must be a string, got 3"),
+    ({"method": ["ce"]}, None, r"method must be a string"),
+    ({"seed": "zero"}, None, r"seed must be an integer"),
+    ({"epochs": 0}, None, r"epochs must be an integer >= 1"),
+    (None, ['{"epoch": 1, "top1": "71.5", "top5": 99.0, "nll": 1.0, "ece": 1.0}'],
+     r"metrics\.jsonl: epoch 1 has '71\.5' for 'top1' \(expected a number\)"),
+    (None, ['{"epoch": 1, "top1": 71.5, "top5": 99.0, "nll": 1.0}'], r"epoch 1 lacks 'ece'"),
+    (None, ['{"epoch": 1, "top1": 7'], r"metrics\.jsonl:1: malformed JSON"),
+])
+def test_report_malformed_run_content_is_one_line_exit_2(tmp_path, capsys, config, rows, message):
+    good = fake_run(tmp_path / "good", 0, [90.0])
+    bad = fake_run(tmp_path / "bad", 1, [90.0])
+    if config:
+        saved = yaml.safe_load((bad / "config.yaml").read_text())
+        (bad / "config.yaml").write_text(yaml.safe_dump({**saved, **config}))
+    if rows:
+        (bad / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    code, out, err = report(capsys, good, bad)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("olsmooth: error: ") and str(bad) in err
+    assert re.search(message, err), err
+
+
+def test_report_config_that_is_not_a_mapping(tmp_path, capsys):
+    bad = fake_run(tmp_path / "bad", 0, [90.0])
+    (bad / "config.yaml").write_text("- just\n- a list\n")
+    code, _, err = report(capsys, bad)
+    assert code == 2 and "expected a mapping" in err and len(err.splitlines()) == 1
+
+
+def test_report_two_runs_of_one_experiment_and_seed_are_an_error(tmp_path, capsys):
+    code, _, err = report(capsys, fake_run(tmp_path / "a", 0, [90.0]), fake_run(tmp_path / "copy", 0, [90.0]))
+    assert code == 2 and "same seed 0" in err and len(err.splitlines()) == 1
+    code, _, err = report(capsys, tmp_path / "a", tmp_path / "a")  # the same folder twice counts once
+    assert code == 0
+
+
+def test_report_json_and_best_epoch(tmp_path, capsys):
+    folders = [fake_run(tmp_path / f"ce{s}", s, [70.0 + s, 60.0]) for s in (0, 1)]
+    folders += [fake_run(tmp_path / f"ls{s}", s, [50.0, 65.0 + 2 * s], method="ls") for s in (0, 1)]
+    code, out, _ = report(capsys, *folders, "--which", "best", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    ce, ls = payload["summary"]
+    assert ce["method"] == "ce" and ce["n"] == 2 and ce["top1"]["mean"] == pytest.approx(70.5)
+    assert ls["top1"] == {"mean": pytest.approx(66.0), "std": pytest.approx(math.sqrt(2))}
+    top1 = next(t for t in payload["paired_tests"] if t["metric"] == "top1")
+    assert top1["comparison"] == "method=ce − method=ls" and top1["mean diff"] == pytest.approx(4.5)
+
+
+def test_report_with_no_finished_run(tmp_path, capsys):
+    code, _, err = report(capsys, fake_run(tmp_path / "a", 0, [1.0], epochs=3))
+    assert code == 2 and err.splitlines()[-1] == "olsmooth: error: no finished runs to report"
+
+
+def test_plot_groups_line_per_setting_for_a_numeric_option():
+    groups = [Group({"lr": lr, "model": m}, {0: {"top1": 50.0 + lr}, 1: {"top1": 52.0 + lr}})
+              for m in ("a", "b") for lr in (0.1, 0.01)]
+    figure = plot_groups(groups, "top1", x_option="lr")
+    lines = figure.axes[0].get_lines()
+    data = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in lines if line.get_linestyle() != "None"]
+    assert data == [((0.01, 0.1), (51.01, 51.1))] * 2  # mean of 50 + lr and 52 + lr, sorted by lr
+    assert len(plot_groups(groups).axes[0].get_xticklabels()) == 4

@@ -70,10 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--split", default="paper", choices=["paper", "official"])
     info.add_argument("--json", action="store_true")
 
-    rep = sub.add_parser("report", help="mean ± std over runs, grouped by method, with paired tests")
-    rep.add_argument("runs", nargs="+", help="run folders")
+    rep = sub.add_parser("report", help="mean ± std over runs, grouped by the options that differ, with paired "
+                                        "tests by seed")
+    rep.add_argument("runs", nargs="+", help="run folders (folders that are not finished runs are skipped)")
     rep.add_argument("--which", choices=["best", "last"], default="last", help="which epoch of each run")
-    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--json", action="store_true", help="print one JSON object (summary, paired_tests)")
     return parser
 
 
@@ -186,18 +187,22 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .analysis import final_metrics, markdown_table, summarize
-    from .engine.config import read_yaml
-    groups: dict[str, list[dict]] = {}
-    for run in args.runs:
-        cfg = read_yaml(Path(run) / "config.yaml")
-        label = cfg.get("method", "?") + (f" ({cfg['ols_preset']})" if cfg.get("ols_preset") else "")
-        groups.setdefault(label, []).append(final_metrics(run, args.which))
-    rows = summarize(groups)
+    from .analysis.report import (
+        DEFAULT_KEYS,
+        group_runs,
+        load_finished_runs,
+        markdown_report,
+        one_factor_pairs,
+        paired_rows,
+        summary_rows,
+    )
+    runs = load_finished_runs(args.runs, note=lambda text: print(f"olsmooth: note: {text}", file=sys.stderr))
+    groups = group_runs(runs, args.which)
+    pairs = one_factor_pairs(groups)
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"summary": summary_rows(groups, DEFAULT_KEYS), "paired_tests": paired_rows(groups, pairs)}))
     else:
-        print(markdown_table(rows, ["top1", "top5", "nll", "ece"], ".2f"))
+        print(markdown_report(groups, DEFAULT_KEYS, pairs), end="")
     return 0
 
 

@@ -1,7 +1,7 @@
-"""Multi-seed results: read run folders' metrics.jsonl, summarise mean ± sample std, paired tests, markdown.
+"""Multi-seed results: read run folders, group them by experiment, mean ± sample std, paired tests, markdown.
 
-Used by `olsmooth report` and the benchmarks. scipy (a scikit-learn dependency) is imported only by
-`paired_test`.
+Used by `olsmooth report`, `olsmooth study` and the benchmarks. scipy (a scikit-learn dependency) is imported
+only by `paired_test`, matplotlib only by `plot_groups`.
 """
 
 from __future__ import annotations
@@ -9,27 +9,42 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+import yaml
 
 from ..errors import UserInputError
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
 DEFAULT_KEYS = ("top1", "top5", "nll", "ece")
+PAIRED_KEYS = ("top1", "nll", "ece")
 MIN_WILCOXON_PAIRS = 5
 """Below five pairs the signed-rank test cannot reach p < 0.05, so it is not reported."""
+SEED_KEY = "seed"
+"""The option that tells the runs of one experiment apart; paired tests match runs by it."""
+NON_EXPERIMENT_OPTIONS = ("out", "force", "data_root", "download", "workers", "threads", "device", "dist_timeout",
+                          "compile", "channels_last", "save_every", "expected_top1_error", "reference")
+"""Options that do not change what a run measures (where it reads and writes, how fast it runs, what it cites):
+runs that differ only in these (and the seed) are runs of one experiment."""
+METHOD_OPTIONS = ("method", "ols_preset", "ls_eps", "tfkd_temperature", "loss_options")
+"""The loss and its options: one factor when `one_factor_pairs` looks for groups that differ in one thing."""
+PAIRED_COLUMNS = ("comparison", "setting", "metric", "n", "mean diff", "t-test p", "Wilcoxon p")
+PAIRED_FORMATS = {"mean diff": "+.3f", "t-test p": ".3f", "Wilcoxon p": ".3f"}
+# config.yaml entries a report relies on, with the type each must have
+_CONFIG_TYPES = {"method": str, "dataset": str, "seed": int, "epochs": int}
 
 
-def read_metrics(run_dir: Union[str, os.PathLike]) -> list[dict[str, Any]]:
-    """The per-epoch records of a run folder's metrics.jsonl (or of that file given directly), in order."""
-    path = Path(run_dir)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file (is {run_dir} a run folder?)")
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a metrics.jsonl, blank lines skipped; malformed lines name the file and line."""
     records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -42,41 +57,227 @@ def read_metrics(run_dir: Union[str, os.PathLike]) -> list[dict[str, Any]]:
             if not isinstance(record, dict) or "epoch" not in record:
                 raise UserInputError(f"{path}:{number}: expected a JSON object with an 'epoch' key")
             records.append(record)
+    return records
+
+
+def read_metrics(run_dir: Union[str, os.PathLike]) -> list[dict[str, Any]]:
+    """The per-epoch records of a run folder's metrics.jsonl (or of that file given directly), in order."""
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file (is {run_dir} a run folder?)")
+    records = _read_records(path)
     if not records:
         raise UserInputError(f"{path}: no epochs recorded")
     return records
 
 
-def final_metrics(run_dir: Union[str, os.PathLike], which: str = "last") -> dict[str, Any]:
-    """The last epoch's record, or with which="best" the (first) epoch with the highest top1."""
-    records = read_metrics(run_dir)
+def _select(records: Sequence[Mapping[str, Any]], which: str, where: Any) -> Mapping[str, Any]:
+    """The last record, or with which="best" the (first) record with the highest top1."""
     if which == "last":
         return records[-1]
     if which == "best":
         if any("top1" not in r for r in records):
-            raise UserInputError(f"{run_dir}: which='best' needs 'top1' in every epoch record")
-        return max(records, key=lambda r: r["top1"])
+            raise UserInputError(f"{where}: which='best' needs 'top1' in every epoch record")
+        return max(records, key=lambda r: _number(r, "top1", where))
     raise UserInputError(f"which must be 'last' or 'best', got {which!r}")
+
+
+def final_metrics(run_dir: Union[str, os.PathLike], which: str = "last") -> dict[str, Any]:
+    """The last epoch's record, or with which="best" the (first) epoch with the highest top1."""
+    return dict(_select(read_metrics(run_dir), which, run_dir))
+
+
+def _number(record: Mapping[str, Any], key: str, where: Any) -> float:
+    """record[key] as a float; a missing or non-numeric entry is a user error naming where it is."""
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        what = "lacks" if key not in record else f"has {value!r} for"
+        raise UserInputError(f"{where}: epoch {record.get('epoch')} {what} {key!r} (expected a number)")
+    return float(value)
+
+
+def read_run_config(run_dir: Union[str, os.PathLike]) -> dict[str, Any]:
+    """A run folder's config.yaml, with the entries a report relies on checked (method, dataset, seed, epochs)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such file (is {run_dir} a run folder?)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path}: malformed YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise UserInputError(f"{path}: expected a mapping of option: value")
+    for key, kind in _CONFIG_TYPES.items():
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, kind) or (key == "epochs" and value < 1):
+            expected = "a string" if kind is str else "an integer" + (" >= 1" if key == "epochs" else "")
+            raise UserInputError(f"{path}: {key} must be {expected}, got {value!r}")
+    return config
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """How far a run folder got: "done" (finished), "partial" (has a last.pt to continue from) or "new"."""
+
+    state: str
+    epochs_done: int = 0
+    epochs: int | None = None
+
+
+def run_status(run_dir: Union[str, os.PathLike]) -> RunStatus:
+    """Finished means metrics.jsonl holds as many epochs as config.yaml asks for, or summary.json exists."""
+    folder = Path(run_dir)
+    if not (folder / CONFIG_FILE).is_file():
+        return RunStatus("new")
+    epochs = read_run_config(folder)["epochs"]
+    metrics = folder / METRICS_FILE
+    done = len(_read_records(metrics)) if metrics.is_file() else 0
+    if done >= epochs or (folder / SUMMARY_FILE).is_file():
+        return RunStatus("done", done, epochs)
+    return RunStatus("partial" if (folder / "last.pt").is_file() else "new", done, epochs)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A finished run: where it is, its configuration and its per-epoch records."""
+
+    path: Path
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+
+    @property
+    def seed(self) -> int:
+        return self.config[SEED_KEY]
+
+    def record(self, which: str = "last") -> Mapping[str, Any]:
+        """The last epoch's record, or with which="best" the (first) epoch with the highest top1."""
+        return _select(self.records, which, self.path / METRICS_FILE)
+
+    def figures(self, which: str = "last", keys: Sequence[str] = DEFAULT_KEYS) -> dict[str, float]:
+        """The metrics `keys` of the last or the best epoch, each checked to be a number."""
+        record = self.record(which)
+        return {key: _number(record, key, self.path / METRICS_FILE) for key in keys}
+
+
+def load_run(run_dir: Union[str, os.PathLike]) -> RunFolder:
+    """Read a finished run folder; an unfinished one is a user error."""
+    status = run_status(run_dir)
+    if status.state != "done":
+        raise UserInputError(f"{run_dir} is not a finished run ({_progress(status)})")
+    return RunFolder(Path(run_dir), read_run_config(run_dir), read_metrics(run_dir))
+
+
+def _progress(status: RunStatus) -> str:
+    if status.epochs is None:
+        return f"no {CONFIG_FILE}"
+    return f"{status.epochs_done} of {status.epochs} epochs"
+
+
+def load_finished_runs(folders: Sequence[Union[str, os.PathLike]], note: Callable[[str], None]) -> list[RunFolder]:
+    """The finished runs among `folders` (each read once); every other folder is skipped with a note."""
+    runs, seen = [], set()
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            note(f"skipping {folder}: not a folder")
+            continue
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        status = run_status(folder)
+        if status.state == "done":
+            runs.append(load_run(folder))
+        else:
+            note(f"skipping {folder}: not a finished run ({_progress(status)})")
+    return runs
+
+
+def _canonical(value: Any) -> str:
+    """A hashable, order-independent text of an option value (mappings compare by content)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def option_text(value: Any) -> str:
+    """An option value as tables and folder names show it: `-` for unset, YAML-like for the rest."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def grouping_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The options whose values differ between the configurations, in the order they first appear;
+    the seed and NON_EXPERIMENT_OPTIONS are never among them."""
+    keys: dict[str, None] = {}
+    for config in configs:
+        keys.update(dict.fromkeys(config))
+    ignored = {SEED_KEY, *NON_EXPERIMENT_OPTIONS}
+    return [k for k in keys if k not in ignored and len({_canonical(c.get(k)) for c in configs}) > 1]
+
+
+@dataclass
+class Group:
+    """The runs of one experiment: the options that tell it from the other groups, and each seed's figures."""
+
+    options: dict[str, Any]
+    runs: dict[int, dict[str, float]] = field(default_factory=dict)
+    folders: dict[int, Path] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={option_text(v)}" for k, v in self.options.items()) or "all runs"
+
+    def add(self, seed: int, figures: dict[str, float], folder: Path) -> None:
+        """Record one run; two runs of one experiment with the same seed cannot be paired, so that is an error."""
+        if seed in self.runs:
+            raise UserInputError(f"{self.folders[seed]} and {folder} are the same experiment with the same seed "
+                                 f"{seed}; report one of them")
+        self.runs[seed], self.folders[seed] = figures, folder
+
+
+def group_runs(runs: Sequence[RunFolder], which: str = "last", keys: Sequence[str] = DEFAULT_KEYS) -> list[Group]:
+    """Runs grouped by every option that differs between them (always showing the method), in first-seen order."""
+    if not runs:
+        raise UserInputError("no finished runs to report")
+    differing = grouping_keys([run.config for run in runs])
+    shown = ["method"] + [k for k in differing if k != "method"]
+    groups: dict[str, Group] = {}
+    for run in runs:
+        options = {k: run.config.get(k) for k in shown}
+        group = groups.setdefault(_canonical(options), Group(options))
+        group.add(run.seed, run.figures(which, keys), run.path)
+    return list(groups.values())
+
+
+def summary_stats(runs: Sequence[Mapping[str, float]], keys: Sequence[str], name: str) -> dict[str, Any]:
+    """n and, for each key, {"mean", "std"} over the runs (sample std; 0 for one run); name is for messages."""
+    if not runs:
+        raise UserInputError(f"method {name!r} has no runs")
+    row: dict[str, Any] = {"n": len(runs)}
+    for key in keys:
+        missing = sum(key not in run for run in runs)
+        if missing:
+            raise UserInputError(f"method {name!r}: {missing} of {len(runs)} runs lack {key!r}")
+        values = np.array([float(run[key]) for run in runs])
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        row[key] = {"mean": float(values.mean()), "std": std}
+    return row
 
 
 def summarize(
     results: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str] = DEFAULT_KEYS
 ) -> list[dict[str, Any]]:
     """Per method (in order): n and, for each key, {"mean", "std"} over its runs (sample std; 0 for one run)."""
-    rows = []
-    for method, runs in results.items():
-        if not runs:
-            raise UserInputError(f"method {method!r} has no runs")
-        row: dict[str, Any] = {"method": method, "n": len(runs)}
-        for key in keys:
-            missing = sum(key not in run for run in runs)
-            if missing:
-                raise UserInputError(f"method {method!r}: {missing} of {len(runs)} runs lack {key!r}")
-            values = np.array([float(run[key]) for run in runs])
-            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            row[key] = {"mean": float(values.mean()), "std": std}
-        rows.append(row)
-    return rows
+    return [{"method": method, **summary_stats(runs, keys, method)} for method, runs in results.items()]
+
+
+def summary_rows(groups: Sequence[Group], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per group: its options, n, and mean/std of each key (in seed order)."""
+    return [{**g.options, **summary_stats([g.runs[s] for s in sorted(g.runs)], keys, g.label)} for g in groups]
 
 
 def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
@@ -111,6 +312,47 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def _factor(key: str) -> str:
+    return "method" if key in METHOD_OPTIONS else key
+
+
+def one_factor_pairs(groups: Sequence[Group]) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of groups that differ in one factor only: one option, or the method with its options."""
+    pairs = []
+    for i, a in enumerate(groups):
+        for j in range(i + 1, len(groups)):
+            b = groups[j]
+            keys = dict.fromkeys([*a.options, *b.options])
+            differing = {_factor(k) for k in keys if _canonical(a.options.get(k)) != _canonical(b.options.get(k))}
+            if len(differing) == 1:
+                pairs.append((i, j))
+    return pairs
+
+
+def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
+                keys: Sequence[str] = PAIRED_KEYS) -> list[dict[str, Any]]:
+    """Paired tests (by seed, over the seeds both groups have) of group i − group j for each pair and key.
+
+    `comparison` names the options that differ, `setting` those the two share; pairs with fewer than two
+    common seeds are left out."""
+    rows = []
+    for i, j in pairs:
+        a, b = groups[i], groups[j]
+        seeds = sorted(set(a.runs) & set(b.runs))
+        if len(seeds) < 2:
+            continue
+        same = {k: v for k, v in a.options.items() if _canonical(v) == _canonical(b.options.get(k))}
+        text = [", ".join(f"{k}={option_text(v)}" for k, v in g.options.items() if k not in same) for g in (a, b)]
+        for key in keys:
+            test = paired_test([a.runs[s][key] for s in seeds], [b.runs[s][key] for s in seeds])
+            wilcoxon = test["wilcoxon_pvalue"]
+            rows.append({"comparison": f"{text[0]} − {text[1]}",
+                         "setting": ", ".join(f"{k}={option_text(v)}" for k, v in same.items()) or "-",
+                         "metric": key, "n": str(test["n"]), "mean diff": test["mean_diff"],
+                         "t-test p": test["t_pvalue"], "Wilcoxon p": "n < 5" if wilcoxon is None else wilcoxon})
+    return rows
+
+
 def _cell(value: Any, fmt: str) -> str:
     """'mean ± std' for a summary entry, a formatted number for a float, the text otherwise; '|' escaped."""
     if isinstance(value, Mapping) and {"mean", "std"} <= value.keys():
@@ -139,3 +381,51 @@ def markdown_table(
             raise UserInputError(f"row {number} lacks column(s) {missing}")
         lines.append("| " + " | ".join(_cell(row[c], formats[c]) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_report(groups: Sequence[Group], keys: Sequence[str], pairs: Sequence[tuple[int, int]],
+                    fmt: Mapping[str, str] | None = None) -> str:
+    """The summary table of the groups (options, n, mean ± std of keys) and their paired tests, in markdown."""
+    option_keys = list(dict.fromkeys(k for g in groups for k in g.options))
+    rows = [{**{k: option_text(row.get(k)) for k in option_keys}, **{k: row[k] for k in ("n", *keys)}}
+            for row in summary_rows(groups, keys)]
+    formats = {k: ".4f" if "nll" in k else ".2f" for k in keys} | dict(fmt or {})
+    text = markdown_table(rows, [*option_keys, "n", *keys], formats)
+    tested = paired_rows(groups, pairs, [k for k in PAIRED_KEYS if k in keys])
+    if tested:
+        text += ("\nPaired tests by seed (diff = first − second, over the seeds both have; Wilcoxon from 5 pairs):\n\n"
+                 + markdown_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS))
+    elif pairs:
+        text += "\nPaired tests need at least 2 seeds that both groups have; none here.\n"
+    return text
+
+
+def plot_groups(groups: Sequence[Group], key: str = "top1", x_option: str | None = None,
+                ylabel: str = "test top-1 (%)", title: str | None = None) -> Figure:
+    """Mean ± sample std of `key` per group: points with error bars, or with `x_option` (a numeric option) one line
+    per setting of the other options against it."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.5, 0.6 * len(groups) + 2), 4.5))
+    ax = fig.add_subplot()
+    stats = [summary_stats([g.runs[s] for s in sorted(g.runs)], [key], g.label)[key] for g in groups]
+    if x_option is None:
+        ax.errorbar(range(len(groups)), [s["mean"] for s in stats], yerr=[s["std"] for s in stats], fmt="o",
+                    capsize=4)
+        ax.set_xticks(range(len(groups)), [g.label.replace(", ", "\n") for g in groups], fontsize="small")
+    else:
+        lines: dict[str, list[tuple[float, dict[str, float]]]] = {}
+        for group, stat in zip(groups, stats):
+            rest = ", ".join(f"{k}={option_text(v)}" for k, v in group.options.items() if k != x_option)
+            lines.setdefault(rest, []).append((float(group.options[x_option]), stat))
+        for name, points in lines.items():
+            points.sort(key=lambda p: p[0])
+            ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points], yerr=[p[1]["std"] for p in points],
+                        marker="o", capsize=4, label=name or None)
+        ax.set_xlabel(x_option)
+        if any(lines):
+            ax.legend(fontsize="small")
+    ax.set(ylabel=ylabel, title=title or f"{ylabel}, mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
