@@ -1,0 +1,50 @@
+"""`resolve()`: a training configuration with every default filled in and checked, without touching the input.
+
+The command line, resume and the study runner all call it, so a configuration means the same run wherever it
+comes from. Defaults come from the dataset's spec; fine-tuning from `--pretrained` gets its own learning rate.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import canonical_dataset_name, dataset_defaults, dataset_spec
+from ..data import dataset_spec
+from .config import TrainConfig
+
+FINETUNE_LR = 0.01
+"""Peak learning rate when starting from pretrained weights and none is given: from-scratch rates (0.05-0.1)
+wreck ImageNet features in the first epochs (docs/models.md, fine-tuning)."""
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """A copy of `cfg` with the per-dataset defaults (model, epochs, batch size, lr, weight decay), the loader
+    workers and the run folder filled in where the user left them unset."""
+    cfg = copy.deepcopy(cfg)
+    cfg.dataset = canonical_dataset_name(cfg.dataset)
+    defaults = dataset_defaults(cfg.dataset)
+    if cfg.pretrained and cfg.lr is None:
+        cfg.lr = FINETUNE_LR
+    for key, value in defaults.items():
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, value)
+    if cfg.workers is None:
+        cfg.workers = 0 if dataset_spec(cfg.dataset).in_memory else min(8, torch.multiprocessing.cpu_count())
+    if cfg.out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        cfg.out = str(Path("runs") / f"{stamp}-{cfg.dataset}-{cfg.method}")
+    return cfg
+
+
+def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration stored by an older version, as this one writes it: `split: paper` was stored for every
+    dataset, also those without a choice of splits, where it now means an error."""
+    config = dict(config)
+    if config.get("split") is not None and not dataset_spec(str(config.get("dataset"))).splits:
+        config["split"] = None
+    return config

@@ -1,0 +1,252 @@
+"""The run folder: one object owns its lock, checkpoints, metrics.jsonl, summary.json, TensorBoard and soft labels.
+
+The training loop only says what happened (`save_epoch`, `finish`); this object decides what is written, in an
+order that survives a kill at any moment: the files of an epoch first, then `last.pt`, then `metrics.jsonl`, so a
+run resumed from `last.pt` redoes at most one epoch and rewrites the same files. An exclusive lock (`flock` on
+`.lock`, released by the kernel when the process dies, so a killed run never blocks its resume) keeps a second
+writer out for the whole run. A forced replacement moves the old run aside into `.previous-run/` and deletes it
+only once the new run has written its first checkpoint; a failure before that puts it back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..errors import UserInputError
+from ..fileio import atomic_write_file, atomic_write_text, io_error, remove_stale_temporaries
+from .checkpoint import save_checkpoint
+
+LOCK = ".lock"
+PREVIOUS = ".previous-run"
+CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
+# names a run writes: a folder holding only these and no last.pt is what a run that stopped before its first
+# checkpoint left behind (a stub), which a new run may reuse without --force
+_RUN_ENTRY = re.compile(r"(\.lock|config\.yaml|metrics\.jsonl|summary\.json|best\.pt|epoch-\d+\.pt|tensorboard|"
+                        r"soft_labels|(train|val)_indices\.npy|\..+\.tmp)")
+SOFT_LABELS_EVERY_EPOCH_MAX_K = 200  # larger matrices are kept at snapshots and at the end only
+
+
+def snapshot_name(epoch: int) -> str:
+    """File name of the epoch-N snapshot."""
+    return f"epoch-{epoch:03d}.pt"
+
+
+class RunFolder:
+    """The files of one run in `path`; `active=False` (non-zero ranks under torchrun) makes every write a no-op."""
+
+    def __init__(self, path: str | os.PathLike[str], active: bool = True) -> None:
+        self.path = Path(path)
+        self.active = active
+        self._lock_fd: int | None = None
+        self._created = False
+        self._writer: Any = None
+        self._replacing = False
+
+    # -- state of the folder ---------------------------------------------------------------------------------
+    def entries(self) -> list[Path]:
+        """What the folder holds besides its lock."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p.name != LOCK)
+
+    def is_stub(self) -> bool:
+        """True when the folder holds only files a run writes, and no last.pt (a run that never saved one)."""
+        return not (self.path / LAST).exists() and all(_RUN_ENTRY.fullmatch(p.name) for p in self.entries())
+
+    def check_new(self, force: bool) -> None:
+        """Fail early, before anything is built, when a new run could not use this folder."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserInputError(f"run folder {self.path} exists and is not a folder")
+        if not force and self.entries() and not self.is_stub():
+            raise UserInputError(f"run folder {self.path} already exists; use --force to replace it or --resume "
+                                 f"to continue")
+
+    def check_resumable(self) -> Path:
+        """The path of last.pt, or a one-line error saying why this folder cannot be resumed."""
+        if not self.path.is_dir():
+            raise UserInputError(f"cannot resume: run folder {self.path} not found")
+        for last in (self.path / LAST, self.path / PREVIOUS / LAST):  # the second: a replacement a kill cut short
+            if last.is_file():
+                return last
+        raise UserInputError(f"cannot resume {self.path}: it holds no checkpoint (the run stopped before its "
+                             f"first epoch ended); start it again without --resume")
+
+    # -- the lock and the life of a run ----------------------------------------------------------------------
+    def open(self, resume: bool, force: bool = False) -> None:
+        """Lock the folder for this process, repair what an earlier kill left, and prepare it for the run."""
+        if not self.active:
+            return
+        try:
+            self._created = not self.path.exists()
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise io_error(self.path, err, "create") from None
+        self._lock()
+        try:
+            self._recover()
+            if resume:
+                self.check_resumable()
+            else:
+                self._prepare_new(force)
+        except BaseException:
+            self.close(failed=True)
+            raise
+
+    def _lock(self) -> None:
+        lock = self.path / LOCK
+        while True:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as err:
+                raise io_error(lock, err, "create") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise UserInputError(f"run folder {self.path} is in use by another olsmooth process (pid {holder}); "
+                                     f"wait for it to end or choose another --out") from None
+            try:  # the previous holder may have removed the file between our open and flock: lock the new one
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _recover(self) -> None:
+        """Finish or undo a forced replacement a kill interrupted, and delete stale temporary files."""
+        previous = self.path / PREVIOUS
+        if previous.is_dir():
+            if (self.path / LAST).exists():
+                shutil.rmtree(previous)
+            else:
+                self._clear()
+                self._move(previous, self.path)
+                previous.rmdir()
+        remove_stale_temporaries(self.path)
+
+    def _prepare_new(self, force: bool) -> None:
+        if not self.entries():
+            return
+        if self.is_stub():
+            self._clear()
+        elif not force:
+            raise UserInputError(f"run folder {self.path} already exists; use --force to replace it or --resume "
+                                 f"to continue")
+        else:
+            previous = self.path / PREVIOUS
+            previous.mkdir()
+            self._move(self.path, previous, skip={LOCK, PREVIOUS})
+            self._replacing = True
+
+    def _clear(self) -> None:
+        for entry in self.entries():
+            if entry.name != PREVIOUS:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    @staticmethod
+    def _move(source: Path, target: Path, skip: frozenset[str] | set[str] = frozenset()) -> None:
+        for entry in sorted(source.iterdir()):
+            if entry.name not in skip:
+                os.replace(entry, target / entry.name)
+
+    def close(self, failed: bool = False) -> None:
+        """End the run: close TensorBoard, undo an unfinished replacement after a failure, release the lock."""
+        if not self.active or self._lock_fd is None:
+            return
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            if failed and not (self.path / LAST).exists():
+                self._recover()  # puts a run moved aside back; a stub left in a folder that existed may be reused
+                if self._created:  # a folder this run made and never checkpointed in holds nothing of value
+                    self._clear()
+                    (self.path / LOCK).unlink(missing_ok=True)
+                    self.path.rmdir()
+                    return
+            (self.path / LOCK).unlink(missing_ok=True)
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- what the loop reports -------------------------------------------------------------------------------
+    def tensorboard(self, purge_step: int) -> Any:
+        """The run's SummaryWriter, created on first use; steps from `purge_step` on are dropped from old files."""
+        if self._writer is None and self.active:
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
+        return self._writer
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """config.yaml: the resolved options."""
+        if self.active:
+            atomic_write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+    def write_indices(self, name: str, indices: np.ndarray) -> None:
+        """`NAME_indices.npy`: which samples of the dataset's training split a run trains (or validates) on."""
+        if self.active:
+            atomic_write_file(self.path / f"{name}_indices.npy", lambda handle: np.save(handle, indices))
+
+    def write_metrics(self, history: Sequence[dict[str, Any]]) -> None:
+        """metrics.jsonl: one JSON object per finished epoch."""
+        if self.active:
+            atomic_write_text(self.path / METRICS, "".join(json.dumps(row) + "\n" for row in history))
+
+    def save_epoch(self, epoch: int, last: dict[str, Any], light: dict[str, Any], history: Sequence[dict[str, Any]],
+                   is_best: bool, snapshot: bool, final: bool, soft_labels: np.ndarray | None,
+                   class_names: Sequence[str]) -> None:
+        """Write everything epoch `epoch` produced: its files first, last.pt (the resume point), metrics.jsonl."""
+        if not self.active:
+            return
+        if is_best:
+            save_checkpoint(self.path / BEST, light)
+        if snapshot:
+            save_checkpoint(self.path / snapshot_name(epoch), light)
+        writer = self.tensorboard(epoch)
+        for key, value in history[-1].items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                writer.add_scalar(key, value, epoch)
+        if soft_labels is not None:
+            self._save_soft_labels(epoch, soft_labels, class_names, keep=snapshot or final)
+        writer.flush()
+        save_checkpoint(self.path / LAST, last)
+        self.write_metrics(history)
+        if self._replacing:  # the new run now stands on its own: the old one can go
+            shutil.rmtree(self.path / PREVIOUS, ignore_errors=True)
+            self._replacing = False
+
+    def _save_soft_labels(self, epoch: int, matrix: np.ndarray, class_names: Sequence[str], keep: bool) -> None:
+        """The OLS matrix as .npy and a heatmap, every epoch for K <= 200, else at snapshots and at the end."""
+        K = matrix.shape[0]
+        if not (K <= SOFT_LABELS_EVERY_EPOCH_MAX_K or keep):
+            return
+        import torch
+
+        from ..analysis import plot_soft_labels
+        folder = self.path / "soft_labels"
+        atomic_write_file(folder / f"epoch-{epoch:03d}.npy", lambda handle: np.save(handle, matrix))
+        plot_soft_labels(matrix, class_names=list(class_names) if K <= 30 else None,
+                         path=folder / f"epoch-{epoch:03d}.png", title=f"OLS soft labels after epoch {epoch}")
+        if K <= SOFT_LABELS_EVERY_EPOCH_MAX_K:
+            image = torch.from_numpy(matrix / max(float(matrix.max()), 1e-12)).unsqueeze(0)
+            self._writer.add_image("soft_labels", image, epoch)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json: the final and best figures, written when the run ends (its presence marks a finished run)."""
+        if self.active:
+            atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2) + "\n")

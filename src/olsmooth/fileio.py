@@ -1,0 +1,98 @@
+"""Atomic, durable file writes that follow the user's umask, and I/O errors that name the file and the reason.
+
+Every file olsmooth writes goes through `atomic_write`: a temporary file beside the target, flushed and fsynced,
+renamed over the target, then the directory fsynced, so neither a kill nor a power loss leaves a half-written or
+empty file. The temporary names match `TMP_GLOB`, so a resumed run can remove what a kill left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from .errors import UserInputError
+
+TMP_GLOB = ".*.tmp"
+"""Temporary files of interrupted atomic writes: `.NAME.RANDOM.tmp` beside NAME."""
+
+_REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied"}
+
+
+def _file_mode() -> int:
+    """0666 less the process umask: what open() would give a new file (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def io_error(path: str | os.PathLike[str], err: OSError, action: str = "write") -> UserInputError:
+    """A one-line user error for a failed read or write of `path`, naming the reason (disk full, read-only...)."""
+    reason = _REASONS.get(err.errno or -1) or (err.strerror or str(err)).strip().lower()
+    return UserInputError(f"cannot {action} {path}: {reason}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in `folder` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call write(handle) on a temporary file beside `path`, fsync it and rename it over `path` in one step.
+
+    OSErrors (disk full, read-only folder, permission) become a one-line UserInputError naming `path`.
+    """
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, _file_mode())
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        fsync_dir(path.parent)
+    except OSError as err:
+        raise io_error(path, err) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """`atomic_write_file` for writers that take a path (they write the temporary file by its name)."""
+    atomic_write_file(path, lambda handle: write(handle.name))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically and durably."""
+    atomic_write_file(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 `text` to `path` atomically and durably."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files interrupted atomic writes left in `folder` and its subfolders; return them."""
+    stale = [p for p in Path(folder).rglob(TMP_GLOB) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
