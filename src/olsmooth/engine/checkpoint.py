@@ -2,65 +2,85 @@
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
 import random
-import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import UserInputError
+from ..fileio import atomic_write, atomic_write_bytes, atomic_write_file, io_error
+
+__all__ = ["FORMAT", "atomic_write", "atomic_write_file", "load_checkpoint", "require", "rng_state",
+           "save_checkpoint", "set_rng_state"]
 
 FORMAT = "olsmooth-checkpoint-1"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it over `path` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """`atomic_write` for writers that take an open binary file (numpy's save/savez): it is closed before the
-    rename, and no suffix is appended to the temporary name."""
-    def to_path(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            write(handle)
-    atomic_write(path, to_path)
+_ZIP_MAGIC = b"PK\x03\x04"
+# what every checkpoint holds (the weights and how to rebuild the model and its data); last.pt holds more
+EVAL_KEYS = ("model", "config", "num_classes", "channels", "epoch")
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "loss", "rng", "best_top1", "best_epoch", "history")
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Save a checkpoint dictionary atomically (a crash leaves the previous file intact)."""
-    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
+    """Save a checkpoint dictionary atomically and durably (a crash or full disk leaves the previous file)."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with weights_only=True; missing, corrupt or code-carrying files are user errors."""
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(err).__name__
+
+
+def load_checkpoint(path: str | Path, keys: tuple[str, ...] = EVAL_KEYS) -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True and check it holds `keys`.
+
+    A missing, empty, truncated or foreign file, a file carrying pickled code, or one without the needed
+    entries is a one-line user error.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
         raise UserInputError(f"checkpoint not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_ZIP_MAGIC))
+    except OSError as err:
+        raise io_error(path, err, "read") from None
+    if not head:
+        raise UserInputError(f"{path} is empty (0 bytes), not a checkpoint")
+    if head != _ZIP_MAGIC:
+        raise UserInputError(f"{path} is not a checkpoint (not a PyTorch zip archive)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
         raise UserInputError(f"refusing to load {path}: it carries pickled Python objects, not only tensors "
-                             f"({str(err).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise UserInputError(f"cannot read checkpoint {path}: {str(err).splitlines()[0][:200]}") from None
+                             f"and plain values") from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise UserInputError(f"cannot read checkpoint {path} (truncated or corrupt: {_first_line(err)})") from None
+    except OSError as err:
+        raise io_error(path, err, "read") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserInputError(f"{path} is not an olsmooth checkpoint (use --pretrained for plain weight files)")
-    return data
+    return require(data, keys, path)
+
+
+def require(ckpt: dict[str, Any], keys: tuple[str, ...], path: str | Path) -> dict[str, Any]:
+    """`ckpt` after checking it holds `keys` (and a mapping as its config); else a user error naming them."""
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise UserInputError(f"{path} is an incomplete checkpoint: no {', '.join(missing)}")
+    if "config" in keys and not isinstance(ckpt["config"], dict):
+        raise UserInputError(f"{path} is an incomplete checkpoint: its config is not a mapping")
+    return ckpt
 
 
 def rng_state() -> dict[str, Any]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,11 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup(device: str | None = None) -> DistInfo:
+def setup(device: str | None = None, timeout_s: float | None = None) -> DistInfo:
     """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1), else a single process.
 
-    NCCL on CUDA, gloo on CPU; each process takes the GPU of its LOCAL_RANK.
+    NCCL on CUDA, gloo on CPU; each process takes the GPU of its LOCAL_RANK. `timeout_s` bounds how long a
+    collective waits for a hung peer (torch's default, 10 or 30 minutes, when None).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -45,7 +48,8 @@ def setup(device: str | None = None) -> DistInfo:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        extra = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **extra)
     return DistInfo(rank, world, local, dev)
 
 
@@ -66,3 +70,24 @@ def barrier() -> None:
     """Wait for every process (a no-op in a single process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def broadcast_state(module: nn.Module, buffers_only: bool = False) -> None:
+    """Give every process rank 0's buffers (batch-norm statistics) and, unless `buffers_only`, its parameters.
+
+    After a training epoch each rank's batch-norm running statistics differ; only rank 0's are saved, so this
+    makes the model every rank evaluates the saved one. A no-op in a single process.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    with torch.no_grad():
+        tensors = list(module.buffers()) + ([] if buffers_only else list(module.parameters()))
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
+
+
+def is_peer_timeout(err: BaseException) -> bool:
+    """True for the error a collective raises when a peer did not answer in time (gloo: a RuntimeError saying
+    it timed out; NCCL: a DistBackendError)."""
+    backend_error = getattr(dist, "DistBackendError", ())
+    return isinstance(err, backend_error) or (isinstance(err, RuntimeError) and "timed out" in str(err).lower())

@@ -16,6 +16,7 @@ from ..models import create_model
 from .checkpoint import load_checkpoint
 from .distributed import setup
 from .evaluate import Evaluation, eval_loader, evaluate
+from .resolve import upgrade_stored_config
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], ema: bool = False) -> nn.Module:
@@ -36,8 +37,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], ema: bool = False) -> nn.Module:
 
 def data_for_checkpoint(ckpt: dict[str, Any], data_root: str | None = None) -> DatasetBundle:
     """The evaluation data of the checkpoint's run, optionally read from another data root."""
-    cfg = ckpt["config"]
-    return build_datasets(cfg["dataset"], data_root=data_root or cfg.get("data_root"), split=cfg.get("split", "paper"),
+    cfg = upgrade_stored_config(ckpt["config"])
+    return build_datasets(cfg["dataset"], data_root=data_root or cfg.get("data_root"), split=cfg.get("split"),
                           image_size=cfg.get("image_size"), channels=ckpt["channels"])
 
 

@@ -1,38 +1,47 @@
-"""The training loop: data, model, loss, optimiser, AMP, EMA, DDP, the run folder and exact resume."""
+"""The training loop: `fit()` trains a resolved configuration into its run folder, epoch by epoch.
+
+Public seams for benchmarks, tests and the study runner: `Trainer(cfg)` builds everything (and fails before any
+file is touched when the input is bad), `train_one_epoch()` and `evaluate()` run one pass, `fit()` runs the whole
+schedule with checkpoints; `load_resume()` continues a run from its last.pt. Files are the RunFolder's business.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
-from ..data import DatasetBundle, build_datasets
+from ..data import DatasetBundle, build_datasets, dataset_labels, stratified_subset
 from ..errors import UserInputError
 from ..losses import EpochLoss, build_loss
 from ..models import accepts_in_chans, create_model
-from .checkpoint import atomic_write, atomic_write_file, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import IDENTITY_KEYS, TrainConfig, build_config, read_yaml
-from .defaults import IN_MEMORY, dataset_defaults
-from .distributed import DistInfo, all_reduce_sum, barrier, setup
+from .checkpoint import EVAL_KEYS, RESUME_KEYS, load_checkpoint, rng_state, set_rng_state
+from .config import TrainConfig, build_config, read_yaml
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, setup
 from .ema import ModelEma, unwrap
 from .evaluate import autocast_context, eval_loader, evaluate
 from .optim import build_optimizer, build_scheduler
+from .resolve import resolve, upgrade_stored_config
+from .run_folder import CONFIG, RunFolder
 
 Log = Callable[[str], None]
+
+RESUME_MAY_CHANGE = ("epochs", "save_every", "workers", "device", "data_root")
+"""Options a resumed run may change (epochs only upward); any other difference is another experiment."""
+
+PROGRESS_EVERY_S = 60.0
+"""Without a terminal, a progress line this often, so a log shows the run is alive."""
 
 
 def seed_everything(seed: int) -> None:
@@ -47,21 +56,37 @@ def epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
     return (cfg.seed * 1_000_003 + epoch * 7919 + rank) % 2**63
 
 
-def fill_defaults(cfg: TrainConfig) -> TrainConfig:
-    """Fill the per-dataset defaults (model, epochs, batch size, lr, weight decay) the user left unset."""
-    for key, value in dataset_defaults(cfg.dataset).items():
-        if getattr(cfg, key) is None:
-            setattr(cfg, key, value)
-    if cfg.workers is None:
-        cfg.workers = 0 if cfg.dataset in IN_MEMORY else min(8, torch.multiprocessing.cpu_count())
-    if cfg.out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        cfg.out = str(Path("runs") / f"{stamp}-{cfg.dataset}-{cfg.method}")
-    if cfg.amp not in ("none", "bf16", "fp16"):
-        raise UserInputError(f"--amp must be none, bf16 or fp16, got {cfg.amp!r}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise UserInputError("epochs and batch size must be positive")
-    return cfg
+def load_resume(run_dir: str | Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The configuration stored in a run's last.pt (the truth), with the few allowed overrides, and last.pt.
+
+    config.yaml must agree with last.pt; options outside `RESUME_MAY_CHANGE` must not differ from the stored
+    ones; epochs may only grow. Every refusal names the differing values.
+    """
+    run_dir = Path(run_dir)
+    path = RunFolder(run_dir).check_resumable()
+    ckpt = load_checkpoint(path, EVAL_KEYS + RESUME_KEYS)
+    stored = upgrade_stored_config(ckpt["config"])
+    if (run_dir / CONFIG).exists():
+        on_disk = read_yaml(run_dir / CONFIG)
+        free = (*RESUME_MAY_CHANGE, "out", "force")  # rewritten with the resumed run's values at its start
+        differ = sorted(k for k in (set(stored) | set(on_disk)) - set(free) if on_disk.get(k) != stored.get(k))
+        if differ:
+            what = ", ".join(f"{k}: {on_disk.get(k)!r} in {CONFIG}, {stored.get(k)!r} in last.pt" for k in differ)
+            raise UserInputError(f"cannot resume {run_dir}: {CONFIG} disagrees with last.pt ({what}); "
+                                 f"restore {CONFIG} or delete it to use last.pt's")
+    given = {k.replace("-", "_"): v for k, v in overrides.items()}
+    changed = {k: v for k, v in given.items() if v != stored.get(k)}
+    refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
+    if refused:
+        what = ", ".join(f"{k} {stored.get(k)!r} -> {changed[k]!r}" for k in refused)
+        raise UserInputError(f"cannot resume {run_dir} with a different experiment ({what}); only "
+                             f"{', '.join(RESUME_MAY_CHANGE)} may change")
+    if "epochs" in changed and changed["epochs"] is not None and changed["epochs"] < max(stored["epochs"],
+                                                                                          ckpt["epoch"]):
+        raise UserInputError(f"cannot resume {run_dir} with --epochs {changed['epochs']}: the run has "
+                             f"{stored['epochs']} epochs (they may only grow)")
+    cfg = build_config(stored, {**changed, "out": str(run_dir), "force": False})
+    return cfg, ckpt
 
 
 @dataclass
@@ -74,49 +99,35 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def prepare_run_folder(out: Path, force: bool) -> None:
-    """Create the run folder; an existing non-empty one is kept unless --force says to replace it."""
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserInputError(f"run folder {out} already exists; use --force to replace it or --resume to continue")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def load_resume(run_dir: Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
-    """The saved configuration (with harmless overrides such as --epochs) and the last checkpoint of a run."""
-    if not (run_dir / "config.yaml").is_file():
-        raise UserInputError(f"cannot resume: {run_dir / 'config.yaml'} not found")
-    saved = read_yaml(run_dir / "config.yaml")
-    changed = [k for k in IDENTITY_KEYS if k in overrides and overrides[k] != saved.get(k)]
-    if changed:
-        what = ", ".join(f"{k} {saved.get(k)!r} -> {overrides[k]!r}" for k in changed)
-        raise UserInputError(f"cannot resume {run_dir} with a different experiment ({what})")
-    cfg = build_config(saved, {k: v for k, v in overrides.items() if k not in ("out", "force")})
-    cfg.out = str(run_dir)
-    return cfg, load_checkpoint(run_dir / "last.pt")
-
-
 class Trainer:
     """Trains one configuration into one run folder; `fit()` returns the summary of the run.
 
-    Every epoch reseeds all generators from (seed, epoch, rank), so a run resumed from `last.pt` replays the
-    same shuffles, augmentations and dropout masks as the uninterrupted run.
+    Everything is built (and all input checked) in the constructor, before the run folder is touched. Every
+    epoch reseeds all generators from (seed, epoch, rank), so a run resumed from `last.pt` replays the same
+    shuffles, augmentations and dropout masks as the uninterrupted run.
     """
 
     def __init__(self, cfg: TrainConfig, checkpoint: dict[str, Any] | None = None, log: Log = print) -> None:
-        """`checkpoint` (from `load_resume`) continues a run in cfg.out instead of starting a new one."""
-        self.dist: DistInfo = setup(cfg.device)
+        """`checkpoint` (from `load_resume`) continues the run in cfg.out instead of starting a new one."""
+        self.cfg = resolve(cfg)
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        self.dist: DistInfo = setup(self.cfg.device, self.cfg.dist_timeout)
         self.log = log if self.dist.is_main else (lambda _msg: None)
-        self.cfg = fill_defaults(cfg)
         self.out = Path(self.cfg.out)
+        self.run = RunFolder(self.out, active=self.dist.is_main)
+        self.resuming = checkpoint is not None
+        if not self.resuming:
+            self.run.check_new(self.cfg.force)
         seed_everything(self.cfg.seed)
-        self.bundle = self._build_data()
-        self.model = self._build_model()
+        self.bundle, self.val_set, self.indices = self._build_data(checkpoint)
+        self.model = self._build_model(pretrained=None if self.resuming else self.cfg.pretrained)
         self.criterion: EpochLoss = build_loss(self.cfg.method, self.bundle.num_classes, **self.cfg.loss_kwargs())
         self.criterion.to(self.dist.device)
-        self.train_loader = self._train_loader()
+        self.sampler, self.train_loader = self._train_loader()
         self.test_loader = eval_loader(self.bundle.test, self.cfg.batch_size * 2, self.cfg.workers, self.dist)
+        self.val_loader = (eval_loader(self.val_set, self.cfg.batch_size * 2, self.cfg.workers, self.dist)
+                           if self.val_set is not None else None)
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, len(self.train_loader))
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.cfg.amp == "fp16")
@@ -124,32 +135,190 @@ class Trainer:
         self.state = RunState()
         if checkpoint is not None:
             self._restore(checkpoint)
-        elif self.dist.is_main:
-            prepare_run_folder(self.out, self.cfg.force)
-        barrier()
         self.train_model = self._wrap(self.model)
-        self.writer = self._tensorboard()
-        if self.dist.is_main:
-            atomic_write(self.out / "config.yaml",
-                         lambda tmp: Path(tmp).write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)))
+
+    # -- the run ---------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, evaluating and checkpointing after each; write and return the summary."""
+        self.run.open(resume=self.resuming, force=self.cfg.force)
+        failed = True
+        try:
+            self.run.write_config(self.cfg.to_dict())
+            if self.resuming:
+                self.log(f"resuming {self.out} after epoch {self.state.epoch}")
+                self.run.write_metrics(self.state.history)  # a kill may have come between last.pt and this file
+            else:
+                for name, indices in self.indices.items():
+                    self.run.write_indices(name, indices)
+            for epoch in range(self.state.epoch, self.cfg.epochs):
+                self.run_epoch(epoch)
+            summary = self.summary()
+            self.run.write_summary(summary)
+            failed = False
+        finally:
+            self.run.close(failed=failed)
+        self.log(self.format_summary(summary))
+        return summary
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train epoch `epoch` (0-based), evaluate, update the best epoch and save; return its metrics row."""
+        self.start_epoch(epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        train = self.train_one_epoch()
+        self.criterion.next_epoch()
+        trained = time.perf_counter()
+        prefix = "val_" if self.val_loader is not None else ""
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train["loss"], "train_top1": train["top1"],
+                                   **{prefix + k: v for k, v in self.evaluate().items()}}
+        if self.ema is not None:
+            metrics.update({f"ema_{prefix}{k}": v for k, v in self.evaluate(ema=True).items()})
+        evaluated = time.perf_counter()
+        metrics.update(lr=lr, images_per_s=train["images"] / (trained - start), epoch_time_s=trained - start,
+                       eval_time_s=evaluated - trained)
+        self.state.epoch = epoch + 1
+        self.state.history.append(metrics)
+        is_best = metrics[prefix + "top1"] > self.state.best_top1
+        if is_best:
+            self.state.best_top1, self.state.best_epoch = metrics[prefix + "top1"], epoch + 1
+        self._save(is_best)
+        barrier()
+        self.log(self.format_epoch(metrics, saved_s=time.perf_counter() - evaluated))
+        return metrics
+
+    def start_epoch(self, epoch: int) -> None:
+        """Reseed every generator for `epoch`, so the epoch is the same whether or not the run was resumed."""
+        seed_everything(epoch_seed(self.cfg, epoch, self.dist.rank))
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        else:
+            self.sampler.generator.manual_seed(epoch_seed(self.cfg, epoch, 0))
+
+    def train_one_epoch(self, loader: Iterable | None = None) -> dict[str, float]:
+        """One pass over `loader` (the training loader by default): returns mean loss, top-1 (%) and images.
+
+        A non-finite loss or logits (a diverging run) is a one-line error naming the epoch.
+        """
+        loader = self.train_loader if loader is None else loader
+        epoch, total = self.state.epoch + 1, len(loader)
+        self.train_model.train()
+        self.criterion.train()
+        mixer = self._mixer()
+        dev = self.dist.device
+        sums = torch.zeros(2, dtype=torch.float64, device=dev)  # loss * n, correct: summed on the device
+        count = 0
+        bar = tqdm(total=total, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False,
+                   disable=not (self.dist.is_main and sys.stderr.isatty()), unit="batch")
+        tick, seen_since, last_line = time.perf_counter(), 0, time.perf_counter()
+        for step, (images, labels) in enumerate(loader):
+            images = images.to(dev, non_blocking=True)
+            labels = labels.to(dev, non_blocking=True)
+            target = labels
+            if mixer is not None:
+                images, target = mixer(images, labels)
+            if self.cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_context(dev, self.cfg.amp):
+                logits = self.train_model(images)
+            try:
+                loss = self.criterion(logits, target)
+            except ValueError as err:
+                raise UserInputError(f"epoch {epoch}, step {step + 1}: {err}") from None
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.cfg.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            with torch.no_grad():
+                hard = target.argmax(dim=1) if target.dim() == 2 else target
+                n = labels.size(0)
+                sums[0] += loss.detach() * n
+                sums[1] += (logits.argmax(1) == hard).sum()
+            count += n
+            seen_since += n
+            now = time.perf_counter()
+            if not bar.disable and (step % 10 == 0 or step + 1 == total):
+                bar.set_postfix(loss=f"{sums[0].item() / count:.4f}", acc=f"{100 * sums[1].item() / count:.1f}%",
+                                img_s=f"{seen_since / max(now - tick, 1e-9):.0f}")
+                tick, seen_since = now, 0
+            elif bar.disable and self.dist.is_main and now - last_line >= PROGRESS_EVERY_S:
+                self.log(f"epoch {epoch}/{self.cfg.epochs}  step {step + 1}/{total}  "
+                         f"loss {sums[0].item() / count:.4f}")
+                last_line = now
+            bar.update(1)
+        bar.close()
+        totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=dev)])
+        loss_sum, correct, count = all_reduce_sum(totals).tolist()
+        if not math.isfinite(loss_sum):
+            raise UserInputError(f"the training loss became non-finite in epoch {epoch} "
+                                 f"(lower --lr, or set --clip-grad)")
+        return {"loss": loss_sum / count, "top1": 100.0 * correct / count, "images": count / self.dist.world_size}
+
+    def evaluate(self, loader: DataLoader | None = None, ema: bool = False) -> dict[str, float]:
+        """top1, top5, nll, ece of the model (or its EMA) on `loader`: the validation split when the run has one,
+        else the test split. Under torchrun every rank first takes rank 0's buffers (batch-norm statistics), so
+        the evaluated model is the one saved."""
+        model = self.ema.module if ema else self.model
+        broadcast_state(model, buffers_only=True)
+        if loader is None:
+            loader = self.val_loader if self.val_loader is not None else self.test_loader
+        return evaluate([model], loader, self.dist, self.cfg.amp, self.cfg.channels_last).metrics
 
     # -- construction ----------------------------------------------------------------------------------------
-    def _build_data(self) -> DatasetBundle:
-        channels = None if accepts_in_chans(self.cfg.model) else 3
-        bundle = build_datasets(self.cfg.dataset, data_root=self.cfg.data_root, split=self.cfg.split,
-                                image_size=self.cfg.image_size, channels=channels, download=self.cfg.download)
-        if self.cfg.train_subset is not None:
-            if self.cfg.train_subset < 1:
-                raise UserInputError(f"--train-subset must be positive, got {self.cfg.train_subset}")
-            bundle.train = Subset(bundle.train, range(min(self.cfg.train_subset, len(bundle.train))))
-        return bundle
+    def _build_data(self, checkpoint: dict[str, Any] | None
+                    ) -> tuple[DatasetBundle, Dataset | None, dict[str, np.ndarray]]:
+        """The datasets, the training split cut down to --train-subset and less the --val-fraction hold-out
+        (returned second, with evaluation transforms), and the indices that define both.
 
-    def _build_model(self) -> nn.Module:
+        Both are seeded and stratified; a resumed run reuses the indices saved in its checkpoint.
+        """
+        cfg = self.cfg
+        channels = None if accepts_in_chans(cfg.model) else 3
+        options = dict(data_root=cfg.data_root, split=cfg.split, image_size=cfg.image_size, channels=channels,
+                       download=cfg.download)
+        bundle = build_datasets(cfg.dataset, augment=cfg.augment, **options)
+        saved = (checkpoint or {}).get("data_indices")
+        indices = ({k: v.numpy() for k, v in saved.items()} if saved is not None
+                   else self._draw_indices(bundle.train))
+        val = None
+        if "val" in indices:
+            plain = build_datasets(cfg.dataset, augment="none", **options).train
+            val = Subset(plain, indices["val"].tolist())
+        if "train" in indices:
+            bundle.train = Subset(bundle.train, indices["train"].tolist())
+        return bundle, val, indices
+
+    def _draw_indices(self, train: Dataset) -> dict[str, np.ndarray]:
+        cfg = self.cfg
+        if not cfg.val_fraction and cfg.train_subset is None:
+            return {}
+        labels = dataset_labels(train)
+        indices: dict[str, np.ndarray] = {}
+        pool = np.arange(len(labels))
+        if cfg.val_fraction:
+            size = round(cfg.val_fraction * len(pool))
+            if not 1 <= size < len(pool):
+                raise UserInputError(f"--val-fraction {cfg.val_fraction} leaves no validation or no training "
+                                     f"samples of {len(pool)}")
+            indices["val"] = stratified_subset(labels, size, cfg.seed)
+            pool = np.setdiff1d(pool, indices["val"])
+        if cfg.train_subset is not None and cfg.train_subset < len(pool):
+            indices["train"] = pool[stratified_subset(labels[pool], cfg.train_subset, cfg.seed)]
+        elif cfg.val_fraction:
+            indices["train"] = pool
+        return indices
+
+    def _build_model(self, pretrained: str | None) -> nn.Module:
         model = create_model(self.cfg.model, num_classes=self.bundle.num_classes, in_chans=self.bundle.channels,
-                             pretrained=self.cfg.pretrained)
+                             pretrained=pretrained)
         report = getattr(model, "pretrained_report", None)
         if report is not None:
-            self.log(f"pretrained weights {self.cfg.pretrained}: {report.summary()}")
+            self.log(f"pretrained weights {pretrained}: {report.summary()}")
         if self.cfg.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.dist.device)
@@ -163,26 +332,19 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return torch.compile(model) if self.cfg.compile else model
 
-    def _train_loader(self) -> DataLoader:
+    def _train_loader(self) -> tuple[DistributedSampler | RandomSampler, DataLoader]:
         data = self.bundle.train
+        sampler: DistributedSampler | RandomSampler
         if self.dist.enabled:
-            self.sampler = DistributedSampler(data, self.dist.world_size, self.dist.rank, shuffle=True,
-                                              seed=self.cfg.seed)
-            per_rank = len(self.sampler)
+            sampler = DistributedSampler(data, self.dist.world_size, self.dist.rank, shuffle=True, seed=self.cfg.seed)
         else:
-            self.generator = torch.Generator()
-            self.sampler = RandomSampler(data, generator=self.generator)
-            per_rank = len(data)
+            sampler = RandomSampler(data, generator=torch.Generator())
+        per_rank = len(sampler)
         # a last batch of one sample would break batch norm in training mode
         drop_last = per_rank % self.cfg.batch_size == 1 and per_rank > 1
-        return DataLoader(data, batch_size=self.cfg.batch_size, sampler=self.sampler, num_workers=self.cfg.workers,
-                          pin_memory=self.dist.device.type == "cuda", drop_last=drop_last)
-
-    def _tensorboard(self) -> Any:
-        if not self.dist.is_main:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.state.epoch + 1)
+        return sampler, DataLoader(data, batch_size=self.cfg.batch_size, sampler=sampler,
+                                   num_workers=self.cfg.workers, pin_memory=self.dist.device.type == "cuda",
+                                   drop_last=drop_last)
 
     def _mixer(self) -> Callable | None:
         if not (self.cfg.mixup or self.cfg.cutmix):
@@ -209,7 +371,8 @@ class Trainer:
             payload.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                            scaler=self.scaler.state_dict(), loss=self.criterion.state_dict(), rng=rng_state(),
                            best_top1=self.state.best_top1, best_epoch=self.state.best_epoch,
-                           history=self.state.history)
+                           history=self.state.history,
+                           data_indices={k: torch.from_numpy(v) for k, v in self.indices.items()})
         return payload
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -221,167 +384,77 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.scaler.load_state_dict(ckpt["scaler"])
             self.criterion.load_state_dict(ckpt["loss"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise UserInputError(f"checkpoint does not match this run: {str(err).splitlines()[0][:200]}") from None
-        set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            lines = str(err).strip().splitlines() or [type(err).__name__]
+            raise UserInputError(f"checkpoint does not match this run: {lines[0][:200]}") from None
+        # the lr of the step reached, on this run's schedule: the saved one, or a longer one when --epochs grew
+        step = self.scheduler.last_epoch
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(step)
         self.state = RunState(ckpt["epoch"], ckpt["best_top1"], ckpt["best_epoch"], list(ckpt["history"]))
-        self.log(f"resuming {self.out} after epoch {self.state.epoch}")
 
-    def _save(self, metrics: dict[str, Any]) -> None:
-        """last.pt, then best.pt / snapshots, then metrics.jsonl: the log never runs ahead of last.pt."""
+    def _save(self, is_best: bool) -> None:
         epoch = self.state.epoch
-        save_checkpoint(self.out / "last.pt", self._payload(full=True))
-        if self.state.best_epoch == epoch:
-            save_checkpoint(self.out / "best.pt", self._payload(full=False))
-        if self.cfg.save_every and epoch % self.cfg.save_every == 0:
-            save_checkpoint(self.out / f"epoch-{epoch:03d}.pt", self._payload(full=False))
-        lines = "".join(json.dumps(row) + "\n" for row in self.state.history)
-        atomic_write(self.out / "metrics.jsonl", lambda tmp: Path(tmp).write_text(lines))
-        self._log_tensorboard(metrics)
-        self._save_soft_labels()
-
-    def _log_tensorboard(self, metrics: dict[str, Any]) -> None:
-        for key, value in metrics.items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, self.state.epoch)
-        self.writer.flush()
-
-    def _save_soft_labels(self) -> None:
-        """Save the OLS matrix (.npy and heatmap) every epoch for K <= 200, else at snapshots and at the end."""
         matrix = getattr(self.criterion, "soft_labels", None)
-        if matrix is None:
-            return
-        epoch, K = self.state.epoch, self.bundle.num_classes
-        snapshot = self.cfg.save_every and epoch % self.cfg.save_every == 0
-        if not (K <= 200 or snapshot or epoch == self.cfg.epochs):
-            return
-        from ..analysis import plot_soft_labels
-        folder = self.out / "soft_labels"
-        folder.mkdir(exist_ok=True)
-        array = matrix.detach().cpu().numpy()
-        atomic_write_file(folder / f"epoch-{epoch:03d}.npy", lambda handle: np.save(handle, array))
-        names = self.bundle.class_names if K <= 30 else None
-        plot_soft_labels(array, class_names=names, path=folder / f"epoch-{epoch:03d}.png",
-                         title=f"OLS soft labels after epoch {epoch}")
-        if K <= 200:
-            image = torch.from_numpy(array / max(float(array.max()), 1e-12)).unsqueeze(0)
-            self.writer.add_image("soft_labels", image, epoch)
-
-    # -- the loop --------------------------------------------------------------------------------------------
-    def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, evaluating and checkpointing after each; return the summary."""
-        try:
-            for epoch in range(self.state.epoch, self.cfg.epochs):
-                self._run_epoch(epoch)
-        finally:
-            if self.writer is not None:
-                self.writer.close()
-        summary = self.summary()
-        self.log(self.format_summary(summary))
-        return summary
-
-    def _run_epoch(self, epoch: int) -> None:
-        seed_everything(epoch_seed(self.cfg, epoch, self.dist.rank))
-        if self.dist.enabled:
-            self.sampler.set_epoch(epoch)
-        else:
-            self.generator.manual_seed(epoch_seed(self.cfg, epoch, 0))
-        lr = self.optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
-        train = self._train_epoch(epoch)
-        self.criterion.next_epoch()
-        seconds = time.perf_counter() - start
-        result = evaluate([self.model], self.test_loader, self.dist, self.cfg.amp, self.cfg.channels_last)
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train["loss"], "train_top1": train["top1"],
-                                   **result.metrics, "lr": lr, "images_per_s": train["images"] / seconds,
-                                   "epoch_time_s": seconds}
-        if self.ema is not None:
-            ema = evaluate([self.ema.module], self.test_loader, self.dist, self.cfg.amp, self.cfg.channels_last)
-            metrics.update({f"ema_{k}": v for k, v in ema.metrics.items()})
-        self.state.epoch = epoch + 1
-        self.state.history.append(metrics)
-        if metrics["top1"] > self.state.best_top1:
-            self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch + 1
-        if self.dist.is_main:
-            self._save(metrics)
-        barrier()
-        self.log(self.format_epoch(metrics))
-
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        self.train_model.train()
-        self.criterion.train()
-        mixer = self._mixer()
-        dev = self.dist.device
-        sums = torch.zeros(2, dtype=torch.float64, device=dev)  # loss * n, correct: summed on the device
-        count = 0
-        bar = tqdm(total=len(self.train_loader), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,
-                   disable=not (self.dist.is_main and sys.stderr.isatty()), unit="batch")
-        tick, seen_since = time.perf_counter(), 0
-        for step, (images, labels) in enumerate(self.train_loader):
-            images = images.to(dev, non_blocking=True)
-            labels = labels.to(dev, non_blocking=True)
-            target = labels
-            if mixer is not None:
-                images, target = mixer(images, labels)
-            if self.cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_context(dev, self.cfg.amp):
-                logits = self.train_model(images)
-            loss = self.criterion(logits, target)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.cfg.clip_grad:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
-            with torch.no_grad():
-                hard = target.argmax(dim=1) if target.dim() == 2 else target
-                n = labels.size(0)
-                sums[0] += loss.detach() * n
-                sums[1] += (logits.argmax(1) == hard).sum()
-            count += n
-            seen_since += n
-            if not bar.disable and (step % 10 == 0 or step + 1 == len(self.train_loader)):
-                now = time.perf_counter()
-                bar.set_postfix(loss=f"{sums[0].item() / count:.4f}", acc=f"{100 * sums[1].item() / count:.1f}%",
-                                img_s=f"{seen_since / max(now - tick, 1e-9):.0f}")
-                tick, seen_since = now, 0
-            bar.update(1)
-        bar.close()
-        totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=dev)])
-        loss_sum, correct, count = all_reduce_sum(totals).tolist()
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"training loss became non-finite in epoch {epoch + 1}")
-        return {"loss": loss_sum / count, "top1": 100.0 * correct / count, "images": count / self.dist.world_size}
+        self.run.save_epoch(epoch, last=self._payload(full=True), light=self._payload(full=False),
+                            history=self.state.history, is_best=is_best,
+                            snapshot=bool(self.cfg.save_every) and epoch % self.cfg.save_every == 0,
+                            final=epoch == self.cfg.epochs,
+                            soft_labels=None if matrix is None else matrix.detach().cpu().numpy(),
+                            class_names=self.bundle.class_names)
 
     # -- reporting -------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """Final and best figures of the run, with the recipe's published figure when it has one."""
-        last = self.state.history[-1] if self.state.history else {}
-        summary = {"run": str(self.out), "epochs": self.state.epoch, "best_top1": self.state.best_top1,
-                   "best_epoch": self.state.best_epoch,
-                   **{f"final_{k}": last.get(k) for k in ("top1", "top5", "nll", "ece")}}
+        """Final and best figures; with a validation split, the test split evaluated at the best and last epoch."""
+        history = self.state.history
+        last = history[-1] if history else {}
+        summary: dict[str, Any] = {"run": str(self.out), "epochs": self.state.epoch,
+                                   "best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
+                                   **{f"final_{k}": last.get(k) for k in ("top1", "top5", "nll", "ece")}}
+        if self.val_loader is None:
+            best = history[self.state.best_epoch - 1] if self.state.best_epoch else {}
+            tests = {"last": last, "best": best}
+        else:
+            tests = {"last": self.evaluate(self.test_loader), "best": self._evaluate_best_on_test()}
+            summary.update({f"final_{k}": tests["last"][k] for k in ("top1", "top5", "nll", "ece")},
+                           best_val_top1=self.state.best_top1)
+        for which, row in tests.items():
+            summary.update({f"test_{k}_{which}": row.get(k) for k in ("top1", "top5", "nll", "ece")})
         if self.cfg.expected_top1_error is not None:
             summary["expected_top1_error"] = self.cfg.expected_top1_error
-            summary["measured_top1_error"] = 100.0 - self.state.best_top1
+            summary["measured_top1_error"] = 100.0 - summary["test_top1_best"]
         return summary
 
-    @staticmethod
-    def format_epoch(m: dict[str, Any]) -> str:
+    def _evaluate_best_on_test(self) -> dict[str, float]:
+        """Test metrics of the best (validation) epoch's weights, from best.pt, without disturbing the model."""
+        if self.state.best_epoch == self.state.epoch:
+            return self.evaluate(self.test_loader)
+        model = create_model(self.cfg.model, num_classes=self.bundle.num_classes, in_chans=self.bundle.channels)
+        if self.dist.is_main:
+            model.load_state_dict(load_checkpoint(self.out / "best.pt")["model"])
+        model.to(self.dist.device)
+        broadcast_state(model)  # best.pt is on rank 0's disk
+        return evaluate([model], self.test_loader, self.dist, self.cfg.amp, self.cfg.channels_last).metrics
+
+    def format_epoch(self, m: dict[str, Any], saved_s: float = 0.0) -> str:
+        """The epoch's log line: training figures, evaluation figures, lr, speed, and where the time went."""
+        p = "val_" if self.val_loader is not None else ""
         text = (f"epoch {m['epoch']:>3}  loss {m['train_loss']:.4f}  train {m['train_top1']:5.1f}%  "
-                f"top1 {m['top1']:5.2f}%  top5 {m['top5']:5.2f}%  nll {m['nll']:.4f}  ece {m['ece']:5.2f}%  "
-                f"lr {m['lr']:.4g}  {m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.1f}s")
-        if "ema_top1" in m:
-            text += f"  ema top1 {m['ema_top1']:5.2f}%"
+                f"{p}top1 {m[p + 'top1']:5.2f}%  {p}top5 {m[p + 'top5']:5.2f}%  {p}nll {m[p + 'nll']:.4f}  "
+                f"{p}ece {m[p + 'ece']:5.2f}%  lr {m['lr']:.4g}  {m['images_per_s']:.0f} img/s  "
+                f"train {m['epoch_time_s']:.1f}s + eval {m['eval_time_s']:.1f}s + save {saved_s:.1f}s")
+        if f"ema_{p}top1" in m:
+            text += f"  ema {p}top1 {m[f'ema_{p}top1']:5.2f}%"
         return text
 
     def format_summary(self, s: dict[str, Any]) -> str:
+        best = "best val top-1" if self.val_loader is not None else "best top-1"
         rows = [("run folder", s["run"]), ("epochs", str(s["epochs"])),
-                ("best top-1", f"{s['best_top1']:.2f}% (epoch {s['best_epoch']})")]
+                (best, f"{s['best_top1']:.2f}% (epoch {s['best_epoch']})")]
+        if self.val_loader is not None:
+            rows.append(("test top-1 best / last", f"{s['test_top1_best']:.2f}% / {s['test_top1_last']:.2f}%"))
         if s["final_top1"] is not None:
             rows += [("final top-1 / top-5", f"{s['final_top1']:.2f}% / {s['final_top5']:.2f}%"),
                      ("final NLL / ECE", f"{s['final_nll']:.4f} / {s['final_ece']:.2f}%")]
