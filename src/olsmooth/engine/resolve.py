@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from ..data import canonical_dataset_name, dataset_defaults, dataset_spec
-from ..data import dataset_spec
 from .config import TrainConfig
 
 FINETUNE_LR = 0.01
