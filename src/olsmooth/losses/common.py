@@ -73,29 +73,38 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 class _TargetCrossEntropy(torch.autograd.Function):
     """scale * -(1/B) sum_ik T_ik log softmax(z)_ik with its gradient scale * ((sum_k T_ik) p_i - T_i) / B.
 
-    Forward: one softmax, then log-sum-exp from it (lse = max z - log max p, exact since max p >= 1/K) and the
-    loss as two dot products, -(<T, z> - <rowsum T, lse>) / B; backward: two passes. Far fewer passes over the
-    (B, K) logits than composing the loss from autograd ops. The softmax and its row maxima are returned too.
+    Forward: one softmax, the loss from the shifted logits s = z - max z as -(<T, s> + <rowsum T, log max p>) / B
+    (log max p = -log sum exp s; shifting first keeps the value exact when all logits share a large offset);
+    backward: two passes. Far fewer passes over the (B, K) logits than composing the loss from autograd ops.
+    With `create_graph=True` the backward is built from differentiable ops, so double backward (an
+    input-gradient penalty) is exact. The softmax and its row maxima are returned too.
     """
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, targets: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
         probs = torch.softmax(logits, dim=1)
         top_prob = probs.amax(dim=1)
-        lse = logits.amax(dim=1) - top_prob.log()
+        shifted = logits - logits.amax(dim=1, keepdim=True)
         row_sums = targets.sum(dim=1)
-        loss = (torch.dot(row_sums, lse) - torch.dot(targets.reshape(-1), logits.reshape(-1))) * (
-            scale / logits.size(0))
-        ctx.save_for_backward(probs, targets, row_sums)
+        loss = (torch.dot(targets.reshape(-1), shifted.reshape(-1)) + torch.dot(row_sums, top_prob.log())) * (
+            -scale / logits.size(0))
+        ctx.save_for_backward(logits, probs, targets, row_sums)
         ctx.scale = scale
         ctx.mark_non_differentiable(probs, top_prob)
         return loss, probs, top_prob
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, *_unused: Tensor) -> tuple[Tensor, None, None]:
-        probs, targets, row_sums = ctx.saved_tensors
-        grad = torch.addcmul(targets, probs, row_sums.unsqueeze(1), value=-1.0)  # T - rowsum * p
-        return grad.mul_(grad_loss * (-ctx.scale / probs.size(0))), None, None
+    def backward(ctx: Any, grad_loss: Tensor, *_unused: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        logits, probs, targets, row_sums = ctx.saved_tensors
+        coef = grad_loss * (-ctx.scale / logits.size(0))
+        if torch.is_grad_enabled():  # create_graph: recompute what depends on the inputs, differentiably
+            probs, row_sums = torch.softmax(logits, dim=1), targets.sum(dim=1)
+        grad_logits = grad_targets = None
+        if ctx.needs_input_grad[0]:
+            grad_logits = torch.addcmul(targets, probs, row_sums.unsqueeze(1), value=-1.0).mul_(coef)  # T - r p
+        if ctx.needs_input_grad[1]:
+            grad_targets = torch.log_softmax(logits, dim=1) * coef  # not in place: its backward reads it
+        return grad_logits, grad_targets, None
 
 
 def target_cross_entropy(logits: Tensor, targets: Tensor, scale: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:

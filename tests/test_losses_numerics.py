@@ -1,0 +1,96 @@
+"""Numerics of the fused OLS cross-entropy: second-order gradients and large logit offsets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from olsmooth import OnlineLabelSmoothing
+from olsmooth.losses import ols_loss
+from olsmooth.losses.common import target_cross_entropy
+
+
+def composed_ols(logits: torch.Tensor, y: torch.Tensor, S: torch.Tensor, hard: float = 0.5,
+                 soft: float = 0.5) -> torch.Tensor:
+    """The OLS loss composed from log_softmax: the oracle for values and gradients of every order."""
+    log_probs = F.log_softmax(logits, dim=1)
+    return hard * F.nll_loss(log_probs, y) + soft * -(S[y] * log_probs).sum(dim=1).mean()
+
+
+def soft_label_matrix(K: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.softmax(torch.randn(K, K, generator=torch.Generator().manual_seed(seed), dtype=dtype) * 2, dim=1)
+
+
+# -- double backward -----------------------------------------------------------------------------------------------
+
+def test_gradgradcheck_in_float64_for_logits_and_targets():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    T = torch.rand(5, 4, generator=g, dtype=torch.float64, requires_grad=True)  # any non-negative weights
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return target_cross_entropy(logits, targets, 0.7)[0]
+
+    assert torch.autograd.gradcheck(loss, (z, T))
+    assert torch.autograd.gradgradcheck(loss, (z, T))
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_input_gradient_penalty_matches_the_log_softmax_composition(module):
+    """d/dW of |d loss / d x|^2 through a small network: the term through the logits must not be dropped."""
+    K = 7
+    S = soft_label_matrix(K, 1)
+    x = torch.randn(12, 5, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(12) % K
+    criterion = OnlineLabelSmoothing(K, hard_weight=0.3, soft_weight=0.7, init="uniform")
+    criterion._S = S.clone()
+
+    def penalty_grads(loss_fn) -> list[torch.Tensor]:
+        torch.manual_seed(3)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, K))
+        images = x.clone().requires_grad_(True)
+        (grad_x,) = torch.autograd.grad(loss_fn(net(images), y), images, create_graph=True)
+        return list(torch.autograd.grad(grad_x.pow(2).sum(), list(net.parameters())))
+
+    if module:
+        ours = penalty_grads(criterion)
+    else:
+        ours = penalty_grads(lambda z, t: ols_loss(z, t, S, 0.3, 0.7))
+    expected = penalty_grads(lambda z, t: composed_ols(z, t, S, 0.3, 0.7))
+    for got, want in zip(ours, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+# -- precision with a large shared logit offset --------------------------------------------------------------------
+
+@pytest.mark.parametrize("K", [10, 1000])
+@pytest.mark.parametrize("offset", [0.0, 1e2, 1e3, 1e4, -1e4])
+def test_value_and_gradient_stay_exact_under_a_large_logit_offset(K, offset):
+    g = torch.Generator().manual_seed(K)
+    z = (torch.randn(256, K, generator=g) * 3 + offset).requires_grad_(True)
+    y = torch.randint(0, K, (256,), generator=g)
+    S = soft_label_matrix(K, 4)
+    ours = ols_loss(z, y, S)
+    ours.backward()
+    z64 = z.detach().double().requires_grad_(True)
+    expected = composed_ols(z64, y, S.double())
+    expected.backward()
+    assert abs(ours.item() - expected.item()) <= 1e-5 * abs(expected.item())
+    torch.testing.assert_close(z.grad, z64.grad.float(), rtol=1e-4, atol=1e-9)
+
+
+def test_value_stays_exact_when_every_row_has_its_own_offset():
+    K = 1000
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(64, K, generator=g) + torch.linspace(-1e4, 1e4, 64).unsqueeze(1)
+    y = torch.randint(0, K, (64,), generator=g)
+    t = torch.softmax(torch.randn(64, K, generator=g), dim=1)  # dense (mixup-like) targets
+    S = soft_label_matrix(K, 6)
+    for target in (y, t):
+        ours = ols_loss(z, target, S, 0.4, 0.6).item()
+        log_probs = F.log_softmax(z.double(), dim=1)
+        hard = F.one_hot(target, K).double() if target.dim() == 1 else target.double()
+        soft = hard @ S.double()
+        expected = (-(0.4 * hard + 0.6 * soft) * log_probs).sum(dim=1).mean().item()
+        assert abs(ours - expected) <= 1e-5 * abs(expected)
