@@ -1,4 +1,4 @@
-"""Numerics of the fused OLS cross-entropy: second-order gradients and large logit offsets."""
+"""Numerics of the fused OLS cross-entropy: second-order gradients, large logit offsets, and argmax ties."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from olsmooth import OnlineLabelSmoothing
 from olsmooth.losses import ols_loss
 from olsmooth.losses.common import target_cross_entropy
+from olsmooth.losses.online import first_max_index
 
 
 def composed_ols(logits: torch.Tensor, y: torch.Tensor, S: torch.Tensor, hard: float = 0.5,
@@ -94,3 +95,56 @@ def test_value_stays_exact_when_every_row_has_its_own_offset():
         soft = hard @ S.double()
         expected = (-(0.4 * hard + 0.6 * soft) * log_probs).sum(dim=1).mean().item()
         assert abs(ours - expected) <= 1e-5 * abs(expected)
+
+
+# -- ties: argmax semantics ----------------------------------------------------------------------------------------
+
+def test_torch_argmax_returns_the_first_of_tied_maxima():
+    """The rule the statistics follow, as torch (and the authors' code, `torch.max(p, 1)`) apply it."""
+    assert torch.zeros(4, 6).argmax(dim=1).tolist() == [0, 0, 0, 0]
+    assert torch.tensor([[0.0, 2.0, 1.0, 2.0]]).argmax(dim=1).item() == 1
+    assert torch.max(torch.softmax(torch.zeros(1, 5), dim=1), 1).indices.item() == 0
+
+
+@pytest.mark.parametrize("factory", [
+    lambda K: OnlineLabelSmoothing.from_preset("paper-cifar", num_classes=K),
+    lambda K: OnlineLabelSmoothing.from_preset("paper-fine-grained", num_classes=K),
+    lambda K: OnlineLabelSmoothing(num_classes=K),
+])
+def test_a_zero_initialised_head_counts_only_the_samples_of_class_zero(factory):
+    K, B = 5, 20
+    ols = factory(K)
+    y = torch.arange(B) % K
+    ols(torch.zeros(B, K, requires_grad=True), y)
+    state = ols.state_dict()
+    # argmax of an all-equal row is class 0: only the four samples labelled 0 are correct
+    assert state["counts"].tolist() == [4.0, 0.0, 0.0, 0.0, 0.0]
+    expected_A = torch.zeros(K, K)
+    expected_A[0] = 4.0 / K
+    torch.testing.assert_close(state["accumulator"], expected_A)
+
+
+def test_a_label_tied_with_an_earlier_class_does_not_count():
+    ols = OnlineLabelSmoothing(num_classes=4)
+    z = torch.tensor([[0.0, 2.0, 1.0, 2.0],    # classes 1 and 3 tie: argmax 1
+                      [0.0, 2.0, 1.0, 2.0],
+                      [3.0, 3.0, 3.0, 3.0],    # all tie: argmax 0
+                      [1.0, 5.0, 5.0, 0.0]])   # classes 1 and 2 tie: argmax 1
+    y = torch.tensor([3, 1, 2, 1])
+    ols(z, y)
+    assert ols.counts.tolist() == [0.0, 2.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("K", [2, 3, 10, 1000, 4099])
+def test_first_max_index_equals_torch_argmax_with_ties_and_near_ties(K):
+    g = torch.Generator().manual_seed(K)
+    z = torch.randn(64, K, generator=g) * 4
+    z[:8] = 0.0                                      # all tied
+    z[8:16, K // 2] = z[8:16].amax(dim=1) + 30.0     # one class takes (almost) all the mass
+    z[16:24, -1] = z[16:24].amax(dim=1)              # the maximum tied with the last class
+    top = z[24:32].amax(dim=1)                       # a runner-up one float step below the maximum
+    z[24:32, 0] = torch.nextafter(top, torch.tensor(-float("inf")))
+    z[32:40] = z[32:40].round()                      # many ties among integers
+    probs = torch.softmax(z, dim=1)
+    got = first_max_index(probs, probs.amax(dim=1))
+    assert got.tolist() == probs.argmax(dim=1).float().tolist()

@@ -31,7 +31,8 @@ class ReferenceOLS:
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(logits.detach(), dim=1)
         for i in range(len(y)):
-            if int(torch.argsort(probs[i], descending=True)[0]) == int(y[i]):
+            row = probs[i].tolist()
+            if row.index(max(row)) == int(y[i]):  # the first maximum, as torch.max(p, 1) in the released code
                 self.A[y[i]] += probs[i]
                 self.n[y[i]] += 1
         soft = torch.zeros_like(logits)
@@ -89,6 +90,31 @@ def test_presets_match_the_released_code_over_several_epochs(preset):
     torch.testing.assert_close(ols.soft_labels[K - 1], torch.full((K,), 1.0 / K))
     if preset == "paper-fine-grained":
         assert ols.soft_labels[0].max() >= 0.88
+
+
+@pytest.mark.parametrize("preset", ["paper-cifar", "paper-fine-grained"])
+def test_presets_match_the_released_code_on_tied_predictions(preset):
+    K = 5
+    ref = ReferenceOLS(K, preset)
+    ols = OnlineLabelSmoothing.from_preset(preset, num_classes=K)
+    y = torch.arange(10) % K
+    batches = [torch.zeros(10, K),                                # a zero-initialised head: every row ties
+               torch.tensor([[1.0, 3.0, 0.0, 3.0, 3.0]]).repeat(10, 1),  # classes 1, 3 and 4 tie
+               torch.randn(10, K, generator=torch.Generator().manual_seed(0)).round()]
+    for _ in range(2):
+        for logits in batches:
+            ours_in = logits.clone().requires_grad_(True)
+            ref_in = logits.clone().requires_grad_(True)
+            ours = ols(ours_in, y)
+            expected = ref.loss(ref_in, y)
+            assert ours.item() == pytest.approx(expected.item(), abs=1e-5)
+            ours.backward()
+            expected.backward()
+            torch.testing.assert_close(ours_in.grad, ref_in.grad, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(ols.counts, ref.n)
+        ols.next_epoch()
+        ref.epoch_end()
+        torch.testing.assert_close(ols.soft_labels, ref.S, atol=1e-6, rtol=0)
 
 
 def test_hand_worked_update_and_loss():
