@@ -15,29 +15,50 @@ from .errors import UserInputError
 
 
 def _parse_loss_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE read as YAML, and as a number where YAML leaves one as text (1e-3); the loss's
+    declarations check it later, so text that reads as nothing stays text."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):
+        from .engine.config import from_text
+        parsed = from_text(float, parsed)
+    return key.replace("-", "_"), parsed
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; only flags given on the command line reach the configuration."""
-    from .engine.config import FIELDS, field_type
-    for name, spec in FIELDS.items():
+    """One flag per TrainConfig field, plus the loss-option aliases; only flags given on the command line reach the
+    configuration. Values stay as typed (numbers where they read as one): the configuration checks them."""
+    from .engine.config import LOSS_OPTION_ALIASES, OPTIONS, from_text
+    from .losses import loss_options
+
+    def help_of(option: Any, prefix: str = "") -> str:
+        shown = [f"default: {option.shown_default()}"] + ([option.allowed()] if option.allowed() else [])
+        return (prefix + option.help + (f" ({'; '.join(shown)})" if shown else "")).replace("%", "%%")
+
+    for name, option in OPTIONS.items():
         flag = "--" + name.replace("_", "-")
-        help_text = spec.metadata.get("help", "")
-        kind = field_type(name)
         if name == "loss_options":
             parser.add_argument("--loss-opt", dest=name, action="append", type=_parse_loss_option,
-                                default=argparse.SUPPRESS, metavar="KEY=VALUE", help=help_text)
-        elif kind is bool:
+                                default=argparse.SUPPRESS, metavar="KEY=VALUE", help=help_of(option))
+        elif option.kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
-        elif kind is list:
-            parser.add_argument(flag, dest=name, nargs="*", type=int, default=argparse.SUPPRESS, help=help_text)
+                                help=help_of(option))
         else:
-            parser.add_argument(flag, dest=name, type=kind, default=argparse.SUPPRESS, help=help_text)
+            kind = int if option.kind is list else option.kind
+            parser.add_argument(flag, dest=name, nargs="*" if option.kind is list else None,
+                                type=lambda text, kind=kind: from_text(kind, text), default=argparse.SUPPRESS,
+                                help=help_of(option))
+    for alias, (method, key) in LOSS_OPTION_ALIASES.items():
+        option = next(o for o in loss_options(method) if o.name == key)
+        parser.add_argument("--" + alias.replace("_", "-"), dest="loss_options", action="append",
+                            type=lambda text, alias=alias, kind=option.kind: (alias, from_text(kind, text)),
+                            default=argparse.SUPPRESS, metavar=key.upper(),
+                            help=help_of(option, f"for method {method}, the same as --loss-opt {key}=VALUE: "))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +134,7 @@ def _print_lists(args: argparse.Namespace) -> bool:
     """Handle --list-recipes/models/datasets/methods; True when something was listed."""
     from .data import list_datasets
     from .engine.config import list_recipes
-    from .losses import list_losses
+    from .losses import list_losses, loss_options
     from .models import list_models
     listed = False
     if args.list_recipes:
@@ -127,11 +148,18 @@ def _print_lists(args: argparse.Namespace) -> bool:
         print("\n".join(list_models("olsmooth")))
         print("(plus every torchvision classification model and every timm model: tv/NAME, timm/NAME)")
         listed = True
-    for flag, table in (("list_datasets", list_datasets), ("list_methods", list_losses)):
-        if getattr(args, flag):
-            for name, description in table().items():
-                print(f"{name:<16} {description}")
-            listed = True
+    if args.list_datasets:
+        for name, description in list_datasets().items():
+            print(f"{name:<16} {description}")
+        listed = True
+    if args.list_methods:
+        for name, description in list_losses().items():
+            print(f"{name:<16} {description}")
+            for option in loss_options(name):
+                print(f"    {option.name:<17} {option.kind.__name__:<5} {option.shown_default():<6} "
+                      f"{option.allowed():<40} {option.help}")
+        print("set them with --loss-opt KEY=VALUE (or loss_options: {KEY: VALUE} in a recipe)")
+        listed = True
     return listed
 
 

@@ -1,9 +1,15 @@
-"""The training configuration: one dataclass, filled from defaults, then a YAML recipe, then command-line flags."""
+"""The training configuration: one dataclass, filled from defaults, then a YAML recipe, then command-line flags.
+
+Each field declares what it accepts next to it, in its metadata: `choices`, `min`/`max` (with `min_exclusive`,
+`max_exclusive`), `pattern`, and `default_text` for what an unset default means. `validate_config` checks them
+all in one place. Loss options are declared by each loss (`olsmooth.losses.registry`) and checked there.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -13,6 +19,12 @@ from typing import Any
 import yaml
 
 from ..errors import UserInputError
+from ..losses.registry import Option, did_you_mean, validate_loss_options
+
+# The dataset that ships inside scikit-learn: it reads no files, so a data root given with it is ignored.
+EMBEDDED_DATASET = "digits"
+
+_log = logging.getLogger("olsmooth")
 
 
 @dataclass
@@ -20,66 +32,95 @@ class TrainConfig:
     """Every option of `olsmooth train`; the YAML keys are these names, the flags the same with dashes."""
 
     # data
-    dataset: str = field(default="digits", metadata={"help": "dataset name (see --list-datasets)"})
-    data_root: str | None = field(default=None, metadata={"help": "where the dataset lies (default: per dataset)"})
-    split: str = field(default="paper", metadata={"help": "fine-grained split: paper | official"})
-    image_size: int | None = field(default=None, metadata={"help": "override the preset's image side"})
+    dataset: str = field(default=EMBEDDED_DATASET, metadata={"help": "dataset name (see --list-datasets)"})
+    data_root: str | None = field(default=None, metadata={"help": "where the dataset lies",
+                                                          "default_text": "per dataset"})
+    split: str | None = field(default=None, metadata={"help": "train/test split of datasets that offer a choice "
+                                                              "(fine-grained sets: paper | official)",
+                                                      "choices": ("paper", "official"),
+                                                      "default_text": "the dataset's first (paper)"})
+    image_size: int | None = field(default=None, metadata={"help": "override the preset's image side",
+                                                           "default_text": "per dataset", "min": 1})
     download: bool = field(default=False, metadata={"help": "let torchvision download the dataset"})
     train_subset: int | None = field(default=None, metadata={"help": "train on the first N training samples "
-                                                                     "(quick studies); evaluation keeps all"})
-    workers: int | None = field(default=None, metadata={"help": "data-loader processes (default: 0 for "
-                                                                 "in-memory sets, else min(8, cores))"})
+                                                                     "(quick studies); evaluation keeps all",
+                                                             "default_text": "all", "min": 1})
+    workers: int | None = field(default=None, metadata={"help": "data-loader processes", "min": 0,
+                                                        "default_text": "0 for in-memory sets, else min(8, cores)"})
+    augment: str = field(default="default", metadata={"help": "training augmentation (docs/datasets.md says what "
+                                                              "each level does per dataset)",
+                                                      "choices": ("none", "light", "default")})
+    val_fraction: float = field(default=0.0, metadata={"help": "hold out this stratified, seeded fraction of the "
+                                                               "training data for validation: best.pt is chosen on it "
+                                                               "and the test split is evaluated at the best and last "
+                                                               "epoch (0 = evaluate on the test split every epoch)",
+                                                       "min": 0.0, "max": 1.0, "max_exclusive": True})
     # model
-    model: str | None = field(default=None, metadata={"help": "model name (see --list-models); default per dataset"})
+    model: str | None = field(default=None, metadata={"help": "model name (see --list-models)",
+                                                      "default_text": "per dataset"})
     pretrained: str | None = field(default=None, metadata={"help": "local weights file (torchvision/timm format)"})
     channels_last: bool = field(default=False, metadata={"help": "use the channels_last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     sync_bn: bool = field(default=False, metadata={"help": "SyncBatchNorm under torchrun"})
     # method
     method: str = field(default="ols", metadata={"help": "loss: ce | ls | ols | tfkd (see --list-methods)"})
-    ols_preset: str | None = field(default=None, metadata={"help": "OLS preset: paper-cifar | paper-fine-grained"})
-    ls_eps: float | None = field(default=None, metadata={"help": "label-smoothing eps (method ls)"})
-    tfkd_temperature: float | None = field(default=None, metadata={"help": "Tf-KD temperature (method tfkd)"})
-    loss_options: dict = field(default_factory=dict, metadata={"help": "extra loss options as KEY=VALUE"})
+    loss_options: dict = field(default_factory=dict, metadata={"help": "an option of the chosen loss, repeatable "
+                                                                       "(see --list-methods)"})
     # optimisation
-    epochs: int | None = field(default=None, metadata={"help": "training epochs (default per dataset)"})
-    batch_size: int | None = field(default=None, metadata={"help": "batch size per process (default per dataset)"})
-    lr: float | None = field(default=None, metadata={"help": "peak learning rate (default per dataset)"})
-    optimizer: str = field(default="sgd", metadata={"help": "sgd | adamw"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    epochs: int | None = field(default=None, metadata={"help": "training epochs", "default_text": "per dataset",
+                                                       "min": 1})
+    batch_size: int | None = field(default=None, metadata={"help": "batch size per process",
+                                                           "default_text": "per dataset", "min": 1})
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate", "default_text": "per dataset",
+                                                     "min": 0.0, "min_exclusive": True})
+    optimizer: str = field(default="sgd", metadata={"help": "optimiser", "choices": ("sgd", "adamw")})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum", "min": 0.0, "max": 1.0,
+                                                   "max_exclusive": True})
     nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum"})
-    weight_decay: float | None = field(default=None, metadata={"help": "weight decay (default per dataset)"})
+    weight_decay: float | None = field(default=None, metadata={"help": "weight decay", "default_text": "per dataset",
+                                                               "min": 0.0})
     decay_all_params: bool = field(default=False, metadata={"help": "decay biases and norm weights too "
                                                                     "(the paper's code does)"})
-    sched: str = field(default="cosine", metadata={"help": "cosine | multistep | constant"})
-    milestones: list = field(default_factory=list, metadata={"help": "epochs where multistep multiplies by gamma"})
-    gamma: float = field(default=0.1, metadata={"help": "multistep factor"})
-    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs"})
-    clip_grad: float | None = field(default=None, metadata={"help": "clip the gradient norm to this value"})
-    mixup: float = field(default=0.0, metadata={"help": "mixup alpha (0 = off)"})
-    cutmix: float = field(default=0.0, metadata={"help": "cutmix alpha (0 = off)"})
-    ema_decay: float | None = field(default=None, metadata={"help": "keep an EMA of the weights with this decay"})
-    amp: str = field(default="none", metadata={"help": "mixed precision: none | bf16 | fp16 (fp16 uses a scaler)"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str | None = field(default=None, metadata={"help": "cpu | cuda | cuda:N (default: cuda when present)"})
+    sched: str = field(default="cosine", metadata={"help": "learning-rate schedule",
+                                                   "choices": ("cosine", "multistep", "constant")})
+    milestones: list = field(default_factory=list, metadata={"help": "epochs where multistep multiplies by gamma",
+                                                             "min": 1})
+    gamma: float = field(default=0.1, metadata={"help": "multistep factor", "min": 0.0, "max": 1.0,
+                                                "min_exclusive": True})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs", "min": 0.0})
+    clip_grad: float | None = field(default=None, metadata={"help": "clip the gradient norm to this value",
+                                                            "default_text": "no clipping", "min": 0.0,
+                                                            "min_exclusive": True})
+    mixup: float = field(default=0.0, metadata={"help": "mixup alpha (0 = off)", "min": 0.0})
+    cutmix: float = field(default=0.0, metadata={"help": "cutmix alpha (0 = off)", "min": 0.0})
+    ema_decay: float | None = field(default=None, metadata={"help": "keep an EMA of the weights with this decay",
+                                                            "default_text": "no EMA", "min": 0.0, "max": 1.0,
+                                                            "min_exclusive": True, "max_exclusive": True})
+    amp: str = field(default="none", metadata={"help": "mixed precision (fp16 uses a grad scaler)",
+                                               "choices": ("none", "bf16", "fp16")})
+    seed: int = field(default=0, metadata={"help": "random seed", "min": 0, "max": 2**32 - 1})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda or cuda:N", "pattern": r"cpu|cuda(:\d+)?",
+                                                       "default_text": "cuda when present"})
+    threads: int | None = field(default=None, metadata={"help": "torch intra-op CPU threads", "min": 1,
+                                                        "default_text": "torch's choice"})
+    dist_timeout: float | None = field(default=None, metadata={"help": "under torchrun, seconds a process waits for "
+                                                                       "a hung peer before stopping with an error",
+                                                               "min": 0.0, "min_exclusive": True,
+                                                               "default_text": "torch's, 10-30 minutes"})
     # run folder
-    out: str | None = field(default=None, metadata={"help": "run folder (default runs/DATE-dataset-method)"})
-    save_every: int = field(default=0, metadata={"help": "write epoch-NNN.pt snapshots every N epochs"})
+    out: str | None = field(default=None, metadata={"help": "run folder",
+                                                    "default_text": "runs/DATE-dataset-method"})
+    save_every: int = field(default=0, metadata={"help": "write epoch-NNN.pt snapshots every N epochs (0 = none)",
+                                                 "min": 0})
     force: bool = field(default=False, metadata={"help": "replace an existing run folder"})
     # a recipe's published reference, shown next to the measured figure at the end
-    expected_top1_error: float | None = field(default=None, metadata={"help": "published top-1 error (recipes)"})
+    expected_top1_error: float | None = field(default=None, metadata={"help": "published top-1 error in % "
+                                                                              "(recipes)", "min": 0.0, "max": 100.0})
     reference: str | None = field(default=None, metadata={"help": "where the expected figure comes from"})
 
     def loss_kwargs(self) -> dict[str, Any]:
-        """Options handed to `build_loss` for the chosen method."""
-        options = dict(self.loss_options)
-        if self.method == "ols" and self.ols_preset:
-            options.setdefault("preset", self.ols_preset)
-        if self.method == "ls" and self.ls_eps is not None:
-            options.setdefault("eps", self.ls_eps)
-        if self.method == "tfkd" and self.tfkd_temperature is not None:
-            options.setdefault("temperature", self.tfkd_temperature)
-        return options
+        """Options handed to `build_loss` for the chosen method: the loss options, untouched."""
+        return dict(self.loss_options)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able dictionary."""
@@ -88,11 +129,32 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
+_DECLARATION_KEYS = ("choices", "min", "max", "min_exclusive", "max_exclusive", "pattern", "default_text")
+
+
+def _declared_option(spec: dataclasses.Field) -> Option:
+    """The field as an Option: type and `| None` from its annotation, help and allowed values from its metadata."""
+    args = typing.get_args(_HINTS[spec.name])
+    kind = next((a for a in args if a is not type(None)), _HINTS[spec.name])
+    default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+    declared = {key: spec.metadata[key] for key in _DECLARATION_KEYS if key in spec.metadata}
+    return Option(spec.name, kind, default, spec.metadata.get("help", ""), nullable=type(None) in args, **declared)
+
+
+# What each field accepts; `validate_config` and the command line's flags are built from it.
+OPTIONS: dict[str, Option] = {name: _declared_option(spec) for name, spec in FIELDS.items()}
+
+# Keys kept from when these were fields of the configuration: each sets one option of one loss. They are
+# accepted as YAML keys, inside loss_options and as flags (--ols-preset ...), so old recipes and run folders load.
+LOSS_OPTION_ALIASES: dict[str, tuple[str, str]] = {
+    "ols_preset": ("ols", "preset"),
+    "ls_eps": ("ls", "eps"),
+    "tfkd_temperature": ("tfkd", "temperature"),
+}
 
 # Keys a resumed run must share with its checkpoint: changing them would train a different experiment.
-IDENTITY_KEYS = ("dataset", "split", "image_size", "train_subset", "model", "method", "ols_preset", "ls_eps",
-                 "tfkd_temperature", "loss_options", "batch_size", "optimizer", "sched", "seed", "amp", "mixup",
-                 "cutmix", "ema_decay")
+IDENTITY_KEYS = ("dataset", "split", "image_size", "train_subset", "model", "method", "loss_options", "batch_size",
+                 "optimizer", "sched", "seed", "amp", "mixup", "cutmix", "ema_decay")
 
 
 def recipes_dir() -> Path:
@@ -106,11 +168,15 @@ def list_recipes() -> dict[str, dict[str, Any]]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, malformed or non-mapping file is a user error."""
+    """Read a YAML mapping; a missing, unreadable, binary, malformed or non-mapping file is a user error."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserInputError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise UserInputError(f"cannot read config file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"cannot read config file {path}: not UTF-8 text (a binary file?)") from None
     except yaml.YAMLError as err:
         raise UserInputError(f"malformed YAML in {path}: {str(err).splitlines()[0]}") from None
     if data is None:
@@ -133,42 +199,95 @@ def resolve_recipe_path(name: str) -> Path:
     raise UserInputError(f"no recipe or config file {name!r}{hint}")
 
 
-def field_type(name: str) -> type:
-    """The field's declared type without its `| None`."""
-    hint = _HINTS[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+def from_text(kind: type, text: str) -> Any:
+    """A command-line string read as `kind` (int, float, anything else stays text); text that is not a number is
+    returned unchanged, so the option's check rejects it with the option's name."""
+    if kind not in (int, float):
+        return text
+    try:
+        return kind(text)
+    except ValueError:
+        return text
 
 
-def coerce(name: str, value: Any) -> Any:
-    """Check one value against the field's declared type (YAML has already parsed numbers and booleans)."""
-    kind = field_type(name)
-    if value is None:
-        if type(None) in typing.get_args(_HINTS[name]):
-            return None
-        raise UserInputError(f"{name} needs a value")
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int and number and value == int(value):
-        return int(value)
-    if kind is float and number:
-        return float(value)
-    if kind is list and isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
-        return list(value)
-    if kind in (bool, str, dict) and isinstance(value, kind):
-        return value
-    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-                dict: "a mapping", list: "a list of integers"}[kind]
-    raise UserInputError(f"option {name} must be {expected}, got {value!r}")
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """A copy of `cfg` with every value checked against its field's declaration (type, choices, range) and the loss
+    options against the method's; the first bad value raises a one-line UserInputError naming it."""
+    values = {name: option.check(getattr(cfg, name), f"option {name}") for name, option in OPTIONS.items()}
+    values["loss_options"] = validate_loss_options(values["method"], values["loss_options"])
+    return TrainConfig(**values)
+
+
+def ineffective_options(cfg: TrainConfig) -> list[str]:
+    """One line for each group of options set away from their default that has no effect in this configuration."""
+    def changed(*names: str) -> str:
+        return ", ".join(n for n in names if getattr(cfg, n) != OPTIONS[n].default)
+
+    notes = []
+    if cfg.sched != "multistep" and (names := changed("milestones", "gamma")):
+        notes.append(f"{names}: no effect with sched {cfg.sched} (only with multistep)")
+    if cfg.optimizer != "sgd" and (names := changed("momentum", "nesterov")):
+        notes.append(f"{names}: no effect with optimizer {cfg.optimizer} (only with sgd)")
+    if cfg.dataset == EMBEDDED_DATASET and cfg.data_root is not None:
+        notes.append(f"data_root: ignored, the {EMBEDDED_DATASET} dataset is embedded")
+    return notes
+
+
+def _source_items(source: Any) -> list[tuple[str, Any]]:
+    """(key, value) pairs of one source with dashes read as underscores; unknown keys suggest the closest."""
+    if not isinstance(source, dict):
+        raise UserInputError(f"a configuration must be a mapping of option: value, got {type(source).__name__}")
+    items = []
+    for key, value in source.items():
+        if not isinstance(key, str):
+            raise UserInputError(f"option names must be strings, got {key!r}")
+        key = key.replace("-", "_")
+        if key not in FIELDS and key not in LOSS_OPTION_ALIASES:
+            raise UserInputError(f"unknown option {key!r}{did_you_mean(key, [*FIELDS, *LOSS_OPTION_ALIASES])}")
+        items.append((key, value))
+    return items
 
 
 def build_config(recipe: dict[str, Any] | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Defaults < recipe < overrides; unknown keys are errors that suggest the closest option."""
+    """Defaults < recipe < overrides, validated (`validate_config`); unknown keys are errors that suggest the closest.
+
+    Loss options merge key by key, later sources winning. An alias (LOSS_OPTION_ALIASES) sets its loss option when
+    the method is its loss; otherwise it is checked, then dropped with a warning, as options that have no effect
+    get one (warnings go to the "olsmooth" logger once the whole configuration is known to be good).
+    """
+    sources = [_source_items(source) for source in (recipe or {}, overrides)]
+    method = next((v for items in reversed(sources) for k, v in reversed(items) if k == "method"),
+                  OPTIONS["method"].default)
+    method = OPTIONS["method"].check(method, "option method")
     values: dict[str, Any] = {}
-    for source in (recipe or {}, overrides):
-        for key, value in source.items():
-            key = key.replace("-", "_")
-            if key not in FIELDS:
-                close = difflib.get_close_matches(key, list(FIELDS), n=1)
-                raise UserInputError(f"unknown option {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-            values[key] = coerce(key, value)
-    return TrainConfig(**values)
+    loss_options: dict[str, Any] = {}
+    notes: list[str | None] = []
+    for items in sources:
+        for key, value in items:
+            if key == "loss_options":
+                for name, option_value in OPTIONS[key].check(value, "option loss_options").items():
+                    notes.append(_set_loss_option(loss_options, method, name, option_value))
+            elif key in LOSS_OPTION_ALIASES:
+                notes.append(_set_loss_option(loss_options, method, key, value))
+            else:
+                values[key] = value
+    cfg = validate_config(TrainConfig(**values, loss_options=loss_options))
+    for note in [note for note in notes if note] + ineffective_options(cfg):
+        _log.warning("olsmooth: warning: %s", note)
+    return cfg
+
+
+def _set_loss_option(options: dict[str, Any], method: str, key: str, value: Any) -> str | None:
+    """Set one loss option, reading an alias as the option it stands for (an unset alias sets nothing). An alias of
+    another method is checked all the same and set nothing: the note saying so is returned."""
+    if key not in LOSS_OPTION_ALIASES:
+        options[key] = value
+        return None
+    alias_method, name = LOSS_OPTION_ALIASES[key]
+    if value is None:
+        return None
+    if alias_method != method:
+        validate_loss_options(alias_method, {name: value})
+        return f"{key}: no effect with method {method} (it sets option {name} of method {alias_method})"
+    options[name] = value
+    return None

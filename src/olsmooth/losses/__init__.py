@@ -3,7 +3,7 @@
 from .common import CrossEntropy, EpochLoss, cross_entropy, validate_inputs
 from .online import PRESETS as OLS_PRESETS
 from .online import OnlineLabelSmoothing, initial_soft_labels, ols_loss
-from .registry import build_loss, list_losses, register_loss
+from .registry import Option, build_loss, list_losses, loss_options, register_loss, validate_loss_options
 from .smoothing import (
     LabelSmoothingCrossEntropy,
     TfKDRegularization,
@@ -13,7 +13,8 @@ from .smoothing import (
 )
 
 __all__ = [
-    "CrossEntropy", "EpochLoss", "LabelSmoothingCrossEntropy", "OLS_PRESETS", "OnlineLabelSmoothing",
+    "CrossEntropy", "EpochLoss", "LabelSmoothingCrossEntropy", "OLS_PRESETS", "OnlineLabelSmoothing", "Option",
     "TfKDRegularization", "build_loss", "cross_entropy", "initial_soft_labels", "label_smoothing_cross_entropy",
-    "list_losses", "ols_loss", "register_loss", "tfkd_loss", "tfkd_teacher", "validate_inputs",
+    "list_losses", "loss_options", "ols_loss", "register_loss", "tfkd_loss", "tfkd_teacher", "validate_inputs",
+    "validate_loss_options",
 ]

@@ -1,58 +1,249 @@
-"""Losses by name, so recipes and the command line can pick one: `build_loss("ols", num_classes=K, ...)`."""
+"""Losses by name, each with its declared options, so recipes and the command line can pick and check them.
+
+`build_loss("ols", num_classes=K, momentum=0.5)` checks every option against what the loss declares (name,
+type, range) and turns a constructor's ValueError into a one-line `UserInputError`.
+"""
 
 from __future__ import annotations
 
+import difflib
+import math
+import re
+import typing
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import UserInputError
 from .common import CrossEntropy, EpochLoss
-from .online import OnlineLabelSmoothing
+from .online import PRESETS, EmptyRule, Init, OnlineLabelSmoothing
 from .smoothing import LabelSmoothingCrossEntropy, TfKDRegularization
 
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+               list: "a list of integers"}
+
+
+def did_you_mean(word: str, known: typing.Iterable[str]) -> str:
+    """'; did you mean 'x'?' for the closest known word, or ''."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A declared option: type, default, allowed values and help. `check` returns the value in the declared type
+    or raises a one-line UserInputError naming the option, the value and what is allowed.
+
+    `kind` is int, float, str, bool, dict or list (a list of integers, each within the range); `default_text` says
+    what an unset (None) default means, for --help.
+    """
+
+    name: str
+    kind: type
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    pattern: str | None = None
+    nullable: bool = False
+    default_text: str = ""
+
+    def shown_default(self) -> str:
+        """The default as --help and --list-methods show it: `default_text`, 'none' when unset, on/off for switches."""
+        if self.default_text:
+            return self.default_text
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        return "none" if self.default in (None, [], {}) else _number(self.default)
+
+    def allowed(self) -> str:
+        """What the option accepts, as shown by --help and --list-methods: 'one of a, b', '> 0', '[0, 1)' (a pattern
+        is left to the help text)."""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        low, high = _number(self.min), _number(self.max)
+        if self.min is not None and self.max is not None:
+            return f"{'(' if self.min_exclusive else '['}{low}, {high}{')' if self.max_exclusive else ']'}"
+        if self.min is not None:
+            return f"{'>' if self.min_exclusive else '>='} {low}"
+        if self.max is not None:
+            return f"{'<' if self.max_exclusive else '<='} {high}"
+        return ""
+
+    def check(self, value: Any, label: str) -> Any:
+        """The value in the declared type, within the declared range; `label` names the option in the message."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise UserInputError(f"{label} needs a value")
+        if self.kind is list:
+            if not isinstance(value, (list, tuple)) or not all(_is_integral(v) for v in value):
+                raise UserInputError(f"{label} must be {_KIND_NAMES[list]}, got {value!r}")
+            return [self._check_scalar(v, int, label) for v in value]
+        return self._check_scalar(value, self.kind, label)
+
+    def _check_scalar(self, value: Any, kind: type, label: str) -> Any:
+        value = _as_kind(value, kind, label)
+        if self.choices and value not in self.choices:
+            hint = did_you_mean(value, self.choices) if isinstance(value, str) else ""
+            raise UserInputError(f"{label} must be {self.allowed()}, got {value!r}{hint}")
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise UserInputError(f"{label} must match {self.pattern}, got {value!r}")
+        if kind in (int, float) and not self._in_range(value):
+            rule = f"in {self.allowed()}" if self.min is not None and self.max is not None else self.allowed()
+            raise UserInputError(f"{label} must be {rule}, got {value!r}")
+        return value
+
+    def _in_range(self, value: float) -> bool:
+        above = self.min is None or (value > self.min if self.min_exclusive else value >= self.min)
+        below = self.max is None or (value < self.max if self.max_exclusive else value <= self.max)
+        return above and below
+
+
+def _number(value: Any) -> str:
+    """A float without trailing zeros (0.0 -> 0, 1e-4 -> 0.0001); anything else as str()."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _is_integral(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and value == int(value)
+
+
+def _as_kind(value: Any, kind: type, label: str) -> Any:
+    """The value as `kind` (an integral number for int, any finite number for float), else a UserInputError."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind in (int, float) and number and not math.isfinite(value):
+        raise UserInputError(f"{label} must be a finite number, got {value!r}")
+    if kind is int and _is_integral(value):
+        return int(value)
+    if kind is float and number:
+        return float(value)
+    if kind is dict and isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise UserInputError(f"{label} must map names to values, got the key {bad[0]!r}")
+        return dict(value)
+    if kind in (bool, str) and isinstance(value, kind):
+        return value
+    raise UserInputError(f"{label} must be {_KIND_NAMES[kind]}, got {value!r}")
+
+
 LossFactory = Callable[..., EpochLoss]
-_REGISTRY: dict[str, tuple[LossFactory, str]] = {}
 
 
-def register_loss(name: str, description: str) -> Callable[[LossFactory], LossFactory]:
-    """Decorator: make a factory `fn(num_classes, **options) -> EpochLoss` available by name."""
+@dataclass(frozen=True)
+class _Entry:
+    factory: LossFactory
+    description: str
+    options: tuple[Option, ...]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+# Every loss of the toolkit derives from EpochLoss and so takes this option.
+CHECK_INPUTS = Option("check_inputs", bool, True, "check shapes, label range and finite logits on every call")
+
+
+def register_loss(name: str, description: str,
+                  options: typing.Sequence[Option] = ()) -> Callable[[LossFactory], LossFactory]:
+    """Decorator: make a factory `fn(num_classes, **options) -> EpochLoss` available by name with its options."""
     def wrap(fn: LossFactory) -> LossFactory:
-        _REGISTRY[name] = (fn, description)
+        _REGISTRY[name] = _Entry(fn, description, tuple(options))
         return fn
     return wrap
 
 
 def list_losses() -> dict[str, str]:
     """Registered loss names with a one-line description each."""
-    return {name: desc for name, (_, desc) in sorted(_REGISTRY.items())}
+    return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
+
+
+def _entry(name: Any) -> _Entry:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        hint = did_you_mean(name, _REGISTRY) if isinstance(name, str) else ""
+        raise UserInputError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}{hint}")
+    return _REGISTRY[name]
+
+
+def loss_options(name: str) -> tuple[Option, ...]:
+    """The options a registered loss declares, in the order it lists them."""
+    return _entry(name).options
+
+
+def validate_loss_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options checked against the loss's declarations (names, types, ranges) and in their declared types."""
+    declared = {option.name: option for option in _entry(name).options}
+    checked = {}
+    for key, value in options.items():
+        if key not in declared:
+            hint = did_you_mean(str(key), declared) or f"; its options: {', '.join(declared)}"
+            raise UserInputError(f"unknown option {key!r} for method {name!r}{hint}")
+        checked[key] = declared[key].check(value, f"option {key} of method {name}")
+    return checked
 
 
 def build_loss(name: str, num_classes: int, **options: Any) -> EpochLoss:
-    """Build a registered loss; unknown names and options are user errors."""
-    if name not in _REGISTRY:
-        raise UserInputError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    """Build a registered loss; unknown names, unknown options and values the loss refuses are user errors."""
+    checked = validate_loss_options(name, options)
     try:
-        return _REGISTRY[name][0](num_classes, **options)
-    except TypeError as err:
-        raise UserInputError(f"bad options for method {name!r}: {err}") from err
+        return _entry(name).factory(num_classes, **checked)
+    except UserInputError:
+        raise
+    except ValueError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"method {name}: {reason}") from err
 
 
-@register_loss("ce", "cross-entropy with hard labels")
+@register_loss("ce", "cross-entropy with hard labels", [CHECK_INPUTS])
 def _ce(num_classes: int, **options: Any) -> EpochLoss:
     return CrossEntropy(num_classes, **options)
 
 
-@register_loss("ls", "label smoothing (eps/K convention, eps 0.1 by default)")
+@register_loss("ls", "label smoothing (eps/K convention, eps 0.1 by default)", [
+    Option("eps", float, 0.1, "smoothing: 1 - eps + eps/K on the label, eps/K elsewhere", min=0.0, max=1.0),
+    CHECK_INPUTS,
+])
 def _ls(num_classes: int, **options: Any) -> EpochLoss:
     return LabelSmoothingCrossEntropy(num_classes, **options)
 
 
-@register_loss("ols", "Online Label Smoothing (preset=paper-cifar | paper-fine-grained, or our defaults)")
+@register_loss("ols", "Online Label Smoothing (preset=paper-cifar | paper-fine-grained, or our defaults)", [
+    Option("preset", str, None, f"the paper's code path: sets {', '.join(sorted(set().union(*PRESETS.values())))}"
+           "; options given as well override it", choices=tuple(PRESETS), nullable=True),
+    Option("hard_weight", float, 0.5, "weight of the cross-entropy with the hard label", min=0.0),
+    Option("soft_weight", float, 0.5, "weight of the cross-entropy with the learned soft label", min=0.0),
+    Option("init", str, "ls", "soft labels before the first update", choices=typing.get_args(Init)),
+    Option("init_eps", float, 0.1, "eps of init=ls", min=0.0, max=1.0),
+    Option("empty_class", str, "keep", "row of a class with no correct prediction in an update",
+           choices=typing.get_args(EmptyRule)),
+    Option("freeze_threshold", float, None, "freeze rows whose maximum already reaches this (off when unset)",
+           min=0.0, max=1.0, min_exclusive=True, nullable=True),
+    Option("momentum", float, 0.0, "S <- m S + (1 - m) new at each update", min=0.0, max=1.0, max_exclusive=True),
+    Option("update_every", int, None, "update S every N training steps instead of every epoch", min=1,
+           nullable=True),
+    Option("temperature", float, 1.0, "softmax temperature of the accumulated statistics", min=0.0,
+           min_exclusive=True),
+    CHECK_INPUTS,
+])
 def _ols(num_classes: int, preset: str | None = None, **options: Any) -> EpochLoss:
     if preset:
         return OnlineLabelSmoothing.from_preset(preset, num_classes, **options)
     return OnlineLabelSmoothing(num_classes, **options)
 
 
-@register_loss("tfkd", "Tf-KD regulariser: virtual teacher 0.99, alpha 0.95, temperature 6")
+@register_loss("tfkd", "Tf-KD regulariser: virtual teacher 0.99, alpha 0.95, temperature 6", [
+    Option("correct_prob", float, 0.99, "the virtual teacher's probability of the label", min=0.0, max=1.0,
+           min_exclusive=True, max_exclusive=True),
+    Option("alpha", float, 0.95, "weight of the KL term; 1 - alpha goes to the cross-entropy", min=0.0, max=1.0),
+    Option("temperature", float, 6.0, "softens the teacher (the paper: 6 for ResNet-50, 40 for MobileNetV2)",
+           min=0.0, min_exclusive=True),
+    Option("multiplier", float, 1.0, "extra factor on the KL term", min=0.0),
+    Option("kl_reduction", str, "mean", "mean over all B*K elements (the released code) or per sample",
+           choices=("mean", "batchmean")),
+    CHECK_INPUTS,
+])
 def _tfkd(num_classes: int, **options: Any) -> EpochLoss:
     return TfKDRegularization(num_classes, **options)
