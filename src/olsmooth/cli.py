@@ -38,7 +38,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
     def help_of(option: Any, prefix: str = "") -> str:
         shown = [f"default: {option.shown_default()}"] + ([option.allowed()] if option.allowed() else [])
-        return (prefix + option.help + (f" ({'; '.join(shown)})" if shown else "")).replace("%", "%%")
+        return f"{prefix}{option.help} ({'; '.join(shown)})".replace("%", "%%")
 
     for name, option in OPTIONS.items():
         flag = "--" + name.replace("_", "-")

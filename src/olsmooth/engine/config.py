@@ -152,11 +152,6 @@ LOSS_OPTION_ALIASES: dict[str, tuple[str, str]] = {
     "tfkd_temperature": ("tfkd", "temperature"),
 }
 
-# Keys a resumed run must share with its checkpoint: changing them would train a different experiment.
-IDENTITY_KEYS = ("dataset", "split", "image_size", "train_subset", "model", "method", "loss_options", "batch_size",
-                 "optimizer", "sched", "seed", "amp", "mixup", "cutmix", "ema_decay")
-
-
 def recipes_dir() -> Path:
     """Folder of the shipped YAML recipes."""
     return Path(str(resources.files("olsmooth") / "configs"))
