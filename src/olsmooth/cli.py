@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", help="run folders (folders that are not finished runs are skipped)")
     rep.add_argument("--which", choices=["best", "last"], default="last", help="which epoch of each run")
     rep.add_argument("--json", action="store_true", help="print one JSON object (summary, paired_tests)")
+
+    study = sub.add_parser("study", help="run a grid of trainings (cells x seeds) from a study file, resumable; "
+                                         "write results.csv, results.md, results.png")
+    study.add_argument("-c", "--config", required=True, help="study YAML: a path or the name of a shipped study")
+    study.add_argument("--seeds", nargs="+", type=int, help="seeds of every cell (replaces the file's seeds)")
+    study.add_argument("--out", help="folder of the run folders and results (default runs/study-NAME)")
+    study.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
     return parser
 
 
@@ -234,8 +241,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .engine.study import describe_plan, load_study, plan_runs, run_study
+    study = load_study(args.config, args.seeds)
+    out = Path(args.out or Path("runs") / f"study-{study.name}")
+    if args.dry_run:
+        plan = plan_runs(study, out)
+        print("\n".join(describe_plan(plan)))
+        left = sum(run.status.state != "done" for run in plan)
+        print(f"{len(plan)} runs ({len(study.cells)} cells x {len(study.seeds)} seeds), {left} to train")
+        return 0
+    for path in run_study(study, out, log=lambda text: print(text, flush=True)):
+        print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "ensemble": cmd_ensemble, "dataset-info": cmd_dataset_info,
-            "report": cmd_report}
+            "report": cmd_report, "study": cmd_study}
 
 
 def _one_line(err: BaseException) -> str:

@@ -1,0 +1,420 @@
+"""Studies: a grid of training runs (every combination of the axes' values, times the seeds) from one YAML file.
+
+Runs go one after another through the public trainer API into `OUT/CELL/seed-N`; a rerun skips finished runs
+and continues an interrupted one from its last.pt. At the end `results.csv` (one row per run), `results.md`
+(mean ± std per cell, paired tests by seed against the baselines) and `results.png` are written beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import io
+import itertools
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..analysis.report import (
+    CONFIG_FILE,
+    NON_EXPERIMENT_OPTIONS,
+    Group,
+    RunStatus,
+    load_run,
+    markdown_report,
+    option_text,
+    plot_groups,
+    read_run_config,
+    run_status,
+)
+from ..errors import UserInputError
+from .checkpoint import atomic_write_file
+from .config import FIELDS, LOSS_OPTION_ALIASES, TrainConfig, build_config, read_yaml, resolve_recipe_path
+from .resolve import resolve
+from .trainer import Trainer, load_resume
+
+STUDY_KEYS = ("description", "base", "grid", "seeds", "baselines")
+SET_BY_STUDY = ("seed", "out", "force")
+"""Options the study sets for every run itself; base and grid may not set them."""
+DEFAULT_SEEDS = (0,)
+RESULT_KEYS = ("top1", "nll", "ece")
+"""Shown per cell for the last epoch and, as best_*, for each run's epoch with the highest test top-1."""
+TABLE_KEYS = (*RESULT_KEYS, *(f"best_{k}" for k in RESULT_KEYS))
+CSV_NAME, MARKDOWN_NAME, FIGURE_NAME = "results.csv", "results.md", "results.png"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination of axis values: the options it sets (in axis order), which value of each axis, and the
+    configuration of its runs (defaults < base < these options; the seed and folder are set per run)."""
+
+    options: dict[str, Any]
+    choices: tuple[int, ...]
+    config: TrainConfig
+
+    @property
+    def name(self) -> str:
+        return cell_name(self.options)
+
+
+def cell_name(options: Mapping[str, Any]) -> str:
+    """A cell's folder name, e.g. `method=ols,model=small_cnn` (characters unsafe in paths become `_`)."""
+    return _UNSAFE.sub("_", ",".join(f"{k}={option_text(v)}" for k, v in options.items()))
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file: shared options, the cells of the grid, the seeds and the baseline specifications."""
+
+    name: str
+    description: str
+    base: dict[str, Any]
+    axes: tuple[tuple[str, tuple[dict[str, Any], ...]], ...]
+    cells: tuple[Cell, ...]
+    seeds: tuple[int, ...]
+    baselines: tuple[dict[str, Any], ...]
+
+    def config(self, cell: Cell, seed: int, folder: Path) -> TrainConfig:
+        """The run's configuration: defaults < base < cell < {seed, out}."""
+        return dataclasses.replace(cell.config, seed=seed, out=str(folder))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One cell and seed: its folder, its configuration and how far it got ("done", "partial" or "new")."""
+
+    cell: Cell
+    seed: int
+    folder: Path
+    config: TrainConfig
+    status: RunStatus
+
+    @property
+    def label(self) -> str:
+        return f"{self.cell.name}/seed-{self.seed}"
+
+    def epochs_left(self) -> int:
+        """Epochs still to train (those a partial run has done are not counted)."""
+        if self.status.state == "done":
+            return 0
+        done = self.status.epochs_done if self.status.state == "partial" else 0
+        return resolve(self.config).epochs - done
+
+
+def studies_dir() -> Path:
+    """Folder of the shipped study files."""
+    return Path(str(resources.files("olsmooth") / "configs" / "studies"))
+
+
+def resolve_study_path(name: str) -> Path:
+    """A study argument is a YAML path, or the name of a shipped study."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    shipped = sorted(p.stem for p in studies_dir().glob("*.yaml"))
+    if name in shipped:
+        return studies_dir() / f"{name}.yaml"
+    raise UserInputError(f"no study file or shipped study {name!r}; shipped: {', '.join(shipped)}")
+
+
+def _option(key: Any, where: str) -> str:
+    """A base/grid/baseline key, checked to be an option of `olsmooth train` that the study does not set itself."""
+    name = str(key).replace("-", "_")
+    if name in SET_BY_STUDY:
+        raise UserInputError(f"{where}: {name} is set by the study for every run (seeds, --out), not here")
+    known = [*FIELDS, *LOSS_OPTION_ALIASES]
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        raise UserInputError(f"{where}: unknown option {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    return name
+
+
+def _options(values: Any, where: str) -> dict[str, Any]:
+    """A mapping of options with checked names (their values are checked when the cells' configurations build)."""
+    if not isinstance(values, Mapping):
+        raise UserInputError(f"{where} must be a mapping of option: value, got {values!r}")
+    return {_option(key, where): value for key, value in values.items()}
+
+
+def _base(value: Any, where: str) -> dict[str, Any]:
+    """The base options: a mapping, or a recipe name or path whose options are read (less the seed, folder and
+    --force of the recipe, which the study sets)."""
+    if isinstance(value, str):
+        recipe = read_yaml(resolve_recipe_path(value))
+        kept = {k: v for k, v in recipe.items() if str(k).replace("-", "_") not in SET_BY_STUDY}
+        return _options(kept, f"{where}: base recipe {value}")
+    return _options(value if value is not None else {}, f"{where}: base")
+
+
+def _axes(grid: Any, where: str) -> tuple[tuple[str, tuple[dict[str, Any], ...]], ...]:
+    """Each axis with its values, each value as the options it sets (a plain value sets the axis option)."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise UserInputError(f"{where}: grid must be a non-empty mapping of option: [values], got {grid!r}")
+    axes = []
+    for key, values in grid.items():
+        name = _option(key, f"{where}: grid")
+        if not isinstance(values, list):
+            raise UserInputError(f"{where}: grid axis {name} must be a list of values, got {values!r}")
+        if not values:
+            raise UserInputError(f"{where}: grid axis {name} is empty")
+        settings = []
+        for value in values:
+            setting = _options(value if isinstance(value, Mapping) else {name: value}, f"{where}: grid axis {name}")
+            if name not in setting:
+                raise UserInputError(f"{where}: grid axis {name}: the value {value!r} must set {name}")
+            # the axis option first, then the others by name: folder names do not depend on how the file orders them
+            settings.append({name: setting[name], **{k: setting[k] for k in sorted(setting) if k != name}})
+        axes.append((name, tuple(settings)))
+    return tuple(axes)
+
+
+def _cells(base: dict[str, Any], axes: Sequence[tuple[str, Sequence[dict[str, Any]]]], where: str) -> tuple[Cell, ...]:
+    """Every combination of the axes' values, each with its configuration; options set by two axes, two equal
+    cells and values the configuration rejects are errors."""
+    cells, names = [], {}
+    for choices in itertools.product(*(range(len(values)) for _, values in axes)):
+        options: dict[str, Any] = {}
+        for (axis, values), choice in zip(axes, choices):
+            twice = set(options) & set(values[choice])
+            if twice:
+                raise UserInputError(f"{where}: grid axis {axis} sets {', '.join(sorted(twice))}, which another "
+                                     "axis sets too")
+            options.update(values[choice])
+        try:
+            cell = Cell(options, choices, build_config(base, options))
+        except UserInputError as err:
+            raise UserInputError(f"{where}: cell {cell_name(options)}: {err}") from None
+        if cell.name in names:
+            raise UserInputError(f"{where}: the grid holds the cell {cell.name} twice")
+        names[cell.name] = cell
+        cells.append(cell)
+    return tuple(cells)
+
+
+def _seeds(seeds: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise UserInputError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserInputError(f"{where}: seeds repeat: {seeds}")
+    return tuple(seeds)
+
+
+def parse_study(data: Any, name: str, where: str, seeds: Sequence[int] | None = None) -> Study:
+    """Validate a study's content (as read from YAML) and build its cells; `seeds` replaces the file's."""
+    if not isinstance(data, Mapping):
+        raise UserInputError(f"{where} must hold a mapping with base, grid, seeds, baselines")
+    unknown = [k for k in data if k not in STUDY_KEYS]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), STUDY_KEYS, n=1)
+        raise UserInputError(f"{where}: unknown key {unknown[0]!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                                      f"; expected {', '.join(STUDY_KEYS)}"))
+    if "grid" not in data:
+        raise UserInputError(f"{where}: no grid (a mapping of option: [values])")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise UserInputError(f"{where}: description must be a string")
+    base = _base(data.get("base"), where)
+    try:
+        build_config(base, {})
+    except UserInputError as err:
+        raise UserInputError(f"{where}: base: {err}") from None
+    axes = _axes(data["grid"], where)
+    cells = _cells(base, axes, where)
+    study_seeds = _seeds(list(seeds) if seeds is not None else data.get("seeds", list(DEFAULT_SEEDS)),
+                         "--seeds" if seeds is not None else where)
+    baselines = data.get("baselines")
+    baselines = [] if baselines is None else baselines
+    if not isinstance(baselines, list):
+        raise UserInputError(f"{where}: baselines must be a list of option mappings, got {baselines!r}")
+    study = Study(name, description, base, axes, cells, study_seeds,
+                  tuple(_options(b, f"{where}: baseline") for b in baselines))
+    for baseline in study.baselines:
+        if not matching_cells(study, baseline):
+            raise UserInputError(f"{where}: baseline {option_text(baseline)} matches no cell of the grid")
+    return study
+
+
+def load_study(path: str | Path, seeds: Sequence[int] | None = None) -> Study:
+    """Read and validate a study file (a path or the name of a shipped study)."""
+    resolved = resolve_study_path(str(path))
+    return parse_study(read_yaml(resolved), resolved.stem, str(resolved), seeds)
+
+
+def matching_cells(study: Study, baseline: Mapping[str, Any]) -> list[int]:
+    """Indices of the cells that set (in the grid, or through the base) every option of `baseline` to its value."""
+    unset = object()
+    return [index for index, cell in enumerate(study.cells)
+            if all(cell.options.get(k, study.base.get(k, unset)) == v for k, v in baseline.items())]
+
+
+def baseline_pairs(study: Study) -> list[tuple[int, int]]:
+    """(cell, baseline cell) index pairs: each cell that is not a baseline, against every baseline cell that has
+    the same values on the axes the baseline does not name."""
+    pairs: list[tuple[int, int]] = []
+    for baseline in study.baselines:
+        named = [i for i, (_, values) in enumerate(study.axes) if any(set(v) & set(baseline) for v in values)]
+        matches = matching_cells(study, baseline)
+        for index, cell in enumerate(study.cells):
+            if index in matches:
+                continue
+            for match in matches:
+                other = study.cells[match]
+                same = all(cell.choices[a] == other.choices[a] for a in range(len(study.axes)) if a not in named)
+                if same and (index, match) not in pairs:
+                    pairs.append((index, match))
+    return pairs
+
+
+def _check_existing(run: PlannedRun) -> None:
+    """An existing run folder must hold the run the study asks for: the same resolved options, except those that
+    do not change the experiment (NON_EXPERIMENT_OPTIONS)."""
+    saved, wanted = read_run_config(run.folder), resolve(run.config).to_dict()
+    for key in wanted:
+        if key in saved and key not in NON_EXPERIMENT_OPTIONS and saved[key] != wanted[key]:
+            raise UserInputError(f"{run.folder} holds a run with {key}={saved.get(key)!r}, the study asks for "
+                                 f"{wanted[key]!r}; move that folder away or choose another --out")
+
+
+def plan_runs(study: Study, out: str | Path) -> list[PlannedRun]:
+    """Every cell and seed (seed by seed, so a stopped study has whole seeds), with the state of its folder.
+
+    Reads only; a folder that is not a run of this study is an error."""
+    plan = []
+    for seed in study.seeds:
+        for cell in study.cells:
+            folder = Path(out) / cell.name / f"seed-{seed}"
+            if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG_FILE).is_file():
+                raise UserInputError(f"{folder} exists and is not a run folder; move it away or choose another --out")
+            run = PlannedRun(cell, seed, folder, study.config(cell, seed, folder), run_status(folder))
+            if run.status.state != "new":
+                _check_existing(run)
+            plan.append(run)
+    return plan
+
+
+def _duration(seconds: float) -> str:
+    """3.2s, 4m05s, 2h03m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def describe_plan(plan: Sequence[PlannedRun]) -> list[str]:
+    """One line per run: its state and progress (what `--dry-run` prints)."""
+    lines = []
+    for run in plan:
+        progress = f" ({run.status.epochs_done} of {run.status.epochs} epochs)" if run.status.epochs else ""
+        lines.append(f"{run.status.state:<8} {run.folder}{progress}")
+    return lines
+
+
+def train_run(run: PlannedRun, log: Log) -> str:
+    """Continue a partial run from its last.pt or train a new one; return what was done."""
+    if run.status.state == "partial":
+        cfg, checkpoint = load_resume(run.folder, {})
+        Trainer(cfg, checkpoint, log=log).fit()
+        return "resumed"
+    # a config.yaml without last.pt is what a run left that stopped before its first checkpoint: replace it
+    Trainer(dataclasses.replace(run.config, force=(run.folder / CONFIG_FILE).is_file()), log=log).fit()
+    return "trained"
+
+
+def run_study(study: Study, out: str | Path, log: Log = print) -> list[Path]:
+    """Train what is missing, one run after another, with a line per run (elapsed time, estimate of the time
+    left); then write the results files and return their paths. The trainer's own lines go to `log` indented."""
+    plan = plan_runs(study, out)
+    epochs_left = sum(run.epochs_left() for run in plan)
+    start, trained_s, trained_epochs = time.perf_counter(), 0.0, 0
+    for number, run in enumerate(plan, start=1):
+        prefix = f"[{number}/{len(plan)}] {run.label}"
+        if run.status.state == "done":
+            log(f"{prefix}: done, skipped")
+            continue
+        run_start, epochs = time.perf_counter(), run.epochs_left()
+        action = train_run(run, lambda text: log("    " + text.replace("\n", "\n    ")))
+        trained_s += time.perf_counter() - run_start
+        trained_epochs += epochs
+        epochs_left -= epochs
+        left = trained_s / max(trained_epochs, 1) * epochs_left
+        log(f"{prefix}: {action} {epochs} epoch(s) in {_duration(time.perf_counter() - run_start)}; elapsed "
+            f"{_duration(time.perf_counter() - start)}, about {_duration(left)} left")
+    return write_results(study, plan_runs(study, out), out)
+
+
+def cell_groups(study: Study, plan: Sequence[PlannedRun]) -> list[Group]:
+    """Per cell, each seed's last-epoch and best-epoch figures, read from the finished run folders."""
+    groups = {cell.name: Group(dict(cell.options)) for cell in study.cells}
+    for run in plan:
+        folder = load_run(run.folder)
+        figures = {**folder.figures("last", RESULT_KEYS),
+                   **{f"best_{k}": v for k, v in folder.figures("best", RESULT_KEYS).items()}}
+        groups[run.cell.name].add(run.seed, figures, run.folder)
+    return list(groups.values())
+
+
+def _csv_text(study: Study, plan: Sequence[PlannedRun], out: Path) -> str:
+    """One row per run: cell, seed, folder, the cell's options, epochs, last-epoch and best-epoch metrics."""
+    option_keys = list(dict.fromkeys(k for cell in study.cells for k in cell.options))
+    metric_keys = ("top1", "top5", "nll", "ece")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["cell", "seed", "folder", *option_keys, "epochs", *metric_keys, "best_epoch",
+                     *(f"best_{k}" for k in RESULT_KEYS)])
+    for run in plan:
+        folder = load_run(run.folder)
+        last, best = folder.figures("last", metric_keys), folder.figures("best", RESULT_KEYS)
+        best_epoch = folder.record("best")["epoch"]
+        writer.writerow([run.cell.name, run.seed, run.folder.relative_to(out).as_posix(),
+                         *(option_text(run.cell.options.get(k)) for k in option_keys), len(folder.records),
+                         *(repr(last[k]) for k in metric_keys), best_epoch, *(repr(best[k]) for k in RESULT_KEYS)])
+    return buffer.getvalue()
+
+
+def _markdown_text(study: Study, groups: Sequence[Group], out: Path) -> str:
+    runs = sum(len(g.runs) for g in groups)
+    lines = [f"# Study {study.name}\n"]
+    if study.description:
+        lines.append(study.description.strip() + "\n")
+    lines.append(f"{len(study.cells)} cell(s) x {len(study.seeds)} seed(s) = {runs} runs; run folders under `{out}`; "
+                 f"shared options: {option_text(study.base) if study.base else 'none'}. Mean ± sample std over seeds "
+                 "of the last epoch (top1, nll, ece) and of each run's epoch with the highest test top-1 (best_*); "
+                 "top-1 and ECE in %, NLL in nats.\n")
+    lines.append(markdown_report(groups, TABLE_KEYS, baseline_pairs(study)))
+    lines.append(f"\n![test top-1 per cell]({FIGURE_NAME})\n")
+    return "\n".join(lines)
+
+
+def _numeric_axis(study: Study) -> str | None:
+    """The first axis whose values are plain numbers (it becomes the figure's x axis), or None."""
+    for name, values in study.axes:
+        numbers = [v[name] for v in values]
+        if len(values[0]) == 1 and all(len(v) == 1 and isinstance(n, (int, float)) and not isinstance(n, bool)
+                                       for v, n in zip(values, numbers)):
+            return name
+    return None
+
+
+def write_results(study: Study, plan: Sequence[PlannedRun], out: str | Path) -> list[Path]:
+    """results.csv, results.md and results.png in `out`, each written atomically; every run must be finished."""
+    out = Path(out)
+    unfinished = [run.label for run in plan if run.status.state != "done"]
+    if unfinished:
+        raise UserInputError(f"cannot write the results: {len(unfinished)} run(s) not finished, e.g. {unfinished[0]}")
+    groups = cell_groups(study, plan)
+    csv_text, markdown = _csv_text(study, plan, out), _markdown_text(study, groups, out)
+    figure = plot_groups(groups, "top1", _numeric_axis(study), ylabel="final test top-1 (%)",
+                         title=f"{study.name}: final test top-1, mean ± std over {len(study.seeds)} seed(s)")
+    paths = [out / CSV_NAME, out / MARKDOWN_NAME, out / FIGURE_NAME]
+    for path, text in zip(paths, (csv_text, markdown)):
+        atomic_write_file(path, lambda handle, text=text: handle.write(text.encode("utf-8")))
+    atomic_write_file(paths[2], lambda handle: figure.savefig(handle, format="png", dpi=120))
+    return paths
