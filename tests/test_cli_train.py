@@ -115,7 +115,7 @@ def test_recipe_file_with_command_line_override(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "-c", str(recipe), "--epochs", "1", "--out", str(out)]) == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert (cfg["method"], cfg["ls_eps"], cfg["epochs"], cfg["batch_size"]) == ("ls", 0.2, 1, 128)
+    assert (cfg["method"], cfg["loss_options"], cfg["epochs"], cfg["batch_size"]) == ("ls", {"eps": 0.2}, 1, 128)
     assert len(metrics(out)) == 1
 
 

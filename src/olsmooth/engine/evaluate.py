@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..analysis import MetricAccumulator
 from .distributed import DistInfo, all_reduce_sum
+from .progress import Progress
 
 
 @dataclass
@@ -40,12 +41,16 @@ def autocast_context(device: torch.device, amp: str):
 
 @torch.no_grad()
 def evaluate(models: Sequence[nn.Module], loader: DataLoader, dist: DistInfo, amp: str = "none",
-             channels_last: bool = False, collect: bool = False) -> Evaluation:
-    """Average the float32 softmax of the models over the loader and reduce the metric sums over processes."""
+             channels_last: bool = False, collect: bool = False, progress: str | None = None) -> Evaluation:
+    """Average the float32 softmax of the models over the loader and reduce the metric sums over processes.
+
+    `progress` names the job for a progress bar (or, without a terminal, a line a minute) on the main process.
+    """
     for model in models:
         model.eval()
     acc = MetricAccumulator(from_logits=False)
     kept_probs, kept_labels = [], []
+    bar = Progress(len(loader), progress or "", enabled=bool(progress) and dist.is_main)
     for images, labels in loader:
         images = images.to(dist.device, non_blocking=True)
         if channels_last:
@@ -57,6 +62,10 @@ def evaluate(models: Sequence[nn.Module], loader: DataLoader, dist: DistInfo, am
         if collect:
             kept_probs.append(probs.cpu())
             kept_labels.append(labels.cpu())
+        if bar.due():
+            bar.show({})
+        bar.update()
+    bar.close()
     metrics = MetricAccumulator.from_sum_tensor(all_reduce_sum(acc.sum_tensor().to(dist.device)).cpu(),
                                                 from_logits=False).compute()
     if not collect:

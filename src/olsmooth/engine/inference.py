@@ -60,7 +60,8 @@ def evaluate_checkpoints(paths: Sequence[str | Path], data_root: str | None = No
     dist = setup(device)
     models = [model_from_checkpoint(c, ema).to(dist.device) for c in ckpts]
     loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
-    return evaluate(models, loader, dist, collect=collect)
+    what = "evaluating" if len(models) == 1 else f"evaluating an ensemble of {len(models)}"
+    return evaluate(models, loader, dist, collect=collect, progress=what)
 
 
 def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
@@ -73,7 +74,8 @@ def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, bat
     dist = setup(device)
     loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
     ckpts = chain([first], (_same_data(first, load_checkpoint(p), p) for p in paths[1:]))  # loaded one by one
-    return [evaluate([model_from_checkpoint(c, ema).to(dist.device)], loader, dist, collect=True) for c in ckpts]
+    return [evaluate([model_from_checkpoint(c, ema).to(dist.device)], loader, dist, collect=True,
+                     progress=f"evaluating checkpoint {i + 1} of {len(paths)}") for i, c in enumerate(ckpts)]
 
 
 def snapshot_epochs(run_dir: Path) -> dict[int, Path]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
-from tqdm import tqdm
 
 from ..data import DatasetBundle, build_datasets, dataset_labels, stratified_subset
 from ..errors import UserInputError
@@ -32,6 +30,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, set
 from .ema import ModelEma, unwrap
 from .evaluate import autocast_context, eval_loader, evaluate
 from .optim import build_optimizer, build_scheduler
+from .progress import Progress
 from .resolve import resolve, upgrade_stored_config
 from .run_folder import CONFIG, RunFolder
 
@@ -39,9 +38,6 @@ Log = Callable[[str], None]
 
 RESUME_MAY_CHANGE = ("epochs", "save_every", "workers", "device", "data_root")
 """Options a resumed run may change (epochs only upward); any other difference is another experiment."""
-
-PROGRESS_EVERY_S = 60.0
-"""Without a terminal, a progress line this often, so a log shows the run is alive."""
 
 
 def seed_everything(seed: int) -> None:
@@ -207,9 +203,8 @@ class Trainer:
         dev = self.dist.device
         sums = torch.zeros(2, dtype=torch.float64, device=dev)  # loss * n, correct: summed on the device
         count = 0
-        bar = tqdm(total=total, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False,
-                   disable=not (self.dist.is_main and sys.stderr.isatty()), unit="batch")
-        tick, seen_since, last_line = time.perf_counter(), 0, time.perf_counter()
+        progress = Progress(total, f"epoch {epoch}/{self.cfg.epochs}", enabled=self.dist.is_main, log=self.log)
+        tick, seen_since = time.perf_counter(), 0
         for step, (images, labels) in enumerate(loader):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
@@ -241,17 +236,13 @@ class Trainer:
                 sums[1] += (logits.argmax(1) == hard).sum()
             count += n
             seen_since += n
-            now = time.perf_counter()
-            if not bar.disable and (step % 10 == 0 or step + 1 == total):
-                bar.set_postfix(loss=f"{sums[0].item() / count:.4f}", acc=f"{100 * sums[1].item() / count:.1f}%",
-                                img_s=f"{seen_since / max(now - tick, 1e-9):.0f}")
+            if progress.due():
+                now = time.perf_counter()
+                progress.show({"loss": f"{sums[0].item() / count:.4f}", "acc": f"{100 * sums[1].item() / count:.1f}%",
+                               "img/s": f"{seen_since / max(now - tick, 1e-9):.0f}"})
                 tick, seen_since = now, 0
-            elif bar.disable and self.dist.is_main and now - last_line >= PROGRESS_EVERY_S:
-                self.log(f"epoch {epoch}/{self.cfg.epochs}  step {step + 1}/{total}  "
-                         f"loss {sums[0].item() / count:.4f}")
-                last_line = now
-            bar.update(1)
-        bar.close()
+            progress.update()
+        progress.close()
         totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=dev)])
         loss_sum, correct, count = all_reduce_sum(totals).tolist()
         if not math.isfinite(loss_sum):
