@@ -223,6 +223,15 @@ def test_report_pairs_only_groups_that_differ_in_one_factor(tmp_path, capsys):
     assert "small_cnn − " not in out.replace("model=small_cnn − model=small_resnet", "")  # no diagonal pairs
 
 
+def test_report_setting_leaves_out_the_options_of_two_different_methods(tmp_path, capsys):
+    folders = [fake_run(tmp_path / f"{m}{s}", s, [80.0 + s * len(m)], method=m,
+                        loss_options={"eps": 0.1} if m == "ls" else {}) for m in ("ce", "ols", "ls") for s in (0, 1)]
+    code, out, _ = report(capsys, *folders)
+    assert code == 0
+    assert {r[1] for r in table_rows(out, "method=ce − method=ols")} == {"-"}  # not loss_options={}
+    assert len(table_rows(out, 'method=ce, loss_options={} − method=ls, loss_options={"eps":0.1}')) == 3
+
+
 def test_report_skips_folders_that_are_not_finished_runs(tmp_path, capsys):
     done = [fake_run(tmp_path / "a", 0, [70.0, 80.0]), fake_run(tmp_path / "b", 1, [70.0, 82.0])]
     unfinished = fake_run(tmp_path / "c", 2, [10.0], epochs=2)

@@ -333,8 +333,8 @@ def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
                 keys: Sequence[str] = PAIRED_KEYS) -> list[dict[str, Any]]:
     """Paired tests (by seed, over the seeds both groups have) of group i − group j for each pair and key.
 
-    `comparison` names the options that differ, `setting` those the two share; pairs with fewer than two
-    common seeds are left out."""
+    `comparison` names the options that differ, `setting` those the two share (less the options of two
+    different methods); pairs with fewer than two common seeds are left out."""
     rows = []
     for i, j in pairs:
         a, b = groups[i], groups[j]
@@ -343,6 +343,8 @@ def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
             continue
         same = {k: v for k, v in a.options.items() if _canonical(v) == _canonical(b.options.get(k))}
         text = [", ".join(f"{k}={option_text(v)}" for k, v in g.options.items() if k not in same) for g in (a, b)]
+        if any(k in METHOD_OPTIONS for k in {*a.options, *b.options} - set(same)):  # options of different methods
+            same = {k: v for k, v in same.items() if k not in METHOD_OPTIONS}
         for key in keys:
             test = paired_test([a.runs[s][key] for s in seeds], [b.runs[s][key] for s in seeds])
             wilcoxon = test["wilcoxon_pvalue"]
