@@ -214,3 +214,27 @@ def test_train_subset_is_stratified_and_seeded_and_evaluation_keeps_all(tmp_path
     assert again.train_loader.dataset.indices == subset.indices
     other = Trainer(build_config(None, {**cfg, "seed": 1}))
     assert other.train_loader.dataset.indices != subset.indices
+
+
+def test_a_loss_that_keeps_per_sample_state_receives_each_training_index_once_per_epoch(tmp_path):
+    from olsmooth.engine.config import build_config
+    from olsmooth.engine.trainer import Trainer
+    from olsmooth.losses import CrossEntropy, register_loss
+
+    class Recording(CrossEntropy):
+        needs_index = True
+
+        def __init__(self, num_classes: int) -> None:
+            super().__init__(num_classes)
+            self.seen: list[int] = []
+
+        def forward(self, logits, target, index):  # type: ignore[override]
+            self.seen += index.tolist()
+            return super().forward(logits, target)
+
+    register_loss("recording-ce", "cross-entropy that records the sample indices it sees")(
+        lambda num_classes: Recording(num_classes))
+    trainer = Trainer(build_config(None, {"train_subset": 200, "method": "recording-ce", "out": str(tmp_path / "r")}))
+    trainer.start_epoch(0)
+    trainer.train_one_epoch()
+    assert sorted(trainer.criterion.seen) == list(range(200))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
-from ..data import DatasetBundle, build_datasets, dataset_labels, stratified_subset
+from ..data import DatasetBundle, WithIndex, build_datasets, dataset_labels, stratified_subset
 from ..errors import UserInputError
 from ..losses import EpochLoss, build_loss
 from ..models import accepts_in_chans, create_model
@@ -205,9 +205,10 @@ class Trainer:
         count = 0
         progress = Progress(total, f"epoch {epoch}/{self.cfg.epochs}", enabled=self.dist.is_main, log=self.log)
         tick, seen_since = time.perf_counter(), 0
-        for step, (images, labels) in enumerate(loader):
+        for step, (images, labels, *index) in enumerate(loader):
             images = images.to(dev, non_blocking=True)
             labels = labels.to(dev, non_blocking=True)
+            extra = {"index": index[0].to(dev, non_blocking=True)} if self.needs_index else {}
             target = labels
             if mixer is not None:
                 images, target = mixer(images, labels)
@@ -216,7 +217,7 @@ class Trainer:
             with autocast_context(dev, self.cfg.amp):
                 logits = self.train_model(images)
             try:
-                loss = self.criterion(logits, target)
+                loss = self.criterion(logits, target, **extra)
             except ValueError as err:
                 raise UserInputError(f"epoch {epoch}, step {step + 1}: {err}") from None
             self.optimizer.zero_grad(set_to_none=True)
@@ -323,8 +324,13 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return torch.compile(model) if self.cfg.compile else model
 
+    @property
+    def needs_index(self) -> bool:
+        """Whether the loss keeps per-sample state: then batches carry each sample's index in the training set."""
+        return bool(getattr(self.criterion, "needs_index", False))
+
     def _train_loader(self) -> tuple[DistributedSampler | RandomSampler, DataLoader]:
-        data = self.bundle.train
+        data = WithIndex(self.bundle.train) if self.needs_index else self.bundle.train
         sampler: DistributedSampler | RandomSampler
         if self.dist.enabled:
             sampler = DistributedSampler(data, self.dist.world_size, self.dist.rank, shuffle=True, seed=self.cfg.seed)
