@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ._extras import toolkit_required
 from .errors import UserInputError
 
 
@@ -20,6 +19,7 @@ def _parse_loss_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    import yaml
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
@@ -270,10 +270,11 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; bad input gives a one-line message and exit code 2."""
-    args = build_parser().parse_args(argv)
+    """Entry point; bad input (or a missing package of the toolkit extra) gives a one-line message and exit code 2."""
     try:
-        return COMMANDS[args.command](args)
+        with toolkit_required():
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.command](args)
     except UserInputError as err:
         print(f"olsmooth: error: {_one_line(err)}", file=sys.stderr)
         return 2
