@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("dataset-info", help="count the train/test samples and classes of a dataset")
     info.add_argument("--dataset", required=True)
     info.add_argument("--data-root")
-    info.add_argument("--split", default="paper", choices=["paper", "official"])
+    info.add_argument("--split", choices=["paper", "official"], help="fine-grained sets only (default: paper)")
     info.add_argument("--json", action="store_true")
 
     rep = sub.add_parser("report", help="mean ± std over runs, grouped by the options that differ, with paired "
@@ -124,6 +124,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "loss_options" in overrides:
         overrides["loss_options"] = dict(overrides["loss_options"])
     if args.resume:
+        ignored = [flag for flag, given in (("-c", args.config), ("--out", "out" in overrides),
+                                            ("--force", "force" in overrides)) if given]
+        if ignored:
+            raise UserInputError(f"--resume continues the run as it was configured: {', '.join(ignored)} "
+                                 f"cannot be given with it")
         cfg, checkpoint = load_resume(Path(args.resume), overrides)
     else:
         recipe = read_yaml(resolve_recipe_path(args.config)) if args.config else None
@@ -260,27 +265,30 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "ensemble": cmd_ensemble, "dat
             "report": cmd_report, "study": cmd_study}
 
 
-def _one_line(err: BaseException) -> str:
-    """The user-facing line of an error, also when a DataLoader worker re-raised it with a traceback inside."""
-    text = str(err).strip()
-    for line in reversed(text.splitlines()):
-        if "UserInputError: " in line:
-            return line.split("UserInputError: ", 1)[1]
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; bad input (or a missing package of the toolkit extra) gives a one-line message and exit code 2."""
+    """Entry point; bad input (and an I/O error, named with its file, or a missing package of the toolkit extra)
+    gives a one-line message and exit code 2."""
     try:
         with toolkit_required():
             args = build_parser().parse_args(argv)
             return COMMANDS[args.command](args)
     except UserInputError as err:
-        print(f"olsmooth: error: {_one_line(err)}", file=sys.stderr)
+        print(f"olsmooth: error: {err.line()}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        from .fileio import io_error
+        print(f"olsmooth: error: {io_error(err.filename or '(unnamed file)', err, 'use').line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("olsmooth: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as err:
+        from .engine.distributed import is_peer_timeout
+        if not is_peer_timeout(err):
+            raise
+        print("olsmooth: error: another process of this torchrun job stopped answering within --dist-timeout "
+              f"({' '.join(str(err).split())[:160]})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
