@@ -254,7 +254,7 @@ def test_summary_json_holds_the_best_and_last_test_figures(finished):
     assert summary["test_nll_best"] == best["nll"] and summary["epochs"] == len(records)
 
 
-def test_validation_split_picks_best_on_val_and_reports_test_at_best_and_last(tmp_path):
+def test_validation_split_picks_best_on_val_and_reports_test_at_best_and_last(tmp_path, capsys):
     out = tmp_path / "val"
     assert main(["train", *QUICK, "--epochs", "3", "--val-fraction", "0.2", "--out", str(out)]) == 0
     records = rows(out)
@@ -268,6 +268,10 @@ def test_validation_split_picks_best_on_val_and_reports_test_at_best_and_last(tm
     import numpy as np
     val, train = np.load(out / "val_indices.npy"), np.load(out / "train_indices.npy")
     assert len(np.intersect1d(val, train)) == 0 and len(train) == 300
+    capsys.readouterr()
+    assert main(["report", str(out), "--json"]) == 0  # report reads the test figures from summary.json
+    reported = json.loads(capsys.readouterr().out)["summary"][0]
+    assert reported["top1"]["mean"] == pytest.approx(summary["test_top1_last"])
 
 
 # -- under torchrun the evaluated model is the saved model ------------------------------------------------------

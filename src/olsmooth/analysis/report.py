@@ -140,12 +140,13 @@ def run_status(run_dir: Union[str, os.PathLike]) -> RunStatus:
 
 
 @dataclass(frozen=True)
-class RunFolder:
+class FinishedRun:
     """A finished run: where it is, its configuration and its per-epoch records."""
 
     path: Path
     config: dict[str, Any]
     records: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -156,17 +157,36 @@ class RunFolder:
         return _select(self.records, which, self.path / METRICS_FILE)
 
     def figures(self, which: str = "last", keys: Sequence[str] = DEFAULT_KEYS) -> dict[str, float]:
-        """The metrics `keys` of the last or the best epoch, each checked to be a number."""
+        """The test metrics `keys` of the last or the best epoch, each checked to be a number: from summary.json
+        (`test_KEY_last` / `test_KEY_best`) where it has them, the only test figures of a run with a validation
+        split, else from that epoch's record."""
+        tested = {key: f"test_{key}_{which}" for key in keys}
+        if all(name in self.summary for name in tested.values()):
+            return {key: _number(self.summary, name, self.path / SUMMARY_FILE) for key, name in tested.items()}
         record = self.record(which)
         return {key: _number(record, key, self.path / METRICS_FILE) for key in keys}
 
 
-def load_run(run_dir: Union[str, os.PathLike]) -> RunFolder:
+def load_run(run_dir: Union[str, os.PathLike]) -> FinishedRun:
     """Read a finished run folder; an unfinished one is a user error."""
     status = run_status(run_dir)
     if status.state != "done":
         raise UserInputError(f"{run_dir} is not a finished run ({_progress(status)})")
-    return RunFolder(Path(run_dir), read_run_config(run_dir), read_metrics(run_dir))
+    return FinishedRun(Path(run_dir), read_run_config(run_dir), read_metrics(run_dir), _read_summary(Path(run_dir)))
+
+
+def _read_summary(folder: Path) -> dict[str, Any]:
+    """summary.json of a run folder, or {} where there is none (runs of older versions)."""
+    path = folder / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{path}: malformed JSON ({error})") from None
+    if not isinstance(summary, dict):
+        raise UserInputError(f"{path}: expected a JSON object")
+    return summary
 
 
 def _progress(status: RunStatus) -> str:
@@ -175,7 +195,7 @@ def _progress(status: RunStatus) -> str:
     return f"{status.epochs_done} of {status.epochs} epochs"
 
 
-def load_finished_runs(folders: Sequence[Union[str, os.PathLike]], note: Callable[[str], None]) -> list[RunFolder]:
+def load_finished_runs(folders: Sequence[Union[str, os.PathLike]], note: Callable[[str], None]) -> list[FinishedRun]:
     """The finished runs among `folders` (each read once); every other folder is skipped with a note."""
     runs, seen = [], set()
     for folder in map(Path, folders):
@@ -239,7 +259,7 @@ class Group:
         self.runs[seed], self.folders[seed] = figures, folder
 
 
-def group_runs(runs: Sequence[RunFolder], which: str = "last", keys: Sequence[str] = DEFAULT_KEYS) -> list[Group]:
+def group_runs(runs: Sequence[FinishedRun], which: str = "last", keys: Sequence[str] = DEFAULT_KEYS) -> list[Group]:
     """Runs grouped by every option that differs between them (always showing the method), in first-seen order."""
     if not runs:
         raise UserInputError("no finished runs to report")
