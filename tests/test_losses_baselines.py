@@ -74,5 +74,5 @@ def test_registry_builds_every_method_and_rejects_unknown_ones():
     assert build_loss("ls", 5, eps=0.2).eps == 0.2
     with pytest.raises(UserInputError, match="unknown method 'nope'"):
         build_loss("nope", 5)
-    with pytest.raises(UserInputError, match="bad options"):
+    with pytest.raises(UserInputError, match="unknown option 'colour' for method 'ls'"):
         build_loss("ls", 5, colour="red")
