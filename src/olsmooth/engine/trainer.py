@@ -70,18 +70,19 @@ def load_resume(run_dir: str | Path, overrides: dict[str, Any]) -> tuple[TrainCo
             what = ", ".join(f"{k}: {on_disk.get(k)!r} in {CONFIG}, {stored.get(k)!r} in last.pt" for k in differ)
             raise UserInputError(f"cannot resume {run_dir}: {CONFIG} disagrees with last.pt ({what}); "
                                  f"restore {CONFIG} or delete it to use last.pt's")
-    given = {k.replace("-", "_"): v for k, v in overrides.items()}
-    changed = {k: v for k, v in given.items() if v != stored.get(k)}
+    place = {"out": str(run_dir), "force": False}
+    saved = build_config(stored, place)
+    cfg = build_config(stored, {**overrides, **place})  # checked like any configuration; aliases resolved
+    before, after = saved.to_dict(), cfg.to_dict()
+    changed = [k for k in after if after[k] != before[k]]
     refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
     if refused:
-        what = ", ".join(f"{k} {stored.get(k)!r} -> {changed[k]!r}" for k in refused)
+        what = ", ".join(f"{k} {before[k]!r} -> {after[k]!r}" for k in refused)
         raise UserInputError(f"cannot resume {run_dir} with a different experiment ({what}); only "
                              f"{', '.join(RESUME_MAY_CHANGE)} may change")
-    if "epochs" in changed and changed["epochs"] is not None and changed["epochs"] < max(stored["epochs"],
-                                                                                          ckpt["epoch"]):
-        raise UserInputError(f"cannot resume {run_dir} with --epochs {changed['epochs']}: the run has "
-                             f"{stored['epochs']} epochs (they may only grow)")
-    cfg = build_config(stored, {**changed, "out": str(run_dir), "force": False})
+    if "epochs" in changed and cfg.epochs < max(saved.epochs, ckpt["epoch"]):
+        raise UserInputError(f"cannot resume {run_dir} with --epochs {cfg.epochs}: the run has {saved.epochs} "
+                             f"epochs (they may only grow)")
     return cfg, ckpt
 
 
