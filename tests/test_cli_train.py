@@ -216,10 +216,11 @@ def test_train_subset_is_stratified_and_seeded_and_evaluation_keeps_all(tmp_path
     assert other.train_loader.dataset.indices != subset.indices
 
 
-def test_a_loss_that_keeps_per_sample_state_receives_each_training_index_once_per_epoch(tmp_path):
+def test_a_loss_that_keeps_per_sample_state_receives_each_training_index_once_per_epoch(tmp_path, monkeypatch):
     from olsmooth.engine.config import build_config
     from olsmooth.engine.trainer import Trainer
-    from olsmooth.losses import CrossEntropy, register_loss
+    from olsmooth.engine import trainer as trainer_module
+    from olsmooth.losses import CrossEntropy
 
     class Recording(CrossEntropy):
         needs_index = True
@@ -232,9 +233,8 @@ def test_a_loss_that_keeps_per_sample_state_receives_each_training_index_once_pe
             self.seen += index.tolist()
             return super().forward(logits, target)
 
-    register_loss("recording-ce", "cross-entropy that records the sample indices it sees")(
-        lambda num_classes: Recording(num_classes))
-    trainer = Trainer(build_config(None, {"train_subset": 200, "method": "recording-ce", "out": str(tmp_path / "r")}))
+    monkeypatch.setattr(trainer_module, "build_loss", lambda name, num_classes, **options: Recording(num_classes))
+    trainer = Trainer(build_config(None, {"train_subset": 200, "method": "ce", "out": str(tmp_path / "r")}))
     trainer.start_epoch(0)
     trainer.train_one_epoch()
     assert sorted(trainer.criterion.seen) == list(range(200))
