@@ -1,11 +1,9 @@
-"""PCA lighting noise, channel repeat, the preset sizes, and label-noise injection."""
+"""PCA lighting noise, channel repeat and the preset sizes (label noise: test_data_noise.py)."""
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from olsmooth.data import inject_label_noise
 from olsmooth.data.transforms import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
@@ -14,7 +12,6 @@ from olsmooth.data.transforms import (
     fine_grained_preset,
     imagenet_preset,
 )
-from olsmooth.errors import UserInputError
 
 
 def test_lighting_adds_one_colour_shift_per_image_with_the_pca_statistics():
@@ -57,43 +54,3 @@ def test_fine_grained_test_transform_is_a_square_resize_then_centre_crop():
     x = fine_grained_preset(None, None).test(img)
     white = (x[0] > 0).float().mean(0)
     assert white[:110].sum() == 0 and white[114:].min() == 1
-
-
-def test_symmetric_noise_flips_exactly_the_rate_to_other_classes():
-    labels = np.arange(1000) % 10
-    noisy = inject_label_noise(labels, 10, 0.3, "symmetric", seed=3)
-    changed = noisy != labels
-    assert changed.sum() == 300
-    assert noisy.min() >= 0 and noisy.max() < 10
-    assert len(np.unique(noisy[changed])) == 10  # every other class is reachable
-    assert np.array_equal(noisy, inject_label_noise(labels, 10, 0.3, "symmetric", seed=3))
-    assert not np.array_equal(noisy, inject_label_noise(labels, 10, 0.3, "symmetric", seed=4))
-
-
-def test_pair_noise_moves_to_the_next_class():
-    labels = np.arange(200) % 5
-    noisy = inject_label_noise(labels.tolist(), 5, 0.25, "pair", seed=0)
-    changed = noisy != labels
-    assert changed.sum() == 50
-    assert np.array_equal(noisy[changed], (labels[changed] + 1) % 5)
-
-
-def test_noise_ignores_and_keeps_the_global_rng():
-    np.random.seed(0)
-    state = np.random.get_state()[1].copy()
-    a = inject_label_noise([0, 1, 2, 3] * 5, 4, 0.5, seed=1)
-    np.random.seed(7)
-    assert np.array_equal(a, inject_label_noise([0, 1, 2, 3] * 5, 4, 0.5, seed=1))
-    np.random.seed(0)
-    inject_label_noise([0, 1, 2, 3] * 5, 4, 0.5, seed=1)
-    assert np.array_equal(np.random.get_state()[1], state)
-
-
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"rate": 1.5}, "rate"), ({"kind": "uniform"}, "kind"), ({"num_classes": 1}, "2 classes"),
-    ({"labels": [0, 7]}, "labels must lie"),
-])
-def test_noise_bad_input(kwargs, needle):
-    args = {"labels": [0, 1, 2], "num_classes": 3, "rate": 0.2, **kwargs}
-    with pytest.raises(UserInputError, match=needle):
-        inject_label_noise(**args)

@@ -2,11 +2,12 @@
 
 Layout: `sources/` holds one module per dataset family, `formats/` the file readers (IDX, list files, archive
 annotations); the modules here are the shared core (specs and bundles, the registry, transforms, the dataset
-class, subsets, label noise).
+class, subsets, label noise and its class maps).
 """
 
 from .datasets import LabelledDataset, WithIndex, dataset_labels
-from .noise import inject_label_noise
+from .noise import NOISE_KINDS, NoisyLabels, instance_images, make_noisy_labels, parse_noise_spec
+from .noise_maps import load_noise_map
 from .registry import (
     build_datasets,
     canonical_dataset_name,
@@ -18,6 +19,7 @@ from .registry import (
 from .spec import AUGMENT_LEVELS, DatasetBundle, DatasetSpec
 from .subsets import stratified_subset
 
-__all__ = ["AUGMENT_LEVELS", "DatasetBundle", "DatasetSpec", "LabelledDataset", "WithIndex", "build_datasets",
-           "canonical_dataset_name", "dataset_defaults", "dataset_info", "dataset_labels", "dataset_spec",
-           "inject_label_noise", "list_datasets", "stratified_subset"]
+__all__ = ["AUGMENT_LEVELS", "NOISE_KINDS", "DatasetBundle", "DatasetSpec", "LabelledDataset", "NoisyLabels",
+           "WithIndex", "build_datasets", "canonical_dataset_name", "dataset_defaults", "dataset_info",
+           "dataset_labels", "dataset_spec", "instance_images", "list_datasets", "load_noise_map",
+           "make_noisy_labels", "parse_noise_spec", "stratified_subset"]
