@@ -18,9 +18,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/loss_speed.py
-	$(PY) benchmarks/trainer_overhead.py
-	$(PY) benchmarks/accuracy.py --quick
+	$(PY) -m benchmarks.loss_speed
+	$(PY) -m benchmarks.trainer_overhead
+	$(PY) -m benchmarks.accuracy --quick
 
 # The accuracy study of docs/results.md: about two hours on 2 CPU cores; stop and rerun to continue.
 results: $(STAMP)

@@ -6,9 +6,9 @@ metrics.jsonl already holds all epochs is skipped, and an interrupted one is res
 a long study can be stopped and continued with the same command. Results (mean ± std, paired tests,
 snapshot ensembles) go to OUT/accuracy.{json,md}, figures to --figures.
 
-    .venv/bin/python benchmarks/accuracy.py --quick                  # CI-sized, about 1-2 minutes on 2 cores
-    .venv/bin/python benchmarks/accuracy.py                          # the study: about 2 hours on 2 CPU cores
-    .venv/bin/python benchmarks/accuracy.py --pretrained resnet18-f37072fd.pth   # + the transfer protocol
+    .venv/bin/python -m benchmarks.accuracy --quick                  # CI-sized, about 1-2 minutes on 2 cores
+    .venv/bin/python -m benchmarks.accuracy                          # the study: about 2 hours on 2 CPU cores
+    .venv/bin/python -m benchmarks.accuracy --pretrained resnet18-f37072fd.pth   # + the transfer protocol
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine_info, machine_line, write_results  # noqa: E402
-from olsmooth.analysis import (  # noqa: E402
+from olsmooth.analysis import (
     classification_metrics,
     final_metrics,
     markdown_table,
@@ -38,14 +36,16 @@ from olsmooth.analysis import (  # noqa: E402
     read_metrics,
     summarize,
 )
-from olsmooth.data import build_datasets, dataset_defaults  # noqa: E402
-from olsmooth.engine.config import TrainConfig  # noqa: E402
-from olsmooth.engine.inference import evaluate_each, pick_snapshots, snapshot_epochs  # noqa: E402
-from olsmooth.engine.trainer import Trainer, load_resume  # noqa: E402
+from olsmooth.data import build_datasets, dataset_defaults
+from olsmooth.engine.config import build_config
+from olsmooth.engine.inference import evaluate_each, pick_snapshots, snapshot_epochs
+from olsmooth.engine.trainer import Trainer, load_resume
+
+from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
 
 DATASET = "fashion-mnist"  # the default; any registered dataset works with --dataset
 LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn digits"}
-# key on the command line -> (label in tables, TrainConfig options)
+# key on the command line -> (label in tables, training options)
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "ce": ("CE", dict(method="ce")),
     "ls": ("LS (eps 0.1)", dict(method="ls", ls_eps=0.1)),
@@ -97,7 +97,9 @@ class Study:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options; --quick overrides seeds, epochs, subset and models."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = benchmark_parser(__spec__.name, __doc__, out="benchmarks/out/accuracy", threads=None,
+                         quick="CI size: 1 seed, 1 epoch, 1,000 images, batch 32, small_cnn",
+                         device="cpu | cuda (default: cuda when present)")
     p.add_argument("--dataset", default=DATASET, help="dataset of the study (default: Fashion-MNIST)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per method and model (0..N-1)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs of every run")
@@ -109,14 +111,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, help="peak learning rate (default: the dataset's, 0.05 for Fashion-MNIST)")
     p.add_argument("--save-every", type=int, default=1, help="epoch snapshots for ensembles every N epochs")
     p.add_argument("--ensemble-seeds", type=int, help="seeds whose snapshot ensembles are evaluated (default: all)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quick", action="store_true", help="CI size: 1 seed, 1 epoch, 1,000 images, batch 32, small_cnn")
     p.add_argument("--pretrained", help="torchvision ImageNet resnet18/resnet50 .pth: also run the transfer study")
     p.add_argument("--pretrained-model", help="model name for --pretrained (default: guessed from the file name)")
-    p.add_argument("--out", default="benchmarks/out/accuracy", help="root of the run folders and result files")
     p.add_argument("--figures", help="folder for the PNG figures (default OUT/figures)")
-    p.add_argument("--device", help="cpu | cuda (default: cuda when present)")
-    args = p.parse_args(argv)
+    args = parse_benchmark_args(p, argv)
     if args.quick:
         args.seeds, args.epochs, args.subset, args.models = 1, 1, 1000, ["small_cnn"]
         args.batch_size = args.batch_size or 32
@@ -177,9 +175,9 @@ def train_one(study: Study, method: str, seed: int, args: argparse.Namespace) ->
     else:
         tuning = {k: getattr(args, k) for k in ("batch_size", "lr") if getattr(args, k) is not None}
         options = {**study.methods[method][1], **study.extra, **tuning}
-        cfg = TrainConfig(dataset=args.dataset, model=study.model, epochs=args.epochs, seed=seed, out=str(folder),
-                          save_every=args.save_every, device=args.device, force=True,
-                          train_subset=args.subset, **options)
+        cfg = build_config(None, dict(dataset=args.dataset, model=study.model, epochs=args.epochs, seed=seed,
+                                      out=str(folder), save_every=args.save_every, device=args.device, force=True,
+                                      train_subset=args.subset, **options))
         checkpoint, action = None, "trained"
     start = time.perf_counter()
     Trainer(cfg, checkpoint, log=lambda _msg: None).fit()
@@ -321,8 +319,7 @@ def analyse(study: Study, args: argparse.Namespace, md_dir: Path, data: Data) ->
 def main(argv: Sequence[str] | None = None) -> int:
     """Train what is missing, then write the tables and figures."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    command = command_line(argv, __spec__.name)
     info = machine_info()
     data = Data.of(args.dataset)
     studies = build_studies(args)
@@ -330,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_all(studies, args)
     train_s = time.perf_counter() - start
     out = Path(args.out)
-    sections, payload = [], {"machine": info, "command": command_line(), "args": vars(args) | {"figures": str(
+    sections, payload = [], {"machine": info, "command": command, "args": vars(args) | {"figures": str(
         args.figures)}, "train_seconds_this_invocation": train_s, "studies": {}}
     for study in studies:
         payload["studies"][study.name], section = analyse(study, args, out, data)
@@ -338,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = dataset_defaults(args.dataset)
     subset = args.subset is not None and args.subset < data.train_size
     size = f"first {args.subset:,}" if subset else f"all {data.train_size:,}"
-    header = (f"# Accuracy on {data.label}\n\nMachine: {machine_line(info)}\n\nCommand: `{command_line()}`\n\n"
+    header = (f"# Accuracy on {data.label}\n\nMachine: {machine_line(info)}\n\nCommand: `{command}`\n\n"
               f"Training on the {size} training images, evaluation on all {data.test_size:,} test images; "
               f"{args.epochs} epochs, {args.seeds} seed(s); batch {args.batch_size or defaults['batch_size']}, "
               f"lr {args.lr or defaults['lr']}, SGD momentum 0.9, cosine schedule, weight decay "

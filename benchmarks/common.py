@@ -1,7 +1,8 @@
-"""Shared helpers for benchmarks: machine description, interleaved timing, and JSON/Markdown result files."""
+"""Shared helpers for benchmarks: one argument parser, machine description, interleaved timing, result files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -15,6 +16,55 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from olsmooth import analysis
+from olsmooth.engine.config import OPTIONS
+from olsmooth.errors import UserInputError
+from olsmooth.fileio import atomic_write_text
+
+DEFAULT_OUT = "benchmarks/out"
+
+
+def device_name(text: str) -> str:
+    """An argparse type: what the toolkit's --device accepts (cpu, cuda or cuda:N)."""
+    try:
+        return OPTIONS["device"].check(text, "--device")
+    except UserInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def benchmark_parser(module: str, doc: str, *, quick: str, device: str, out: str = DEFAULT_OUT,
+                     threads: int | None = 2, profile: str | None = None) -> argparse.ArgumentParser:
+    """The options every benchmark shares: --quick, --out, --threads, --device, and --profile where `profile` says
+    what it adds; each script adds its own options to the parser returned. `module` is the `python -m` name."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.strip().splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", default=out, help=f"folder for the result files (default {out})")
+    threads_text = "torch's choice" if threads is None else str(threads)
+    parser.add_argument("--threads", type=int, default=threads, help=f"torch CPU threads (default {threads_text})")
+    parser.add_argument("--device", type=device_name, help=device)
+    if profile is not None:
+        parser.add_argument("--profile", action="store_true", help=profile)
+    return parser
+
+
+def parse_benchmark_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse argv, refuse --device cuda on a machine without CUDA (usage error), and set torch's CPU threads."""
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.device is not None and args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device on this machine")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def benchmark_devices(requested: str | None) -> list[torch.device]:
+    """The devices a speed benchmark measures: the one asked for, else the CPU and CUDA when present."""
+    if requested is not None:
+        return [torch.device(requested)]
+    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
 
 def cpu_model() -> str:
@@ -97,7 +147,7 @@ def time_interleaved(cases: Mapping[str, Callable[[], None]], repeats: int, min_
     return samples
 
 
-def summarize(seconds: Sequence[float]) -> dict[str, float]:
+def timing_summary(seconds: Sequence[float]) -> dict[str, float]:
     """Median and quartiles of per-call times, in milliseconds."""
     ms = sorted(s * 1e3 for s in seconds)
     q1, _, q3 = statistics.quantiles(ms, n=4) if len(ms) > 1 else (ms[0], ms[0], ms[0])
@@ -129,22 +179,17 @@ def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> d
             "ci95_high": high, "rounds": len(ratios)}
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+def grid_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table of rows given as lists of ready-made cells, one per header (the library's markdown_table)."""
+    return analysis.markdown_table([dict(zip(headers, row)) for row in rows], headers).rstrip("\n")
 
 
-def command_line() -> str:
-    """The command that produced this result, as typed from the repository root."""
-    return " ".join([".venv/bin/python", *sys.argv])
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def command_line(argv: Sequence[str] | None = None, module: str | None = None) -> str:
+    """The command that produced this result, as typed from the repository root: `python -m module` and argv
+    (default: the running `python -m` module and its command-line arguments)."""
+    module = module or getattr(sys.modules["__main__"].__spec__, "name", None)
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join([".venv/bin/python", *(["-m", module] if module else sys.argv[:1]), *args])
 
 
 def write_results(out_dir: str | Path, name: str, payload: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:
@@ -152,8 +197,8 @@ def write_results(out_dir: str | Path, name: str, payload: Mapping[str, Any], ma
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    _write_atomically(json_path, json.dumps(payload, indent=2, default=str) + "\n")
-    _write_atomically(md_path, markdown.rstrip() + "\n")
+    atomic_write_text(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(md_path, markdown.rstrip() + "\n")
     return json_path, md_path
 
 
@@ -172,3 +217,8 @@ def report_header(title: str, payload: Mapping[str, Any]) -> list[str]:
     return [f"# {title}", "",
             f"- Machine: {machine_line(payload['machine'])}, at the end {payload['load_average_1min_end']}",
             f"- Command: `{payload['command']}`"]
+
+
+# the names loss_speed.py imports until it moves to the package imports
+summarize = timing_summary
+markdown_table = grid_table

@@ -1,22 +1,21 @@
 """Training-loop overhead: images/s of olsmooth's Trainer against a bare PyTorch loop, same model, data and batch.
 
 Both sides train `small_cnn` (or --model; `mlp` makes the per-step host work visible) with SGD lr 0.05, momentum
-0.9, batch 128 on the same in-memory subset of real Fashion-MNIST, fed by one shared DataLoader, so only the loops
-differ. The Trainer side times exactly what the `images_per_s` of metrics.jsonl times: `_train_epoch(epoch)` then
-`criterion.next_epoch()`, for methods `ce` and `ols` (paper-cifar). Epochs run round-robin, the order rotated each
-round, on CPU, and on CUDA when present (with --amp, bf16 by default). Targets: trainer-ce / bare >= 0.95 in
-images/s, and OLS costing < 1% more time than CE inside the Trainer; the second is also checked below epoch noise by
-timing the two criteria alone on the model's logits against the measured step time.
+0.9, batch 128 on the same in-memory subset of real Fashion-MNIST (or --dataset), fed by one shared DataLoader, so
+only the loops differ. The Trainer side times exactly what the `images_per_s` of metrics.jsonl times, through the
+public API: `train_one_epoch(loader)` then `criterion.next_epoch()`, for methods `ce` and `ols` (paper-cifar).
+Epochs run round-robin, the order rotated each round, on CPU and on CUDA when present, or on --device alone (CUDA
+with --amp, bf16 by default). Targets: trainer-ce / bare >= 0.95 in images/s, and OLS costing < 1% more time than
+CE inside the Trainer; the second is also checked below epoch noise by timing the two criteria alone on the model's
+logits against the measured step time.
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--quick] [--profile] [--out DIR] [--threads N] [--amp bf16]
-                                                    [--model NAME] [--images N] [--cuda-images N] [--repeats N]
+    .venv/bin/python -m benchmarks.trainer_overhead [--quick] [--profile] [--out DIR] [--threads N] [--device D]
+        [--amp bf16] [--model NAME] [--dataset NAME] [--images N] [--cuda-images N] [--repeats N]
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import itertools
 import pstats
 import statistics
 import sys
@@ -31,22 +30,26 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
-from common import (
-    command_line,
-    finish,
-    machine_info,
-    markdown_table,
-    paired_ratios,
-    report_header,
-    summarize,
-    time_interleaved,
-)
-from loss_speed import backward_step, device_sync
 from olsmooth.data import build_datasets
-from olsmooth.engine.config import TrainConfig
+from olsmooth.engine.config import build_config
 from olsmooth.engine.trainer import Trainer
 from olsmooth.losses import build_loss
 from olsmooth.models import create_model
+
+from .common import (
+    benchmark_devices,
+    benchmark_parser,
+    command_line,
+    finish,
+    grid_table,
+    machine_info,
+    paired_ratios,
+    parse_benchmark_args,
+    report_header,
+    time_interleaved,
+    timing_summary,
+)
+from .loss_speed import backward_step, device_sync
 
 DATASET = "fashion-mnist"
 MODEL = "small_cnn"  # default; --model mlp shows the per-step host overhead a cheap step cannot hide
@@ -64,9 +67,9 @@ WARMUP = 1
 CLOCKS = {"wall": "wall clock", "cpu": "process CPU time"}
 
 
-def load_subset(images: int) -> TensorDataset:
-    """The first `images` Fashion-MNIST training images, transformed once (no augmentation) into tensors."""
-    bundle = build_datasets(DATASET, augment="none")
+def load_subset(dataset: str, images: int) -> TensorDataset:
+    """The first `images` training images of `dataset`, transformed once (no augmentation) into tensors."""
+    bundle = build_datasets(dataset, augment="none")
     pairs = [bundle.train[i] for i in range(min(images, len(bundle.train)))]
     return TensorDataset(torch.stack([x for x, _ in pairs]), torch.tensor([y for _, y in pairs]))
 
@@ -105,22 +108,21 @@ class BareLoop:
             self.opt.step()
 
 
-def make_trainer(model: str, method: str, loader: DataLoader, device: torch.device, amp: str, out: Path) -> Trainer:
-    """A Trainer with the bare loop's optimisation (constant lr, no weight decay) training from `loader`."""
-    cfg = TrainConfig(dataset=DATASET, model=model, method=method, ols_preset=PRESET if method == "ols" else None,
-                      batch_size=BATCH, lr=LR, momentum=MOMENTUM, weight_decay=0.0, sched="constant", epochs=1000,
-                      workers=0, amp=amp, device=device.type, out=str(out), force=True)
-    trainer = Trainer(cfg, log=lambda _msg: None)
-    trainer.train_loader = loader  # the shared loader replaces the Trainer's own (same dataset type and sampler)
-    return trainer
+def make_trainer(dataset: str, model: str, method: str, device: torch.device, amp: str, out: Path) -> Trainer:
+    """A Trainer with the bare loop's optimisation (constant lr, no weight decay); it writes nothing (no fit())."""
+    options = {"dataset": dataset, "model": model, "method": method, "batch_size": BATCH, "lr": LR,
+               "momentum": MOMENTUM, "weight_decay": 0.0, "sched": "constant", "epochs": 1000, "workers": 0,
+               "amp": amp, "device": str(device), "out": str(out), "force": True}
+    if method == "ols":
+        options["ols_preset"] = PRESET
+    return Trainer(build_config(None, options), log=lambda _msg: None)
 
 
-def trainer_epoch(trainer: Trainer) -> Callable[[], None]:
-    """One timed Trainer epoch as in `_run_epoch`: `_train_epoch` then `criterion.next_epoch()`."""
-    counter = itertools.count()
-
+def trainer_epoch(trainer: Trainer, loader: DataLoader) -> Callable[[], None]:
+    """One Trainer epoch on the shared loader, exactly what `run_epoch` times: `train_one_epoch` then the loss's
+    `next_epoch()` (the shared loader's own generator shuffles, so the untimed `start_epoch` is not needed)."""
     def run() -> None:
-        trainer._train_epoch(next(counter))
+        trainer.train_one_epoch(loader)
         trainer.criterion.next_epoch()
     return run
 
@@ -195,19 +197,19 @@ def summarize_clock(seconds: dict[str, list[float]], images: int) -> dict[str, A
     }
 
 
-def loss_cost(trainers: dict[str, Trainer], loader: DataLoader, repeats: int,
+def loss_cost(trainers: dict[str, Trainer], loader: DataLoader, num_classes: int, repeats: int,
               min_sample_s: float) -> dict[str, Any]:
     """ms per call of fresh copies of the Trainers' criteria, forward + backward (+ statistics), on real logits.
 
     The logits are those of the model (under the run's autocast) on one batch of the loader, as a leaf tensor;
-    the criteria run outside autocast as in `_train_epoch`. Resolves the per-step OLS cost far below epoch noise.
+    the criteria run outside autocast as in `train_one_epoch`. Resolves the per-step OLS cost far below epoch noise.
     """
     trainer = trainers["ce"]
     device, amp = trainer.dist.device, trainer.cfg.amp
     images, labels = (t.to(device) for t in next(iter(loader)))
     with torch.no_grad(), autocast(device, amp):
         logits = trainer.model(images).detach().requires_grad_(True)
-    criteria = {m: build_loss(t.cfg.method, t.bundle.num_classes, **t.cfg.loss_kwargs()).to(device).train()
+    criteria = {m: build_loss(t.cfg.method, num_classes, **t.cfg.loss_kwargs()).to(device).train()
                 for m, t in trainers.items()}
 
     def between() -> None:
@@ -216,31 +218,27 @@ def loss_cost(trainers: dict[str, Trainer], loader: DataLoader, repeats: int,
 
     samples = time_interleaved({m: backward_step(c, logits, labels) for m, c in criteria.items()}, repeats,
                                min_sample_s, sync=device_sync(device), between=between)
-    return {m: summarize(values) for m, values in samples.items()}
+    return {m: timing_summary(values) for m, values in samples.items()}
 
 
-def measure_device(model: str, device: torch.device, amp: str, data: TensorDataset, num_classes: int, repeats: int,
-                   loss_repeats: tuple[int, float], profile: bool) -> dict[str, Any]:
+def measure_device(dataset: str, model: str, device: torch.device, amp: str, data: TensorDataset, num_classes: int,
+                   repeats: int, loss_repeats: tuple[int, float], profile: bool) -> dict[str, Any]:
     """Interleaved epochs of the three cases on one device, timed by the wall clock and by process CPU time."""
     loader = shared_loader(data, device)
     channels = data.tensors[0].shape[1]
-    with tempfile.TemporaryDirectory(prefix="trainer_overhead-") as tmp:
-        bare = BareLoop(model, loader, num_classes, channels, device, amp)
-        trainers = {m: make_trainer(model, m, loader, device, amp, Path(tmp) / m) for m in ("ce", "ols")}
-        cases = {"bare": bare.epoch, **{f"trainer-{m}": trainer_epoch(t) for m, t in trainers.items()}}
+    bare = BareLoop(model, loader, num_classes, channels, device, amp)
+    with tempfile.TemporaryDirectory(prefix="trainer_overhead-") as tmp:  # run folders; nothing writes them (no fit)
+        trainers = {m: make_trainer(dataset, model, m, device, amp, Path(tmp) / m) for m in ("ce", "ols")}
+        cases = {"bare": bare.epoch, **{f"trainer-{m}": trainer_epoch(t, loader) for m, t in trainers.items()}}
         cpu: dict[str, list[float]] = {name: [] for name in cases}
         timed = {name: with_cpu_time(fn, cpu[name]) for name, fn in cases.items()}
+        wall = rotated_rounds(timed, repeats, device_sync(device))
+        losses = loss_cost(trainers, loader, num_classes, *loss_repeats)
         profiles: dict[str, Any] = {}
-        try:
-            wall = rotated_rounds(timed, repeats, device_sync(device))
-            losses = loss_cost(trainers, loader, *loss_repeats)
-            if profile:
-                profiled = {name: profile_epochs(cases[name]) for name in CASES}
-                profiles = {name: extra_work(profiled["bare"], profiled[name], PROFILE_EPOCHS * len(loader))
-                            for name in CASES[1:]}
-        finally:
-            for trainer in trainers.values():
-                trainer.writer.close()
+        if profile:
+            profiled = {name: profile_epochs(cases[name]) for name in CASES}
+            profiles = {name: extra_work(profiled["bare"], profiled[name], PROFILE_EPOCHS * len(loader))
+                        for name in CASES[1:]}
     cpu = {name: values[WARMUP:] for name, values in cpu.items()}  # one call per sample: drop the warm-up calls
     step_ms = statistics.median(wall["trainer-ce"]) / len(loader) * 1e3
     extra_ms = losses["ols"]["median_ms"] - losses["ce"]["median_ms"]
@@ -278,7 +276,7 @@ def render(payload: dict[str, Any]) -> str:
     lines = report_header("Trainer overhead: olsmooth's training loop vs a bare PyTorch loop", payload) + [
              f"- Mode: {payload['mode']}; {payload['repeats']} interleaved rounds of one epoch per case, the order "
              "rotated each round (bare, trainer-ce, trainer-ols; trainer-ce, trainer-ols, bare; ...), after one "
-             "warm-up epoch each; an epoch is the first N Fashion-MNIST training images (N and steps of "
+             f"warm-up epoch each; an epoch is the first N {payload['dataset']} training images (N and steps of "
              f"{BATCH} in column 'epoch'), pre-transformed in memory; `{payload['model']}`, SGD lr {LR} "
              f"momentum {MOMENTUM}",
              "- Ratios are medians over rounds of per-round ratios [distribution-free 95% interval of that median]; "
@@ -302,7 +300,7 @@ def render(payload: dict[str, Any]) -> str:
             rows.append([e["device"], e["amp"], f"{e['images_per_epoch']:,} / {e['steps_per_epoch']}", label, *ips,
                          f"{spread(r['ce_over_bare'])} {v['ce_over_bare']}", spread(r["ols_over_bare"]),
                          f"{spread(r['ols_time_over_ce'], '{:+.2f}', -1.0, 100.0)} % {v['ols_extra']}"])
-    lines.append(markdown_table(headers, rows))
+    lines.append(grid_table(headers, rows))
     lines += ["", "OLS cost per step resolved below epoch noise: fresh copies of the two criteria, forward + backward "
               f"(+ statistics) on the model's logits for one batch, {payload['loss_repeats'][0]} interleaved samples "
               "of back-to-back calls, median ms; the difference over a median trainer-ce step:", ""]
@@ -313,7 +311,7 @@ def render(payload: dict[str, Any]) -> str:
                      f"{la['timings']['ols']['median_ms']:.3f}", f"{la['ols_extra_ms']:+.3f}",
                      f"{la['trainer_ce_step_ms']:.2f}",
                      f"{la['ols_extra_share_of_step']:+.2%} {la['ols_extra']}"])
-    lines.append(markdown_table(["device", "amp", "CE loss ms", "OLS loss ms", "OLS - CE ms", "trainer-ce step ms",
+    lines.append(grid_table(["device", "amp", "CE loss ms", "OLS loss ms", "OLS - CE ms", "trainer-ce step ms",
                                  f"OLS extra per step (< {MAX_OLS_EXTRA:.0%})"], rows))
     for e in payload["results"]:
         for name, prof in e["profile"].items():
@@ -322,7 +320,7 @@ def render(payload: dict[str, Any]) -> str:
                       f"= {prof['net_extra_share']:+.2%} of its {prof['trainer_epoch_ms']:.0f} ms (bare "
                       f"{prof['bare_epoch_ms']:.0f} ms; profiling inflates Python-level calls); top {PROFILE_ROWS} "
                       "by size:", ""]
-            lines.append(markdown_table(["function", "calls bare", f"calls {name}", "extra ms", "extra us/step"],
+            lines.append(grid_table(["function", "calls bare", f"calls {name}", "extra ms", "extra us/step"],
                                         [[r["function"], r["calls_bare"], r["calls_trainer"], f"{r['extra_ms']:+.2f}",
                                           f"{r['extra_us_per_step']:+.0f}"] for r in prof["top"][:PROFILE_ROWS]]))
     return "\n".join(lines)
@@ -330,12 +328,11 @@ def render(payload: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the Markdown table and write trainer_overhead.json / trainer_overhead.md."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small subset, few rounds: a smoke run, not a measurement")
-    parser.add_argument("--profile", action="store_true", help="also cProfile a few epochs of each case")
-    parser.add_argument("--out", default="benchmarks/out", help="folder for trainer_overhead.json and .md")
+    parser = benchmark_parser(__spec__.name, __doc__, quick="small subset, few rounds: a smoke run, not a measurement",
+                              device="cpu or cuda[:N] alone (default: the CPU, and CUDA when present)",
+                              profile="also cProfile a few epochs of each case")
     parser.add_argument("--model", default=MODEL, help=f"model of both loops (default {MODEL})")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--dataset", default=DATASET, help=f"training images of both loops (default {DATASET})")
     parser.add_argument("--amp", choices=("none", "bf16"), default="bf16",
                         help="mixed precision of the CUDA runs (CPU runs are float32); default bf16")
     parser.add_argument("--images", type=int, default=None,
@@ -343,20 +340,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda-images", type=int, default=None,
                         help="training images per CUDA epoch (default 60,000, the whole split; quick 6,400)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 30; quick 3)")
-    args = parser.parse_args(argv)
+    args = parse_benchmark_args(parser, argv)
 
-    torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 30)
     loss_repeats = (5, 0.005) if args.quick else (21, 0.05)
-    runs = [(torch.device("cpu"), "none", args.images or (512 if args.quick else 1280))]
-    if torch.cuda.is_available():
-        runs.append((torch.device("cuda"), args.amp, args.cuda_images or (6400 if args.quick else 60_000)))
-    data = load_subset(max(images for _, _, images in runs))
+    runs = [(device, "none", args.images or (512 if args.quick else 1280)) if device.type == "cpu"
+            else (device, args.amp, args.cuda_images or (6400 if args.quick else 60_000))
+            for device in benchmark_devices(args.device)]
+    data = load_subset(args.dataset, max(images for _, _, images in runs))
     num_classes = int(data.tensors[1].max()) + 1
     payload: dict[str, Any] = {
-        "benchmark": "trainer_overhead", "command": command_line(), "mode": "quick" if args.quick else "full",
-        "repeats": repeats, "loss_repeats": loss_repeats, "machine": machine_info(), "dataset": DATASET,
-        "model": args.model, "batch_size": BATCH, "lr": LR, "momentum": MOMENTUM, "ols_preset": PRESET,
+        "benchmark": "trainer_overhead", "command": command_line(argv, __spec__.name),
+        "mode": "quick" if args.quick else "full", "repeats": repeats, "loss_repeats": loss_repeats,
+        "machine": machine_info(), "dataset": args.dataset, "model": args.model, "batch_size": BATCH, "lr": LR,
+        "momentum": MOMENTUM, "ols_preset": PRESET,
         "stderr_is_tty": sys.stderr.isatty(),  # a terminal turns the Trainer's tqdm bar on (a .item() per 10 steps)
         "targets": {"ce_over_bare_min": MIN_CE_OVER_BARE, "ols_extra_time_max": MAX_OLS_EXTRA}, "results": [],
     }
@@ -364,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measuring {device.type} (amp {amp}): {repeats} rounds of {images} images ...", file=sys.stderr,
               flush=True)
         subset = TensorDataset(*(t[:images] for t in data.tensors))
-        entry = measure_device(args.model, device, amp, subset, num_classes, repeats, loss_repeats, args.profile)
+        entry = measure_device(args.dataset, args.model, device, amp, subset, num_classes, repeats, loss_repeats,
+                               args.profile)
         for clock in entry["clocks"].values():
             clock["verdict"] = verdicts(clock)
         payload["results"].append(entry)

@@ -1,8 +1,8 @@
-"""benchmarks/accuracy.py end to end on digits: tables against the run folders, ensembles, transfer, skip, resume."""
+"""`python -m benchmarks.accuracy` end to end on digits: tables against the run folders, ensembles, transfer, skip."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -15,18 +15,17 @@ import yaml
 from olsmooth.analysis import final_metrics
 from olsmooth.models import create_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--models", "small_cnn", "--methods", "ce", "ls", "ols", "--seeds", "2", "--epochs", "2",
         "--subset", "320", "--batch-size", "64", "--threads", "1", "--device", "cpu"]
 MAIN_METHODS = ("ce", "ls", "ols")
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("accuracy_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through the module
-    spec.loader.exec_module(module)
-    return module
+    """The study as the package module `python -m benchmarks.accuracy` runs (the repository root on sys.path)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("benchmarks.accuracy")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +91,7 @@ def test_transfer_study_runs_on_a_local_weights_file(study):
     assert {row["method"] for row in transfer["summary"]} == {"CE", "LS (eps 0.1)", "OLS paper-fine-grained"}
     run = Path(transfer["root"]) / "ols-fg" / "seed-0"
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["image_size"] == 64 and config["ols_preset"] == "paper-fine-grained"
+    assert config["image_size"] == 64 and config["loss_options"] == {"preset": "paper-fine-grained"}
     assert config["pretrained"].endswith("small_cnn-weights.pth")
 
 
