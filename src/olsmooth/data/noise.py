@@ -122,7 +122,7 @@ def truncated_normal(rng: np.random.Generator, mean: float, std: float, size: in
 
 def instance_features(images: Any) -> np.ndarray:
     """(N, d) float32 rows of instance noise: each image flattened, the mean image subtracted, scaled to unit length
-    (a constant row stays zero)."""
+    (an image equal to the mean stays zero)."""
     if hasattr(images, "detach"):  # a torch tensor
         images = images.detach().cpu().numpy()
     try:
