@@ -115,7 +115,7 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine.config import FIELDS, build_config, read_yaml, resolve_recipe_path
+    from .engine.config import FIELDS, build_config, load_recipe, resolve_recipe_path
     from .engine.distributed import teardown
     from .engine.trainer import Trainer, load_resume
     if _print_lists(args):
@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  f"cannot be given with it")
         cfg, checkpoint = load_resume(Path(args.resume), overrides)
     else:
-        recipe = read_yaml(resolve_recipe_path(args.config)) if args.config else None
+        recipe = load_recipe(resolve_recipe_path(args.config)) if args.config else None
         cfg, checkpoint = build_config(recipe, overrides), None
     try:
         trainer = Trainer(cfg, checkpoint)

@@ -158,8 +158,8 @@ def recipes_dir() -> Path:
 
 
 def list_recipes() -> dict[str, dict[str, Any]]:
-    """Shipped recipes by name, each with its parsed content."""
-    return {p.stem: read_yaml(p) for p in sorted(recipes_dir().glob("*.yaml"))}
+    """Shipped recipes by name, each with its options, `base:` resolved (the protocols they include are not listed)."""
+    return {p.stem: load_recipe(p) for p in sorted(recipes_dir().glob("*.yaml"))}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -181,9 +181,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve_recipe_path(name: str) -> Path:
-    """A recipe argument is a YAML path, or the name of a shipped recipe."""
-    path = Path(name)
+def resolve_recipe_path(name: str, folder: Path = Path()) -> Path:
+    """A recipe argument is a YAML path (relative to `folder`), or the name of a shipped recipe relative to the
+    configs folder (`cub200-resnet50-ols`, `protocols/fine-grained`)."""
+    path = folder / name
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
     shipped = recipes_dir() / f"{name}.yaml"
@@ -192,6 +193,63 @@ def resolve_recipe_path(name: str) -> Path:
     close = difflib.get_close_matches(name, [p.stem for p in recipes_dir().glob("*.yaml")], n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see olsmooth train --list-recipes"
     raise UserInputError(f"no recipe or config file {name!r}{hint}")
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    """A recipe's options with its `base:` included: a recipe name or a path relative to the including file, whose
+    options (and its own base's, recursively) come first. The including file's keys win; loss_options merge key by
+    key, as `build_config` reads a recipe then the flags. A missing base or a cycle is a user error naming the file."""
+    return _load_recipe(Path(path), ())
+
+
+def _load_recipe(path: Path, including: tuple[Path, ...]) -> dict[str, Any]:
+    """`load_recipe` of `path`, included by the files of `including` (outermost first)."""
+    recipe = read_yaml(path)
+    if "base" not in recipe:
+        return recipe
+    recipe = dict(recipe)
+    name = recipe.pop("base")
+    if not isinstance(name, str) or not name:
+        raise UserInputError(f"{path}: base must be a recipe name or a YAML path, got {name!r}")
+    try:
+        base = resolve_recipe_path(name, path.parent)
+    except UserInputError as err:
+        raise UserInputError(f"{path}: base: {err}") from None
+    if not base.is_file():
+        raise UserInputError(f"{path}: base {name!r} not found: no file {base}")
+    chain = (*including, path)
+    if base.resolve() in {p.resolve() for p in chain}:
+        raise UserInputError(f"{path}: base {name!r} includes itself: {' -> '.join(map(str, (*chain, base)))}")
+    return _merge_recipes(_load_recipe(base, chain), recipe, path)
+
+
+def _merge_recipes(base: dict[str, Any], recipe: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`recipe` over `base`, giving what `build_config` gives for the two read in turn: the later write of a key
+    wins, loss_options merge key by key, and an alias stays before or after loss_options so that the later of the
+    two writes of its loss option still wins."""
+    writes: dict[Any, Any] = {}  # every key and ("loss_options", name), in the order of their last write
+    has_options = False
+    for source in (base, recipe):
+        for key, value in source.items():
+            key = key.replace("-", "_") if isinstance(key, str) else key
+            entries = [(key, value)]
+            if key == "loss_options":
+                has_options = True
+                entries = [((key, name), v) for name, v in OPTIONS[key].check(value, f"{path}: option {key}").items()]
+            for entry, entry_value in entries:
+                writes.pop(entry, None)
+                writes[entry] = entry_value
+    before: dict[Any, Any] = {}
+    options: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for key, value in writes.items():
+        if isinstance(key, tuple):
+            options[key[1]] = value
+        elif key in LOSS_OPTION_ALIASES and LOSS_OPTION_ALIASES[key][1] in options:
+            after[key] = value
+        else:
+            before[key] = value
+    return {**before, **({"loss_options": options} if has_options else {}), **after}
 
 
 def from_text(kind: type, text: str) -> Any:

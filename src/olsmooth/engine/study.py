@@ -34,7 +34,7 @@ from ..analysis.report import (
 )
 from ..errors import UserInputError
 from .checkpoint import atomic_write_file
-from .config import FIELDS, LOSS_OPTION_ALIASES, TrainConfig, build_config, read_yaml, resolve_recipe_path
+from .config import FIELDS, LOSS_OPTION_ALIASES, TrainConfig, build_config, load_recipe, read_yaml, resolve_recipe_path
 from .resolve import resolve
 from .trainer import Trainer, load_resume
 
@@ -148,7 +148,7 @@ def _base(value: Any, where: str) -> dict[str, Any]:
     """The base options: a mapping, or a recipe name or path whose options are read (less the seed, folder and
     --force of the recipe, which the study sets)."""
     if isinstance(value, str):
-        recipe = read_yaml(resolve_recipe_path(value))
+        recipe = load_recipe(resolve_recipe_path(value))
         kept = {k: v for k, v in recipe.items() if str(k).replace("-", "_") not in SET_BY_STUDY}
         return _options(kept, f"{where}: base recipe {value}")
     return _options(value if value is not None else {}, f"{where}: base")
