@@ -266,8 +266,10 @@ def test_shipped_studies_are_valid():
 
 
 def test_base_can_be_a_recipe_and_the_grid_overrides_it():
-    recipe = yaml.safe_load((studies_dir().parent / "cifar100-resnet34-ce.yaml").read_text())
+    configs = studies_dir().parent
+    recipe = yaml.safe_load((configs / "cifar100-resnet34-ce.yaml").read_text())
+    protocol = yaml.safe_load((configs / f"{recipe['base']}.yaml").read_text())  # the recipe's epochs come from it
     study = parse_study({"base": "cifar100-resnet34-ce", "grid": {"lr": [0.05, 0.1]}}, "recipe", "test")
     assert [c.config.lr for c in study.cells] == [0.05, 0.1]
-    assert all(c.config.epochs == recipe["epochs"] and c.config.model == recipe["model"] for c in study.cells)
+    assert all(c.config.epochs == protocol["epochs"] and c.config.model == recipe["model"] for c in study.cells)
     assert [c.name for c in study.cells] == ["lr=0.05", "lr=0.1"]
