@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -15,6 +16,13 @@ def validate_inputs(logits: Tensor, target: Tensor, num_classes: int) -> bool:
 
     All value checks are folded into one small tensor read back once, so a GPU step pays one sync.
     """
+    dense = check_input_shapes(logits, target, num_classes)
+    check_input_values(logits, target, num_classes)
+    return dense
+
+
+def check_input_shapes(logits: Tensor, target: Tensor, num_classes: int) -> bool:
+    """The shape and dtype half of `validate_inputs` (no tensor is read); True for dense (B, K) targets."""
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (batch, classes), got {tuple(logits.shape)}")
     if logits.size(1) != num_classes:
@@ -32,9 +40,16 @@ def validate_inputs(logits: Tensor, target: Tensor, num_classes: int) -> bool:
     else:
         raise ValueError(f"target must be (batch,) class indices or (batch, classes) probabilities, "
                          f"got shape {tuple(target.shape)}")
+    return target.dim() == 2
+
+
+def check_input_values(logits: Tensor, target: Tensor, num_classes: int) -> None:
+    """The value half of `validate_inputs`, in one host sync: label range, dense targets finite and non-negative,
+    logits finite. `logits` may also be a witness computed from them, finite exactly when they all are (a loss
+    in which every logit takes part), which saves a pass over the (B, K) logits."""
     # extremes of logits and targets, read back in one sync: NaN propagates into them and an inf is one
     logit_min, logit_max, target_min, target_max = torch.stack(
-        [*torch.aminmax(logits.detach()), *torch.aminmax(target.detach())]).double().tolist()
+        [*torch.aminmax(logits.detach()), *torch.aminmax(target.detach())]).tolist()
     if target.dim() == 1 and not 0 <= target_min <= target_max < num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values from "
                          f"{int(target_min)} to {int(target_max)}")
@@ -42,7 +57,6 @@ def validate_inputs(logits: Tensor, target: Tensor, num_classes: int) -> bool:
         raise ValueError("dense targets must be finite and non-negative")
     if not (math.isfinite(logit_min) and math.isfinite(logit_max)):
         raise ValueError("logits contain NaN or inf (check the learning rate, or the AMP grad scaler)")
-    return target.dim() == 2
 
 
 def soft_cross_entropy(log_probs: Tensor, target_probs: Tensor) -> Tensor:
@@ -62,9 +76,15 @@ def float32_log_softmax(logits: Tensor) -> Tensor:
     return F.log_softmax(logits.float(), dim=1)
 
 
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """A context that switches autocast off for float32 loss arithmetic; a no-op (cheaper) where it is not on."""
+    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else \
+        contextlib.nullcontext()
+
+
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Functional cross-entropy for class indices or dense targets, computed in float32."""
-    with torch.autocast(logits.device.type, enabled=False):
+    with autocast_off(logits.device.type):
         if target.dim() == 2:
             return soft_cross_entropy(float32_log_softmax(logits), target.float())
         return F.cross_entropy(logits.float(), target)  # fused kernel for class indices
@@ -77,14 +97,16 @@ class _TargetCrossEntropy(torch.autograd.Function):
     (log max p = -log sum exp s; shifting first keeps the value exact when all logits share a large offset);
     backward: two passes. Far fewer passes over the (B, K) logits than composing the loss from autograd ops.
     With `create_graph=True` the backward is built from differentiable ops, so double backward (an
-    input-gradient penalty) is exact. The softmax and its row maxima are returned too.
+    input-gradient penalty) is exact. The softmax and its row maxima are returned too. `scratch`, when given, is a
+    (B, K) float32 buffer the shifted logits are written to instead of a new tensor.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, targets: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx: Any, logits: Tensor, targets: Tensor, scale: float,
+                scratch: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         probs = torch.softmax(logits, dim=1)
         top_prob = probs.amax(dim=1)
-        shifted = logits - logits.amax(dim=1, keepdim=True)
+        shifted = torch.sub(logits, logits.amax(dim=1, keepdim=True), out=scratch)
         row_sums = targets.sum(dim=1)
         loss = (torch.dot(targets.reshape(-1), shifted.reshape(-1)) + torch.dot(row_sums, top_prob.log())) * (
             -scale / logits.size(0))
@@ -94,7 +116,7 @@ class _TargetCrossEntropy(torch.autograd.Function):
         return loss, probs, top_prob
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, *_unused: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, grad_loss: Tensor, *_unused: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         logits, probs, targets, row_sums = ctx.saved_tensors
         coef = grad_loss * (-ctx.scale / logits.size(0))
         if torch.is_grad_enabled():  # create_graph: recompute what depends on the inputs, differentiably
@@ -104,13 +126,15 @@ class _TargetCrossEntropy(torch.autograd.Function):
             grad_logits = torch.addcmul(targets, probs, row_sums.unsqueeze(1), value=-1.0).mul_(coef)  # T - r p
         if ctx.needs_input_grad[1]:
             grad_targets = torch.log_softmax(logits, dim=1) * coef  # not in place: its backward reads it
-        return grad_logits, grad_targets, None
+        return grad_logits, grad_targets, None, None
 
 
-def target_cross_entropy(logits: Tensor, targets: Tensor, scale: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+def target_cross_entropy(logits: Tensor, targets: Tensor, scale: float = 1.0,
+                         scratch: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """scale x cross-entropy of float32 logits against a (B, K) weight matrix (any row sums); also returns the
-    softmax and its row maxima (detached), for callers that reuse them."""
-    return _TargetCrossEntropy.apply(logits, targets, scale)
+    softmax and its row maxima (detached), for callers that reuse them. `scratch`: an optional (B, K) float32
+    work buffer (its content is overwritten), which saves allocating one per call."""
+    return _TargetCrossEntropy.apply(logits, targets, scale, scratch)
 
 
 class EpochLoss(nn.Module):
@@ -123,9 +147,16 @@ class EpochLoss(nn.Module):
         self.num_classes = int(num_classes)
         self.check_inputs = check_inputs
 
-    def _prepare(self, logits: Tensor, target: Tensor) -> tuple[Tensor, bool]:
-        """Validate (unless disabled); return the target (class indices as int64) and whether it is dense."""
-        dense = validate_inputs(logits, target, self.num_classes) if self.check_inputs else target.dim() == 2
+    def _prepare(self, logits: Tensor, target: Tensor, values: bool = True) -> tuple[Tensor, bool]:
+        """Validate (unless disabled); return the target (class indices as int64) and whether it is dense.
+
+        `values=False` checks shapes only: the caller then runs `check_input_values` itself."""
+        if not self.check_inputs:
+            dense = target.dim() == 2
+        elif values:
+            dense = validate_inputs(logits, target, self.num_classes)
+        else:
+            dense = check_input_shapes(logits, target, self.num_classes)
         if not dense and target.dtype != torch.int64:
             target = target.long()
         return target, dense

@@ -7,6 +7,7 @@ added to A[y] and 1 to n[y]. At `next_epoch()` (after summing A and n over all p
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import EpochLoss, target_cross_entropy
+from .common import EpochLoss, autocast_off, check_input_values, target_cross_entropy
 
 Init = Literal["zeros", "uniform", "ls"]
 EmptyRule = Literal["uniform", "keep"]
@@ -47,16 +48,18 @@ def ols_targets(target: Tensor, soft_labels: Tensor, hard_weight: float,
         return torch.addmm(dense, dense, soft_labels, beta=ratio), soft_weight
     weights = soft_labels.index_select(0, target)
     if hard_weight:
-        weights[torch.arange(target.size(0), device=target.device), target] += ratio
+        weights.scatter_(1, target.unsqueeze(1), ratio, reduce="add")
     return weights, soft_weight
 
 
 def ols_loss_and_probs(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
-                       soft_weight: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
-    """The OLS loss in float32 (autocast off), and the float32 softmax of the logits and its row maxima."""
-    with torch.autocast(logits.device.type, enabled=False):
+                       soft_weight: float = 0.5, scratch: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The OLS loss in float32 (autocast off), and the float32 softmax of the logits and its row maxima.
+
+    `scratch`: an optional (B, K) float32 work buffer, overwritten (see `target_cross_entropy`)."""
+    with autocast_off(logits.device.type):
         weights, scale = ols_targets(target, soft_labels, hard_weight, soft_weight)
-        return target_cross_entropy(logits.float(), weights, scale)
+        return target_cross_entropy(logits.float(), weights, scale, scratch)
 
 
 def ols_loss(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
@@ -68,18 +71,24 @@ def ols_loss(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: f
     return ols_loss_and_probs(logits, target, soft_labels, hard_weight, soft_weight)[0]
 
 
-def first_max_index(probs: Tensor, top_prob: Tensor) -> Tensor:
+def first_max_index(probs: Tensor, top_prob: Tensor, scratch: Tensor | None = None) -> Tensor:
     """The index of the first maximum of each row of float32 probabilities (as float): `probs.argmax(1)` exactly,
-    at a third of its cost on the CPU, from the row maxima `top_prob`.
+    at about a third of its cost on the CPU, from the row maxima `top_prob`.
 
     Each row's maximum is at least 1/K, so a smaller entry lies at least 2^-(ceil(log2 K) + 25) below it; scaled by
     K times the inverse of that bound, the gap lifts every non-maximal index above K - 1, and the smallest of
-    index + scaled gap is the first maximal index.
+    index + scaled gap is the first maximal index. `scratch`: an optional (B, K) float32 work buffer, overwritten.
     """
     num_classes = probs.size(1)
     gap_scale = float(num_classes * 2 ** (math.ceil(math.log2(num_classes)) + 2)) / torch.finfo(torch.float32).eps
-    index = torch.arange(num_classes, device=probs.device, dtype=torch.float32)
-    return torch.add(index, torch.sub(top_prob.unsqueeze(1), probs), alpha=gap_scale).amin(dim=1)
+    gap = torch.sub(top_prob.unsqueeze(1), probs, out=scratch)
+    return torch.add(_class_indices(num_classes, probs.device), gap, alpha=gap_scale, out=gap).amin(dim=1)
+
+
+@functools.lru_cache(maxsize=8)
+def _class_indices(num_classes: int, device: torch.device) -> Tensor:
+    """0, 1, ..., K-1 as float32 on `device`, built once per class count and device (read-only by convention)."""
+    return torch.arange(num_classes, device=device, dtype=torch.float32)
 
 
 def initial_soft_labels(num_classes: int, init: Init, eps: float = 0.1) -> Tensor:
@@ -137,6 +146,7 @@ class OnlineLabelSmoothing(EpochLoss):
         self._S = initial_soft_labels(self.num_classes, init, self.init_eps)
         self._A = torch.zeros(self.num_classes, self.num_classes)
         self._n = torch.zeros(self.num_classes)
+        self._scratch = torch.empty(0)  # per-call work buffer, see `_scratch_for`; not state
         self.epoch = 0
         self.step = 0
         self.num_updates = 0
@@ -185,29 +195,43 @@ class OnlineLabelSmoothing(EpochLoss):
     # -- the loss --------------------------------------------------------------------------------------------
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss for a batch; in training mode with gradients enabled it also accumulates the statistics."""
-        target, dense = self._prepare(logits, target)
+        target, dense = self._prepare(logits, target, values=False)
         self._move_state(logits.device)
-        loss, probs, top_prob = ols_loss_and_probs(logits, target, self._S, self.hard_weight, self.soft_weight)
+        scratch = self._scratch_for(logits)
+        # with checks on, labels are clamped for the computation and checked (with the loss as the witness of
+        # finite logits) in one sync before anything reaches the statistics
+        rows = target.clamp(0, self.num_classes - 1) if self.check_inputs and not dense else target
+        loss, probs, top_prob = ols_loss_and_probs(logits, rows, self._S, self.hard_weight, self.soft_weight,
+                                                   scratch)
+        if self.check_inputs:
+            check_input_values(loss, target, self.num_classes)
         if self.training and torch.is_grad_enabled():
             labels = target.detach().argmax(dim=1) if dense else target.detach()
-            self._accumulate(logits.detach(), probs, top_prob, labels)
+            self._accumulate(logits.detach(), probs, top_prob, labels, scratch)
             self.step += 1
             if self.update_every is not None and self.step % self.update_every == 0:
                 self._update()
         return loss
 
+    def _scratch_for(self, logits: Tensor) -> Tensor:
+        """A float32 work buffer shaped like the logits, kept between calls: the transient (B, K) results of a
+        call (shifted logits, top-1 keys, masked softmax) go there instead of into fresh allocations."""
+        if self._scratch.shape != logits.shape or self._scratch.device != logits.device:
+            self._scratch = torch.empty(logits.shape, device=logits.device)
+        return self._scratch
+
     @torch.no_grad()
-    def _accumulate(self, logits: Tensor, probs: Tensor, top_prob: Tensor, labels: Tensor) -> None:
+    def _accumulate(self, logits: Tensor, probs: Tensor, top_prob: Tensor, labels: Tensor, scratch: Tensor) -> None:
         """Add the float32 softmax of correctly predicted samples to A[label] and 1 to n[label] (no host sync).
 
         A sample is correct when the first index of its softmax maximum is its label, as `probs.argmax(1)`: under a
         tie only the first tied class counts. `probs` and `top_prob` are the loss's softmax and its row maxima;
         a statistics temperature changes what is added, not which samples count.
         """
-        correct = (first_max_index(probs, top_prob) == labels).to(torch.float32)
+        correct = (first_max_index(probs, top_prob, scratch) == labels).to(torch.float32)
         if self.temperature != 1.0:
             probs = torch.softmax(logits.float() / self.temperature, dim=1)
-        self._A.index_add_(0, labels, probs * correct.unsqueeze(1))
+        self._A.index_add_(0, labels, torch.mul(probs, correct.unsqueeze(1), out=scratch))
         self._n.index_add_(0, labels, correct)
 
     def next_epoch(self) -> None:
