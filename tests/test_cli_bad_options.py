@@ -22,6 +22,8 @@ FREE_FORM = {
     "pretrained": "a path",
     "out": "a path",
     "reference": "free text",
+    "noise": "checked by the label-noise parser (tests/test_cli_noise.py)",
+    "noise_map": "a path, checked by the label-noise map reader",
 }
 HINTS = typing.get_type_hints(TrainConfig)
 

@@ -5,7 +5,7 @@ annotations); the modules here are the shared core (specs and bundles, the regis
 class, subsets, label noise and its class maps).
 """
 
-from .datasets import LabelledDataset, WithIndex, dataset_labels
+from .datasets import LabelledDataset, Relabelled, WithIndex, dataset_labels
 from .noise import NOISE_KINDS, NoisyLabels, instance_images, make_noisy_labels, parse_noise_spec
 from .noise_maps import load_noise_map
 from .registry import (
@@ -20,6 +20,6 @@ from .spec import AUGMENT_LEVELS, DatasetBundle, DatasetSpec
 from .subsets import stratified_subset
 
 __all__ = ["AUGMENT_LEVELS", "NOISE_KINDS", "DatasetBundle", "DatasetSpec", "LabelledDataset", "NoisyLabels",
-           "WithIndex", "build_datasets", "canonical_dataset_name", "dataset_defaults", "dataset_info",
+           "Relabelled", "WithIndex", "build_datasets", "canonical_dataset_name", "dataset_defaults", "dataset_info",
            "dataset_labels", "dataset_spec", "instance_images", "list_datasets", "load_noise_map",
            "make_noisy_labels", "parse_noise_spec", "stratified_subset"]

@@ -71,6 +71,23 @@ class WithIndex(Dataset):
         return image, label, int(index)
 
 
+class Relabelled(Dataset):
+    """A dataset of (image, label) with its labels replaced (noisy training labels); `targets` are the new ones."""
+
+    def __init__(self, dataset: Dataset, targets: Sequence[int] | np.ndarray) -> None:
+        if len(targets) != len(dataset):
+            raise ValueError(f"{len(targets)} labels for a dataset of {len(dataset)} samples")
+        self.dataset = dataset
+        self.targets = np.asarray(targets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, _ = self.dataset[index]
+        return image, int(self.targets[index])
+
+
 def dataset_labels(dataset: Dataset) -> np.ndarray:
     """All labels of a dataset as int64, from `targets` (through Subset, ConcatDataset and WithIndex) without
     decoding any image; a dataset without `targets` is iterated once."""

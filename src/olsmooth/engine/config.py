@@ -55,6 +55,15 @@ class TrainConfig:
                                                                "and the test split is evaluated at the best and last "
                                                                "epoch (0 = evaluate on the test split every epoch)",
                                                        "min": 0.0, "max": 1.0, "max_exclusive": True})
+    noise: str | None = field(default=None, metadata={"help": "corrupt the training labels: KIND:RATE with KIND "
+                                                             "symmetric, symmetric-any, asymmetric, "
+                                                             "asymmetric-superclass, pairflip or instance and RATE in "
+                                                             "[0, 1) (docs/noise.md); evaluation labels stay clean",
+                                                     "default_text": "clean labels"})
+    noise_seed: int | None = field(default=None, metadata={"help": "seed of the label noise", "min": 0,
+                                                           "max": 2**32 - 1, "default_text": "the run's seed"})
+    noise_map: str | None = field(default=None, metadata={"help": "JSON file {class: class} of asymmetric noise for "
+                                                                  "datasets without a built-in map"})
     # model
     model: str | None = field(default=None, metadata={"help": "model name (see --list-models)",
                                                       "default_text": "per dataset"})

@@ -32,7 +32,7 @@ CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.
 # names a run writes: a folder holding only these and no last.pt is what a run that stopped before its first
 # checkpoint left behind (a stub), which a new run may reuse without --force
 _RUN_ENTRY = re.compile(r"(\.lock|config\.yaml|metrics\.jsonl|summary\.json|best\.pt|epoch-\d+\.pt|tensorboard|"
-                        r"soft_labels|(train|val)_indices\.npy|\..+\.tmp)")
+                        r"soft_labels|(train|val)_indices\.npy|(clean|noisy)_labels\.npy|noise\.json|\..+\.tmp)")
 SOFT_LABELS_EVERY_EPOCH_MAX_K = 200  # larger matrices are kept at snapshots and at the end only
 
 
@@ -201,6 +201,13 @@ class RunFolder:
         """`NAME_indices.npy`: which samples of the dataset's training split a run trains (or validates) on."""
         if self.active:
             atomic_write_file(self.path / f"{name}_indices.npy", lambda handle: np.save(handle, indices))
+
+    def write_noise(self, clean: np.ndarray, noisy: np.ndarray, description: dict[str, Any]) -> None:
+        """clean_labels.npy, noisy_labels.npy and noise.json (kind, rate, rate_realised, seed, transition)."""
+        if self.active:
+            for name, labels in (("clean", clean), ("noisy", noisy)):
+                atomic_write_file(self.path / f"{name}_labels.npy", lambda handle, a=labels: np.save(handle, a))
+            atomic_write_text(self.path / "noise.json", json.dumps(description, indent=1) + "\n")
 
     def write_metrics(self, history: Sequence[dict[str, Any]]) -> None:
         """metrics.jsonl: one JSON object per finished epoch."""

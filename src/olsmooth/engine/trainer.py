@@ -20,7 +20,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
-from ..data import DatasetBundle, WithIndex, build_datasets, dataset_labels, stratified_subset
+from ..data import (
+    DatasetBundle,
+    Relabelled,
+    WithIndex,
+    build_datasets,
+    dataset_labels,
+    instance_images,
+    make_noisy_labels,
+    parse_noise_spec,
+    stratified_subset,
+)
 from ..errors import UserInputError
 from ..losses import EpochLoss, build_loss
 from ..models import accepts_in_chans, create_model
@@ -118,6 +128,7 @@ class Trainer:
             self.run.check_new(self.cfg.force)
         seed_everything(self.cfg.seed)
         self.bundle, self.val_set, self.indices = self._build_data(checkpoint)
+        self.noise = self._corrupt_labels(checkpoint)
         self.model = self._build_model(pretrained=None if self.resuming else self.cfg.pretrained)
         self.criterion: EpochLoss = build_loss(self.cfg.method, self.bundle.num_classes, **self.cfg.loss_kwargs())
         self.criterion.to(self.dist.device)
@@ -147,6 +158,8 @@ class Trainer:
             else:
                 for name, indices in self.indices.items():
                     self.run.write_indices(name, indices)
+                if self.noise is not None:
+                    self.run.write_noise(self.noise["clean"], self.noise["noisy"], self.noise["description"])
             for epoch in range(self.state.epoch, self.cfg.epochs):
                 self.run_epoch(epoch)
             summary = self.summary()
@@ -286,6 +299,29 @@ class Trainer:
             bundle.train = Subset(bundle.train, indices["train"].tolist())
         return bundle, val, indices
 
+    def _corrupt_labels(self, checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
+        """With --noise, replace the training labels (after the subset and validation split; evaluation labels
+        stay clean) by noisy ones drawn from --noise-seed; a resumed run reads the labels saved in last.pt."""
+        cfg = self.cfg
+        if not cfg.noise:
+            return None
+        saved = (checkpoint or {}).get("noise")
+        if saved is not None:
+            noise = {"clean": saved["clean"].numpy(), "noisy": saved["noisy"].numpy(),
+                     "description": saved["description"]}
+        else:
+            kind, rate = parse_noise_spec(cfg.noise)
+            clean = dataset_labels(self.bundle.train)
+            images = instance_images(self.bundle.train) if kind == "instance" else None
+            drawn = make_noisy_labels(clean, kind, rate, cfg.seed if cfg.noise_seed is None else cfg.noise_seed,
+                                      self.bundle.num_classes, images=images, noise_map=cfg.noise_map,
+                                      dataset=cfg.dataset)
+            noise = {"clean": drawn.clean, "noisy": drawn.noisy, "description": drawn.to_json()}
+            self.log(f"label noise {cfg.noise}: {100 * drawn.rate_realised:.2f}% of "
+                     f"{len(clean)} training labels changed")
+        self.bundle.train = Relabelled(self.bundle.train, noise["noisy"])
+        return noise
+
     def _draw_indices(self, train: Dataset) -> dict[str, np.ndarray]:
         cfg = self.cfg
         if not cfg.val_fraction and cfg.train_subset is None:
@@ -371,6 +407,10 @@ class Trainer:
                            best_top1=self.state.best_top1, best_epoch=self.state.best_epoch,
                            history=self.state.history,
                            data_indices={k: torch.from_numpy(v) for k, v in self.indices.items()})
+            if self.noise is not None:
+                payload["noise"] = {"clean": torch.from_numpy(self.noise["clean"]),
+                                    "noisy": torch.from_numpy(self.noise["noisy"]),
+                                    "description": self.noise["description"]}
         return payload
 
     def _restore(self, ckpt: dict[str, Any]) -> None:

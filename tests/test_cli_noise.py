@@ -1,0 +1,64 @@
+"""Label noise through `olsmooth train --noise KIND:RATE`: the run folder's label files, clean evaluation, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from olsmooth.cli import main
+from olsmooth.data import build_datasets
+from olsmooth.engine.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("noise") / "run"
+    assert main(["train", "--epochs", "1", "--train-subset", "300", "--noise", "symmetric:0.4", "--noise-seed", "7",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_the_run_folder_keeps_clean_and_noisy_labels_and_the_realised_transition(noisy_run):
+    clean, noisy = np.load(noisy_run / "clean_labels.npy"), np.load(noisy_run / "noisy_labels.npy")
+    full = np.array([int(y) for _, y in build_datasets("digits").train])
+    np.testing.assert_array_equal(clean, full[np.load(noisy_run / "train_indices.npy")])
+    assert (clean != noisy).sum() == 120  # exactly round(0.4 * 300), each to another class
+    info = json.loads((noisy_run / "noise.json").read_text())
+    assert (info["kind"], info["rate"], info["rate_realised"], info["seed"]) == ("symmetric", 0.4, 0.4, 7)
+    counts = np.zeros((10, 10))
+    np.add.at(counts, (clean, noisy), 1)
+    np.testing.assert_allclose(info["transition"], counts / counts.sum(1, keepdims=True))
+
+
+def test_a_resumed_run_reads_its_saved_labels(noisy_run, tmp_path, monkeypatch):
+    import shutil
+
+    from olsmooth.engine import trainer
+    run = tmp_path / "run"
+    shutil.copytree(noisy_run, run)
+    monkeypatch.setattr(trainer, "make_noisy_labels", lambda *a, **k: pytest.fail("labels drawn again"))
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    saved = load_checkpoint(run / "last.pt", keys=("noise",))["noise"]["noisy"].numpy()
+    np.testing.assert_array_equal(saved, np.load(noisy_run / "noisy_labels.npy"))
+
+
+def test_the_trainer_trains_on_the_noisy_labels_and_evaluates_on_clean_ones(tmp_path):
+    from olsmooth.engine.config import build_config
+    from olsmooth.engine.trainer import Trainer
+    trainer = Trainer(build_config(None, {"train_subset": 200, "noise": "pairflip:0.5", "out": str(tmp_path / "r")}))
+    labels = [int(trainer.train_loader.dataset[i][1]) for i in range(200)]
+    np.testing.assert_array_equal(labels, trainer.noise["noisy"])
+    assert (trainer.noise["noisy"] == (trainer.noise["clean"] + 1) % 10).sum() == 100
+    test = build_datasets("digits").test
+    assert [int(trainer.bundle.test[i][1]) for i in range(20)] == [int(test[i][1]) for i in range(20)]
+
+
+@pytest.mark.parametrize("spec, message", [("bogus:0.2", "bogus"), ("symmetric:1.0", "[0, 1)"),
+                                           ("symmetric", "KIND:RATE")])
+def test_bad_noise_is_one_line_and_writes_nothing(tmp_path, capsys, spec, message):
+    out = tmp_path / "run"
+    assert main(["train", "--noise", spec, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not out.exists(), err
