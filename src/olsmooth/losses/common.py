@@ -113,10 +113,13 @@ class _TargetCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(logits, probs, targets, row_sums)
         ctx.scale = scale
         ctx.mark_non_differentiable(probs, top_prob)
+        ctx.set_materialize_grads(False)  # no (B, K) zero gradient is built for the softmax output
         return loss, probs, top_prob
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, *_unused: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        if grad_loss is None:  # only the non-differentiable outputs were used
+            return None, None, None, None
         logits, probs, targets, row_sums = ctx.saved_tensors
         coef = grad_loss * (-ctx.scale / logits.size(0))
         if torch.is_grad_enabled():  # create_graph: recompute what depends on the inputs, differentiably

@@ -144,7 +144,7 @@ class OnlineLabelSmoothing(EpochLoss):
         # Plain tensor attributes, not buffers: DistributedDataParallel broadcasts buffers from rank 0, which
         # would overwrite every rank's statistics; `.half()` would also degrade them. See `_apply`.
         self._S = initial_soft_labels(self.num_classes, init, self.init_eps)
-        self._A = torch.zeros(self.num_classes, self.num_classes)
+        self._set_accumulator(torch.zeros(self.num_classes + 1, self.num_classes))
         self._n = torch.zeros(self.num_classes)
         self._scratch = torch.empty(0)  # per-call work buffer, see `_scratch_for`; not state
         self.epoch = 0
@@ -162,7 +162,7 @@ class OnlineLabelSmoothing(EpochLoss):
     def soft_labels(self) -> Tensor:
         """The current (K, K) float32 matrix; row c is the soft label of class c.
 
-        The live tensor, reused as the accumulator after the next update: read it, or `.clone()` it to keep it.
+        The live tensor, overwritten in place by the next update: read it, or `.clone()` it to keep it.
         """
         return self._S
 
@@ -182,11 +182,18 @@ class OnlineLabelSmoothing(EpochLoss):
         self._move_state(fn(torch.empty(0, device=self._S.device)).device)
         return self
 
+    def _set_accumulator(self, rows: Tensor) -> None:
+        """Hold the (K + 1, K) accumulator storage: A is its first K rows; the last is where the statistics put
+        the softmax of misclassified samples (no masking pass over the batch), and is never read."""
+        self._A_rows = rows
+        self._A = rows[:self.num_classes]
+
     def _move_state(self, device: torch.device) -> None:
         if self._S.device == device:
             return
         try:
-            self._S, self._A, self._n = (t.to(device) for t in (self._S, self._A, self._n))
+            self._S, rows, self._n = (t.to(device) for t in (self._S, self._A_rows, self._n))
+            self._set_accumulator(rows)
         except torch.OutOfMemoryError as err:
             gib = 2 * self.num_classes ** 2 * 4 / 2**30
             raise MemoryError(f"OnlineLabelSmoothing with {self.num_classes} classes needs {gib:.2f} GiB for its "
@@ -228,11 +235,11 @@ class OnlineLabelSmoothing(EpochLoss):
         tie only the first tied class counts. `probs` and `top_prob` are the loss's softmax and its row maxima;
         a statistics temperature changes what is added, not which samples count.
         """
-        correct = (first_max_index(probs, top_prob, scratch) == labels).to(torch.float32)
+        correct = first_max_index(probs, top_prob, scratch) == labels
         if self.temperature != 1.0:
             probs = torch.softmax(logits.float() / self.temperature, dim=1)
-        self._A.index_add_(0, labels, torch.mul(probs, correct.unsqueeze(1), out=scratch))
-        self._n.index_add_(0, labels, correct)
+        self._A_rows.index_add_(0, torch.where(correct, labels, self.num_classes), probs)
+        self._n.index_add_(0, labels, correct.to(torch.float32))
 
     def next_epoch(self) -> None:
         """End an epoch: sum the statistics over processes and rebuild S (unless updates are per N steps)."""
@@ -244,8 +251,9 @@ class OnlineLabelSmoothing(EpochLoss):
     def _update(self) -> None:
         """S <- A / n row-wise, with the empty-class, freeze and momentum rules; then reset A and n.
 
-        Computed in place in A's memory, so the loss never holds more than two K x K matrices. Momentum blends
-        a row with its previous value whenever that is a distribution (not the all-zero rows of init="zeros").
+        The new rows are built in place in A's memory and merged into S in place, so the loss never holds more than
+        two K x K matrices. Momentum blends a row with its previous value whenever that is a distribution (not the
+        all-zero rows of init="zeros"); kept rows (empty or frozen classes) stay exactly as they were.
         """
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self._A, group=self.process_group)
@@ -258,13 +266,12 @@ class OnlineLabelSmoothing(EpochLoss):
         keep = ~seen if self.empty_class == "keep" else torch.zeros_like(seen)
         if self.freeze_threshold is not None:
             keep |= seen & (old.amax(dim=1, keepdim=True) >= self.freeze_threshold)
-        torch.where(keep, old, new, out=new)
         if self.momentum:
             # blend only rows that already hold a distribution (not the all-zero rows of init="zeros")
             weight = (old.sum(dim=1, keepdim=True) > 0).to(old.dtype) * self.momentum
             new.mul_(1.0 - weight).addcmul_(old, weight)
-        self._S, self._A = new, old
-        self._A.zero_()
+        torch.where(keep, old, new, out=old)
+        self._A_rows.zero_()
         self._n.zero_()
         self.num_updates += 1
 
@@ -291,6 +298,7 @@ class OnlineLabelSmoothing(EpochLoss):
         if tuple(S.shape) != (K, K):
             raise ValueError(f"OLS state is for {S.shape[0]} classes but this loss has num_classes={K}")
         device = self._S.device
-        self._S, self._A, self._n = (state_dict[prefix + k].to(device=device, dtype=torch.float32).clone()
-                                     for k in ("soft_labels", "accumulator", "counts"))
+        self._S, accumulator, self._n = (state_dict[prefix + k].to(device=device, dtype=torch.float32).clone()
+                                         for k in ("soft_labels", "accumulator", "counts"))
+        self._set_accumulator(torch.cat([accumulator, accumulator.new_zeros(1, K)]))
         self.epoch, self.step, self.num_updates = (int(state_dict[prefix + k]) for k in _STATE_KEYS[3:])
