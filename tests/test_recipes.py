@@ -68,11 +68,16 @@ def test_dataset_info_counts_digits(capsys):
     assert info["train"] + info["test"] == len(load_digits().target) and info["classes"] == 10
 
 
+# options added after the fixture was written, with the value every recipe must leave them at
+ADDED_SINCE = {"noise": None, "noise_seed": None, "noise_map": None}
+
+
 def _resolved(recipe: dict) -> dict:
-    """A recipe's configuration as the fixture holds it."""
+    """A recipe's configuration as the fixture holds it (options added since then checked at their defaults)."""
     cfg = build_config(recipe, {})
     resolved = resolve(cfg).to_dict()
     del resolved["out"]
+    assert {k: resolved.pop(k) for k in ADDED_SINCE} == ADDED_SINCE
     return {**resolved, "workers": cfg.workers}
 
 
