@@ -1,1 +1,1 @@
-"""olsmooth's benchmarks, run from the repository root as modules: `python -m benchmarks.NAME` (see docs/benchmarks/)."""
+"""olsmooth's benchmarks, run from the repository root as `python -m benchmarks.NAME` (see docs/benchmarks/)."""

@@ -217,8 +217,3 @@ def report_header(title: str, payload: Mapping[str, Any]) -> list[str]:
     return [f"# {title}", "",
             f"- Machine: {machine_line(payload['machine'])}, at the end {payload['load_average_1min_end']}",
             f"- Command: `{payload['command']}`"]
-
-
-# the names loss_speed.py imports until it moves to the package imports
-summarize = timing_summary
-markdown_table = grid_table
