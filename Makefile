@@ -24,7 +24,7 @@ bench: $(STAMP)
 
 # The accuracy study of docs/results.md: about two hours on 2 CPU cores; stop and rerun to continue.
 results: $(STAMP)
-	$(PY) benchmarks/accuracy.py --figures docs/figures
+	$(PY) -m benchmarks.accuracy --figures docs/figures
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

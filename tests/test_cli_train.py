@@ -217,9 +217,9 @@ def test_train_subset_is_stratified_and_seeded_and_evaluation_keeps_all(tmp_path
 
 
 def test_a_loss_that_keeps_per_sample_state_receives_each_training_index_once_per_epoch(tmp_path, monkeypatch):
+    from olsmooth.engine import trainer as trainer_module
     from olsmooth.engine.config import build_config
     from olsmooth.engine.trainer import Trainer
-    from olsmooth.engine import trainer as trainer_module
     from olsmooth.losses import CrossEntropy
 
     class Recording(CrossEntropy):

@@ -53,7 +53,7 @@ criterion.next_epoch()
 for name in losses.list_losses():
     criterion = losses.build_loss(name, num_classes=K)
     logits = torch.randn(8, K, requires_grad=True)
-    extra = {"index": torch.arange(8)} if getattr(criterion, "needs_index", False) else {}
+    extra = {"index": torch.arange(8)} if criterion.needs_index else {}
     loss = criterion(logits, torch.arange(8) % K, **extra)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0, name

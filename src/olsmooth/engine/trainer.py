@@ -32,7 +32,7 @@ from ..data import (
     stratified_subset,
 )
 from ..errors import UserInputError
-from ..losses import EpochLoss, build_loss
+from ..losses import EpochLoss, TrainingRun, build_loss
 from ..models import accepts_in_chans, create_model
 from .checkpoint import EVAL_KEYS, RESUME_KEYS, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig, build_config, read_yaml
@@ -138,6 +138,8 @@ class Trainer:
                            if self.val_set is not None else None)
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, len(self.train_loader))
+        self.criterion.bind(TrainingRun(num_samples=len(self.bundle.train), epochs=self.cfg.epochs,
+                                        steps_per_epoch=len(self.train_loader)))
         self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=self.cfg.amp == "fp16")
         self.ema = ModelEma(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
         self.state = RunState()
@@ -364,7 +366,7 @@ class Trainer:
     @property
     def needs_index(self) -> bool:
         """Whether the loss keeps per-sample state: then batches carry each sample's index in the training set."""
-        return bool(getattr(self.criterion, "needs_index", False))
+        return self.criterion.needs_index
 
     def _train_loader(self) -> tuple[DistributedSampler | RandomSampler, DataLoader]:
         data = WithIndex(self.bundle.train) if self.needs_index else self.bundle.train

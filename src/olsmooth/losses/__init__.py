@@ -1,6 +1,6 @@
 """Losses: Online Label Smoothing and the baselines it is compared with, each with a functional form."""
 
-from .common import CrossEntropy, EpochLoss, cross_entropy, validate_inputs
+from .common import CrossEntropy, EpochLoss, TrainingRun, cross_entropy, validate_inputs
 from .online import PRESETS as OLS_PRESETS
 from .online import OnlineLabelSmoothing, initial_soft_labels, ols_loss
 from .registry import Option, build_loss, list_losses, loss_options, register_loss, validate_loss_options
@@ -14,7 +14,7 @@ from .smoothing import (
 
 __all__ = [
     "CrossEntropy", "EpochLoss", "LabelSmoothingCrossEntropy", "OLS_PRESETS", "OnlineLabelSmoothing", "Option",
-    "TfKDRegularization", "build_loss", "cross_entropy", "initial_soft_labels", "label_smoothing_cross_entropy",
-    "list_losses", "loss_options", "ols_loss", "register_loss", "tfkd_loss", "tfkd_teacher", "validate_inputs",
-    "validate_loss_options",
+    "TfKDRegularization", "TrainingRun", "build_loss", "cross_entropy", "initial_soft_labels",
+    "label_smoothing_cross_entropy", "list_losses", "loss_options", "ols_loss", "register_loss", "tfkd_loss",
+    "tfkd_teacher", "validate_inputs", "validate_loss_options",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -140,8 +141,25 @@ def target_cross_entropy(logits: Tensor, targets: Tensor, scale: float = 1.0,
     return _TargetCrossEntropy.apply(logits, targets, scale, scratch)
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a loss may need to know of the run it trains in: per-sample state is sized by `num_samples`,
+    schedules over training (PS-KD's alpha, MaxSup's lambda) by `epochs` and `steps_per_epoch`."""
+
+    num_samples: int
+    epochs: int
+    steps_per_epoch: int
+
+
 class EpochLoss(nn.Module):
-    """Base of the toolkit's losses: fixed class count, input checks, and a `next_epoch()` hook (no-op here)."""
+    """Base of the toolkit's losses: fixed class count, input checks, and hooks a training loop calls.
+
+    `bind(run)` once before the first step and `next_epoch()` after every epoch (both no-ops here). A loss that
+    keeps per-sample state sets `needs_index = True`; the loop then passes `index=` (each sample's position in
+    the training set, 0..num_samples-1) with every batch.
+    """
+
+    needs_index: bool = False
 
     def __init__(self, num_classes: int, check_inputs: bool = True) -> None:
         super().__init__()
@@ -163,6 +181,9 @@ class EpochLoss(nn.Module):
         if not dense and target.dtype != torch.int64:
             target = target.long()
         return target, dense
+
+    def bind(self, run: TrainingRun) -> None:
+        """Called by training loops before the first step with the run's size and schedule; ignored here."""
 
     def next_epoch(self) -> None:
         """Called by training loops once per epoch; stateless losses ignore it."""
