@@ -20,7 +20,7 @@ from torch import Tensor
 
 from olsmooth import OnlineLabelSmoothing
 from olsmooth.losses import ols_loss, validate_inputs
-from olsmooth.losses.online import first_max_index
+from olsmooth.losses.common import first_max_index
 
 from .common import (
     benchmark_devices,

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 from olsmooth import OnlineLabelSmoothing
 from olsmooth.losses import ols_loss
-from olsmooth.losses.common import target_cross_entropy
-from olsmooth.losses.online import first_max_index
+from olsmooth.losses.common import first_max_index, target_cross_entropy
 
 
 def composed_ols(logits: torch.Tensor, y: torch.Tensor, S: torch.Tensor, hard: float = 0.5,
@@ -79,6 +78,18 @@ def test_value_and_gradient_stay_exact_under_a_large_logit_offset(K, offset):
     expected.backward()
     assert abs(ours.item() - expected.item()) <= 1e-5 * abs(expected.item())
     torch.testing.assert_close(z.grad, z64.grad.float(), rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_value_stays_exact_for_a_large_batch_times_classes(offset):
+    """Four million log-probabilities: the weighted sum must not accumulate float32 rounding term by term."""
+    B, K = 16384, 256
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(B, K, generator=g) * 3 + offset
+    y = torch.randint(0, K, (B,), generator=g)
+    S = soft_label_matrix(K, 8)
+    expected = composed_ols(z.double(), y, S.double()).item()
+    assert abs(ols_loss(z, y, S).item() - expected) <= 1e-6 * abs(expected)
 
 
 def test_value_stays_exact_when_every_row_has_its_own_offset():

@@ -7,8 +7,6 @@ added to A[y] and 1 to n[y]. At `next_epoch()` (after summing A and n over all p
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Any, Literal
 
 import torch
@@ -53,13 +51,13 @@ def ols_targets(target: Tensor, soft_labels: Tensor, hard_weight: float,
 
 
 def ols_loss_and_probs(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
-                       soft_weight: float = 0.5, scratch: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """The OLS loss in float32 (autocast off), and the float32 softmax of the logits and its row maxima.
-
-    `scratch`: an optional (B, K) float32 work buffer, overwritten (see `target_cross_entropy`)."""
+                       soft_weight: float = 0.5, scratch: Tensor | None = None,
+                       top1: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The OLS loss in float32 (autocast off), the float32 softmax of the logits and, with `top1`, the first index
+    of each row's softmax maximum (else None). `scratch`: an optional (B, K) float32 work buffer, overwritten."""
     with autocast_off(logits.device.type):
         weights, scale = ols_targets(target, soft_labels, hard_weight, soft_weight)
-        return target_cross_entropy(logits.float(), weights, scale, scratch)
+        return target_cross_entropy(logits.float(), weights, scale, scratch, top1)
 
 
 def ols_loss(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: float = 0.5,
@@ -69,26 +67,6 @@ def ols_loss(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: f
     Dense (B, K) targets use the target-weighted mixture of rows, sum_j t_j S[j], as the soft target.
     """
     return ols_loss_and_probs(logits, target, soft_labels, hard_weight, soft_weight)[0]
-
-
-def first_max_index(probs: Tensor, top_prob: Tensor, scratch: Tensor | None = None) -> Tensor:
-    """The index of the first maximum of each row of float32 probabilities (as float): `probs.argmax(1)` exactly,
-    at about a third of its cost on the CPU, from the row maxima `top_prob`.
-
-    Each row's maximum is at least 1/K, so a smaller entry lies at least 2^-(ceil(log2 K) + 25) below it; scaled by
-    K times the inverse of that bound, the gap lifts every non-maximal index above K - 1, and the smallest of
-    index + scaled gap is the first maximal index. `scratch`: an optional (B, K) float32 work buffer, overwritten.
-    """
-    num_classes = probs.size(1)
-    gap_scale = float(num_classes * 2 ** (math.ceil(math.log2(num_classes)) + 2)) / torch.finfo(torch.float32).eps
-    gap = torch.sub(top_prob.unsqueeze(1), probs, out=scratch)
-    return torch.add(_class_indices(num_classes, probs.device), gap, alpha=gap_scale, out=gap).amin(dim=1)
-
-
-@functools.lru_cache(maxsize=8)
-def _class_indices(num_classes: int, device: torch.device) -> Tensor:
-    """0, 1, ..., K-1 as float32 on `device`, built once per class count and device (read-only by convention)."""
-    return torch.arange(num_classes, device=device, dtype=torch.float32)
 
 
 def initial_soft_labels(num_classes: int, init: Init, eps: float = 0.1) -> Tensor:
@@ -208,13 +186,14 @@ class OnlineLabelSmoothing(EpochLoss):
         # with checks on, labels are clamped for the computation and checked (with the loss as the witness of
         # finite logits) in one sync before anything reaches the statistics
         rows = target.clamp(0, self.num_classes - 1) if self.check_inputs and not dense else target
-        loss, probs, top_prob = ols_loss_and_probs(logits, rows, self._S, self.hard_weight, self.soft_weight,
-                                                   scratch)
+        counting = self.training and torch.is_grad_enabled()
+        loss, probs, top1 = ols_loss_and_probs(logits, rows, self._S, self.hard_weight, self.soft_weight, scratch,
+                                               top1=counting)
         if self.check_inputs:
             check_input_values(loss, target, self.num_classes)
-        if self.training and torch.is_grad_enabled():
+        if counting:
             labels = target.detach().argmax(dim=1) if dense else target.detach()
-            self._accumulate(logits.detach(), probs, top_prob, labels, scratch)
+            self._accumulate(logits.detach(), probs, top1, labels)
             self.step += 1
             if self.update_every is not None and self.step % self.update_every == 0:
                 self._update()
@@ -222,20 +201,20 @@ class OnlineLabelSmoothing(EpochLoss):
 
     def _scratch_for(self, logits: Tensor) -> Tensor:
         """A float32 work buffer shaped like the logits, kept between calls: the transient (B, K) results of a
-        call (shifted logits, top-1 keys, masked softmax) go there instead of into fresh allocations."""
+        call (top-1 keys, shifted logits) go there instead of into fresh allocations."""
         if self._scratch.shape != logits.shape or self._scratch.device != logits.device:
             self._scratch = torch.empty(logits.shape, device=logits.device)
         return self._scratch
 
     @torch.no_grad()
-    def _accumulate(self, logits: Tensor, probs: Tensor, top_prob: Tensor, labels: Tensor, scratch: Tensor) -> None:
+    def _accumulate(self, logits: Tensor, probs: Tensor, top1: Tensor, labels: Tensor) -> None:
         """Add the float32 softmax of correctly predicted samples to A[label] and 1 to n[label] (no host sync).
 
-        A sample is correct when the first index of its softmax maximum is its label, as `probs.argmax(1)`: under a
-        tie only the first tied class counts. `probs` and `top_prob` are the loss's softmax and its row maxima;
-        a statistics temperature changes what is added, not which samples count.
+        A sample is correct when the first index of its softmax maximum, `top1` (as `probs.argmax(1)`), is its
+        label: under a tie only the first tied class counts. `probs` is the loss's softmax; a statistics temperature
+        changes what is added, not which samples count.
         """
-        correct = first_max_index(probs, top_prob, scratch) == labels
+        correct = top1 == labels
         if self.temperature != 1.0:
             probs = torch.softmax(logits.float() / self.temperature, dim=1)
         self._A_rows.index_add_(0, torch.where(correct, labels, self.num_classes), probs)
