@@ -192,3 +192,96 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _finish(fig, path)
+
+
+def _heatmap_panel(ax, array: np.ndarray, names: Sequence[str], norm: Normalize, annotate: bool):
+    """One soft-label heatmap on `ax` (rows: true class), ticks as `_class_ticks` sets them; returns the image."""
+    k = array.shape[0]
+    image = ax.imshow(array, cmap="viridis", norm=norm, aspect="equal",
+                      interpolation="nearest" if k <= 200 else "antialiased")
+    _class_ticks(ax, names)
+    if annotate:
+        shade = norm(array)
+        for (row, col), value in np.ndenumerate(array):
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                    color="black" if shade[row, col] > 0.6 else "white")
+    return image
+
+
+def plot_soft_label_grid(
+    matrices: Mapping[int, Tensor | np.ndarray],
+    path: PathLike | None,
+    class_names: Sequence[str] | None = None,
+    order: Sequence[int] | np.ndarray | None = None,
+    scale: str = "power",
+    gamma: float = 0.5,
+    title: str | None = None,
+) -> Figure | Path:
+    """Soft-label heatmaps of several epochs (`matrices[epoch]`) side by side on one colour scale, three to a row;
+    `order` lists the classes to show (a permutation, e.g. a clustering, or a subset for a zoomed view)."""
+    from matplotlib.figure import Figure
+
+    if not matrices:
+        raise UserInputError("no soft-label matrices to plot")
+    arrays = {epoch: _as_matrix(m) for epoch, m in matrices.items()}
+    k = next(iter(arrays.values())).shape[0]
+    if any(a.shape[0] != k for a in arrays.values()):
+        raise UserInputError("the soft-label matrices of one grid must have the same number of classes")
+    names = [str(i) for i in range(k)] if class_names is None else [str(n) for n in class_names]
+    if len(names) != k:
+        raise UserInputError(f"got {len(names)} class names for a {k}×{k} matrix")
+    index = np.arange(k) if order is None else np.asarray(order, dtype=int)
+    shown = {epoch: a[np.ix_(index, index)] for epoch, a in arrays.items()}
+    norm = _color_norm(np.stack(list(shown.values())), scale, gamma)
+    columns = min(3, len(shown))
+    rows = math.ceil(len(shown) / columns)
+    side = min(6.0, max(3.6, 2.0 + 0.12 * len(index)))
+    fig = Figure(figsize=(columns * side + 1.0, rows * side + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for number, (ax, (epoch, array)) in enumerate(zip(axes.flat, shown.items())):
+        image = _heatmap_panel(ax, array, [names[i] for i in index], norm, annotate=len(index) <= MAX_ANNOTATED)
+        ax.set_title(f"after epoch {epoch}")
+        if number % columns == 0:
+            ax.set_ylabel("true class")
+        ax.set_xlabel("soft label over classes")
+    for ax in axes.flat[len(shown):]:
+        ax.remove()
+    fig.colorbar(image, ax=axes[:, -1].tolist() if rows > 1 else axes.ravel().tolist(),
+                 label=f"probability ({scale} scale)", fraction=0.03, pad=0.02)
+    shown_of = f"{len(index)} classes" if len(index) == k else f"{len(index)} of {k} classes"
+    fig.suptitle(title or f"Soft labels ({shown_of})")
+    return _finish(fig, path)
+
+
+def plot_soft_label_curves(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    path: PathLike | None,
+    num_classes: int | None = None,
+    title: str | None = None,
+) -> Figure | Path:
+    """Mean row entropy and mean diagonal mass of the soft labels over the saved epochs, one line per run;
+    `curves[name]` holds "epoch", "mean_entropy" and "mean_diagonal" (as `soft_labels.epoch_curves` gives them).
+    With `num_classes` the entropy of a uniform row (log K) is drawn for reference."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if not curves:
+        raise UserInputError("no soft-label curves to plot")
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    entropy_ax, diagonal_ax = fig.subplots(1, 2)
+    for name, curve in curves.items():
+        marker = "o" if len(curve["epoch"]) <= 30 else None
+        entropy_ax.plot(curve["epoch"], curve["mean_entropy"], marker=marker, markersize=3, label=name)
+        diagonal_ax.plot(curve["epoch"], curve["mean_diagonal"], marker=marker, markersize=3, label=name)
+    if num_classes:
+        entropy_ax.axhline(math.log(num_classes), linestyle="--", color="gray", label=f"uniform (log {num_classes})")
+    entropy_ax.set(xlabel="epoch", ylabel="mean row entropy (nats)", title="Entropy of the soft labels")
+    diagonal_ax.set(xlabel="epoch", ylabel="mean diagonal mass", ylim=(0, 1), title="Mass on the true class")
+    for ax in (entropy_ax, diagonal_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    if len(curves) > 1 or num_classes:
+        entropy_ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)

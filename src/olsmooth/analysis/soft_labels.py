@@ -1,0 +1,243 @@
+"""What OLS learned: statistics and views of the soft-label matrices a run saved in `soft_labels/epoch-NNN.npy`.
+
+Row c of a matrix is the soft label of class c. Per class: the diagonal mass S[c, c], the entropy of the row
+(nats; log K for a uniform row) and the k most similar other classes with their mass; over the epochs the mean
+of both. For K above `MAX_FULL_VIEW` a full heatmap is unreadable, so `view_order` also gives the classes
+sorted by diagonal, ordered by a hierarchical clustering of the rows, or the few classes of the largest
+off-diagonal masses. numpy only, scipy for the clustering; nothing here reads a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import yaml
+
+from ..errors import UserInputError
+
+PathLike = Union[str, os.PathLike]
+SOFT_LABELS_DIR = "soft_labels"
+MAX_FULL_VIEW = 30
+"""Up to this many classes the full heatmap in class order reads well; beyond it `view="auto"` clusters."""
+VIEWS = ("auto", "full", "sorted", "clustered", "top")
+_EPOCH_FILE = re.compile(r"epoch-(\d+)\.npy")
+
+
+def has_soft_labels(run_dir: PathLike) -> bool:
+    """Whether the run folder holds at least one soft_labels/epoch-NNN.npy (an OLS run)."""
+    folder = Path(run_dir) / SOFT_LABELS_DIR
+    return folder.is_dir() and any(_EPOCH_FILE.fullmatch(p.name) for p in folder.iterdir())
+
+
+def soft_label_files(run_dir: PathLike) -> dict[int, Path]:
+    """Epoch -> soft_labels/epoch-NNN.npy of a run folder, in epoch order; none is a user error."""
+    folder = Path(run_dir) / SOFT_LABELS_DIR
+    if not Path(run_dir).is_dir():
+        raise UserInputError(f"{run_dir}: no such run folder")
+    files = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = _EPOCH_FILE.fullmatch(path.name)
+            if match:
+                files[int(match.group(1))] = path
+    if not files:
+        raise UserInputError(f"{run_dir} has no {SOFT_LABELS_DIR}/epoch-NNN.npy (soft labels are saved by OLS runs)")
+    return dict(sorted(files.items()))
+
+
+def load_matrix(path: PathLike) -> np.ndarray:
+    """A saved soft-label matrix as float64, checked to be square, finite and non-negative."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else 'not a .npy file'}") \
+            from None
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
+        raise UserInputError(f"{path}: expected a square (K, K) matrix, got shape {array.shape}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise UserInputError(f"{path}: the soft labels must be finite and non-negative")
+    return array
+
+
+def diagonal_mass(matrix: np.ndarray) -> np.ndarray:
+    """S[c, c] for every class: the mass a soft label keeps on its own class."""
+    return np.diagonal(matrix).copy()
+
+
+def row_entropy(matrix: np.ndarray) -> np.ndarray:
+    """Entropy in nats of each row as a distribution (divided by its sum, 0 log 0 = 0); NaN for an all-zero row."""
+    sums = matrix.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = matrix / sums
+        terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    entropy = terms.sum(axis=1)
+    entropy[sums[:, 0] <= 0] = np.nan
+    return entropy
+
+
+def top_similar(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest off-diagonal entries of each row: (K, k') class indices and masses, k' = min(k, K - 1),
+    largest first, ties broken by the lower class index."""
+    if k < 1:
+        raise UserInputError(f"the number of similar classes must be at least 1, got {k}")
+    size = matrix.shape[0]
+    off = matrix.copy()
+    np.fill_diagonal(off, -np.inf)
+    order = np.argsort(-off, axis=1, kind="stable")[:, : min(k, size - 1)]
+    return order, np.take_along_axis(matrix, order, axis=1)
+
+
+def resolve_class_names(num_classes: int, *candidates: Sequence[Any] | None) -> list[str]:
+    """The first candidate list with exactly `num_classes` names, else the class indices as text."""
+    for names in candidates:
+        if names is not None and len(names) == num_classes:
+            return [str(name) for name in names]
+    return [str(i) for i in range(num_classes)]
+
+
+def config_class_names(run_dir: PathLike) -> list[str] | None:
+    """`class_names` of the run's config.yaml where it has a list of them, else None."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    names = config.get("class_names") if isinstance(config, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def class_rows(matrix: np.ndarray, names: Sequence[str], top: int) -> list[dict[str, Any]]:
+    """Per class: index, name, diagonal mass, row entropy and the `top` most similar other classes with their mass."""
+    diagonal, entropy = diagonal_mass(matrix), row_entropy(matrix)
+    indices, masses = top_similar(matrix, top)
+    return [{"class": c, "name": names[c], "diagonal": float(diagonal[c]),
+             "entropy": None if math.isnan(entropy[c]) else float(entropy[c]),
+             "similar": [{"class": int(j), "name": names[j], "mass": float(m)} for j, m in zip(indices[c], masses[c])]}
+            for c in range(matrix.shape[0])]
+
+
+def epoch_curves(files: Mapping[int, PathLike]) -> dict[str, list[float]]:
+    """Over the saved epochs: `epoch`, the mean row entropy `mean_entropy` and the mean diagonal `mean_diagonal`."""
+    curves: dict[str, list[float]] = {"epoch": [], "mean_entropy": [], "mean_diagonal": []}
+    for epoch, path in files.items():
+        matrix = load_matrix(path)
+        curves["epoch"].append(epoch)
+        curves["mean_entropy"].append(float(np.nanmean(row_entropy(matrix))))
+        curves["mean_diagonal"].append(float(diagonal_mass(matrix).mean()))
+    return curves
+
+
+def pick_epoch(files: Mapping[int, Path], epoch: int | None) -> int:
+    """`epoch` when it was saved (None: the last one); otherwise a user error listing what there is."""
+    if epoch is None:
+        return max(files)
+    if epoch not in files:
+        raise UserInputError(f"no soft labels saved for epoch {epoch}; saved: {_epoch_list(files)}")
+    return epoch
+
+
+def grid_epochs(files: Mapping[int, Path], epochs: Sequence[int] | None = None) -> list[int]:
+    """The epochs of a heatmap grid: those asked for (each must be saved), else the first, middle and last."""
+    if epochs:
+        return [pick_epoch(files, e) for e in dict.fromkeys(epochs)]
+    saved = list(files)
+    return list(dict.fromkeys([saved[0], saved[(len(saved) - 1) // 2], saved[-1]]))
+
+
+def _epoch_list(files: Mapping[int, Path]) -> str:
+    saved = list(files)
+    return ", ".join(map(str, saved)) if len(saved) <= 12 else f"{saved[0]}..{saved[-1]} ({len(saved)} epochs)"
+
+
+def clustered_order(matrix: np.ndarray) -> np.ndarray:
+    """Classes ordered by average-linkage clustering of the rows, so that classes that share mass sit together.
+
+    Each row's own entry is replaced by its largest other entry before the rows are L2-normalised: two classes
+    that put mass on each other then have rows that overlap, which the raw (diagonal-dominated) rows do not."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    size = matrix.shape[0]
+    if size < 3:
+        return np.arange(size)
+    features = matrix.copy()
+    off = matrix.copy()
+    np.fill_diagonal(off, -np.inf)
+    np.fill_diagonal(features, off.max(axis=1))
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    features = np.divide(features, norms, out=np.zeros_like(features), where=norms > 0)
+    return leaves_list(linkage(features, method="average", metric="euclidean"))
+
+
+def top_pair_classes(matrix: np.ndarray, limit: int = MAX_FULL_VIEW) -> np.ndarray:
+    """Up to `limit` classes: both classes of each off-diagonal pair in decreasing (S[a, b] + S[b, a]) / 2,
+    in the order they are met, so that the most confused pairs sit next to each other."""
+    size = matrix.shape[0]
+    if size <= limit:
+        return np.arange(size)
+    rows, cols = np.triu_indices(size, k=1)
+    shared = (matrix[rows, cols] + matrix[cols, rows]) / 2
+    chosen: dict[int, None] = {}
+    for pair in np.argsort(-shared, kind="stable"):
+        for c in (int(rows[pair]), int(cols[pair])):
+            if len(chosen) < limit:
+                chosen.setdefault(c)
+        if len(chosen) >= limit:
+            break
+    return np.array(list(chosen))
+
+
+def view_order(matrix: np.ndarray, view: str = "auto") -> tuple[str, np.ndarray]:
+    """The view actually used ("auto" picks full up to MAX_FULL_VIEW classes, else clustered) and the classes to
+    show in order: full = all in class order, sorted = by decreasing diagonal mass, clustered = `clustered_order`,
+    top = `top_pair_classes`."""
+    if view not in VIEWS:
+        raise UserInputError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    if view == "auto":
+        view = "full" if matrix.shape[0] <= MAX_FULL_VIEW else "clustered"
+    if view == "full":
+        return view, np.arange(matrix.shape[0])
+    if view == "sorted":
+        return view, np.argsort(-diagonal_mass(matrix), kind="stable")
+    if view == "clustered":
+        return view, clustered_order(matrix)
+    return view, top_pair_classes(matrix)
+
+
+def soft_label_summary(run_dir: PathLike, epoch: int | None = None, top: int = 5,
+                       class_names: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Everything `olsmooth soft-labels --json` prints: the chosen epoch's per-class rows, their means, and the
+    curves over every saved epoch. Class names: `class_names` (e.g. from a checkpoint), else config.yaml's."""
+    files = soft_label_files(run_dir)
+    chosen = pick_epoch(files, epoch)
+    matrix = load_matrix(files[chosen])
+    size = matrix.shape[0]
+    names = resolve_class_names(size, class_names, config_class_names(run_dir))
+    return {"run": str(run_dir), "epoch": chosen, "epochs_saved": list(files), "num_classes": size,
+            "max_entropy": math.log(size), "mean_entropy": float(np.nanmean(row_entropy(matrix))),
+            "mean_diagonal": float(diagonal_mass(matrix).mean()), "classes": class_rows(matrix, names, top),
+            "curves": epoch_curves(files)}
+
+
+def summary_text(summary: Mapping[str, Any]) -> str:
+    """The summary as the command prints it: a header, one line per class, then the curves over the epochs."""
+    lines = [f"{summary['run']}: {summary['num_classes']} classes, soft labels after epoch {summary['epoch']} "
+             f"(mean diagonal {summary['mean_diagonal']:.3f}, mean entropy {summary['mean_entropy']:.3f} nats "
+             f"of at most {summary['max_entropy']:.3f})", ""]
+    width = max(5, *(len(row["name"]) for row in summary["classes"]))
+    lines.append(f"{'class':<{width}}  diagonal  entropy  most similar classes (mass)")
+    for row in summary["classes"]:
+        entropy = "-" if row["entropy"] is None else f"{row['entropy']:.3f}"
+        similar = ", ".join(f"{s['name']} ({s['mass']:.3f})" for s in row["similar"])
+        lines.append(f"{row['name']:<{width}}  {row['diagonal']:8.3f}  {entropy:>7}  {similar}")
+    curves = summary["curves"]
+    lines += ["", "epoch  mean entropy  mean diagonal"]
+    lines += [f"{e:>5}  {h:12.4f}  {d:13.4f}"
+              for e, h, d in zip(curves["epoch"], curves["mean_entropy"], curves["mean_diagonal"])]
+    return "\n".join(lines) + "\n"
