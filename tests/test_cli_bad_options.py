@@ -24,6 +24,7 @@ FREE_FORM = {
     "reference": "free text",
     "noise": "checked by the label-noise parser (tests/test_cli_noise.py)",
     "noise_map": "a path, checked by the label-noise map reader",
+    "model_options": "checked by the network's constructor (tests/test_cli_train.py)",
 }
 HINTS = typing.get_type_hints(TrainConfig)
 

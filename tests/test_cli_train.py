@@ -238,3 +238,19 @@ def test_a_loss_that_keeps_per_sample_state_receives_each_training_index_once_pe
     trainer.start_epoch(0)
     trainer.train_one_epoch()
     assert sorted(trainer.criterion.seen) == list(range(200))
+
+
+def test_model_options_reach_the_network_and_its_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--model", "mlp", "--model-opt", "grid=4", "--model-opt", "hidden=[32]",
+                 "--out", str(out)]) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["config"]["model_options"] == {"grid": 4, "hidden": [32]}
+    assert ckpt["model"]["2.weight"].shape == (32, 4 * 4)  # pooled to 4 x 4, one hidden layer of 32
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(metrics(out)[-1]["top1"])
+    assert main(["train", "--epochs", "1", "--model", "mlp", "--model-opt", "colour=1", "--out",
+                 str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "colour" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

@@ -69,7 +69,7 @@ def test_dataset_info_counts_digits(capsys):
 
 
 # options added after the fixture was written, with the value every recipe must leave them at
-ADDED_SINCE = {"noise": None, "noise_seed": None, "noise_map": None}
+ADDED_SINCE = {"noise": None, "noise_seed": None, "noise_map": None, "model_options": {}}
 
 
 def _resolved(recipe: dict) -> dict:

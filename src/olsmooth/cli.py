@@ -42,8 +42,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
     for name, option in OPTIONS.items():
         flag = "--" + name.replace("_", "-")
-        if name == "loss_options":
-            parser.add_argument("--loss-opt", dest=name, action="append", type=_parse_loss_option,
+        if name in ("loss_options", "model_options"):
+            parser.add_argument(f"--{name.split('_')[0]}-opt", dest=name, action="append", type=_parse_loss_option,
                                 default=argparse.SUPPRESS, metavar="KEY=VALUE", help=help_of(option))
         elif option.kind is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -121,8 +121,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if _print_lists(args):
         return 0
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    if "loss_options" in overrides:
-        overrides["loss_options"] = dict(overrides["loss_options"])
+    for key in ("loss_options", "model_options"):
+        if key in overrides:
+            overrides[key] = dict(overrides[key])
     if args.resume:
         ignored = [flag for flag, given in (("-c", args.config), ("--out", "out" in overrides),
                                             ("--force", "force" in overrides)) if given]

@@ -67,6 +67,9 @@ class TrainConfig:
     # model
     model: str | None = field(default=None, metadata={"help": "model name (see --list-models)",
                                                       "default_text": "per dataset"})
+    model_options: dict = field(default_factory=dict, metadata={"help": "an option of the chosen network, "
+                                                                        "repeatable (e.g. mlp's grid=28, "
+                                                                        "small_cnn's widths=[16,32]; docs/models.md)"})
     pretrained: str | None = field(default=None, metadata={"help": "local weights file (torchvision/timm format)"})
     channels_last: bool = field(default=False, metadata={"help": "use the channels_last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
@@ -331,6 +334,8 @@ def build_config(recipe: dict[str, Any] | None, overrides: dict[str, Any]) -> Tr
                     notes.append(_set_loss_option(loss_options, method, name, option_value))
             elif key in LOSS_OPTION_ALIASES:
                 notes.append(_set_loss_option(loss_options, method, key, value))
+            elif key == "model_options":  # key by key, later sources winning, as loss options
+                values[key] = {**values.get(key, {}), **OPTIONS[key].check(value, "option model_options")}
             else:
                 values[key] = value
     cfg = validate_config(TrainConfig(**values, loss_options=loss_options))

@@ -19,10 +19,19 @@ from .evaluate import Evaluation, eval_loader, evaluate
 from .resolve import upgrade_stored_config
 
 
+def build_model(name: str, options: dict[str, Any], num_classes: int, channels: int,
+                pretrained: str | None = None) -> nn.Module:
+    """A registered network with its options (`--model-opt`); an option it does not take is a one-line error."""
+    try:
+        return create_model(name, num_classes=num_classes, in_chans=channels, pretrained=pretrained, **options)
+    except TypeError as err:
+        raise UserInputError(f"model {name!r} does not take the options {options}: {err}") from None
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], ema: bool = False) -> nn.Module:
     """The checkpoint's network with its (or its EMA's) weights."""
     cfg = ckpt["config"]
-    model = create_model(cfg["model"], num_classes=ckpt["num_classes"], in_chans=ckpt["channels"])
+    model = build_model(cfg["model"], cfg.get("model_options") or {}, ckpt["num_classes"], ckpt["channels"])
     weights = ckpt.get("ema") if ema else ckpt["model"]
     if weights is None:
         raise UserInputError("this checkpoint holds no EMA weights (train with --ema-decay)")

@@ -33,12 +33,13 @@ from ..data import (
 )
 from ..errors import UserInputError
 from ..losses import EpochLoss, TrainingRun, build_loss
-from ..models import accepts_in_chans, create_model
+from ..models import accepts_in_chans
 from .checkpoint import EVAL_KEYS, RESUME_KEYS, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig, build_config, read_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, setup
 from .ema import ModelEma, unwrap
 from .evaluate import autocast_context, eval_loader, evaluate
+from .inference import build_model
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress
 from .resolve import resolve, upgrade_stored_config
@@ -345,8 +346,8 @@ class Trainer:
         return indices
 
     def _build_model(self, pretrained: str | None) -> nn.Module:
-        model = create_model(self.cfg.model, num_classes=self.bundle.num_classes, in_chans=self.bundle.channels,
-                             pretrained=pretrained)
+        model = build_model(self.cfg.model, self.cfg.model_options, self.bundle.num_classes, self.bundle.channels,
+                            pretrained=pretrained)
         report = getattr(model, "pretrained_report", None)
         if report is not None:
             self.log(f"pretrained weights {pretrained}: {report.summary()}")
@@ -471,7 +472,7 @@ class Trainer:
         """Test metrics of the best (validation) epoch's weights, from best.pt, without disturbing the model."""
         if self.state.best_epoch == self.state.epoch:
             return self.evaluate(self.test_loader)
-        model = create_model(self.cfg.model, num_classes=self.bundle.num_classes, in_chans=self.bundle.channels)
+        model = build_model(self.cfg.model, self.cfg.model_options, self.bundle.num_classes, self.bundle.channels)
         if self.dist.is_main:
             model.load_state_dict(load_checkpoint(self.out / "best.pt")["model"])
         model.to(self.dist.device)
