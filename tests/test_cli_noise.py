@@ -62,3 +62,26 @@ def test_bad_noise_is_one_line_and_writes_nothing(tmp_path, capsys, spec, messag
     assert main(["train", "--noise", spec, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not out.exists(), err
+
+
+def test_memorisation_is_logged_against_an_independent_count(noisy_run):
+    import torch
+
+    from olsmooth.engine.inference import model_from_checkpoint
+    row = json.loads((noisy_run / "metrics.jsonl").read_text().splitlines()[-1])
+    clean, noisy = np.load(noisy_run / "clean_labels.npy"), np.load(noisy_run / "noisy_labels.npy")
+    positions = np.load(noisy_run / "train_indices.npy")
+    ckpt = load_checkpoint(noisy_run / "last.pt")
+    model = model_from_checkpoint(ckpt).eval()
+    plain = build_datasets("digits", augment="none").train
+    changed = np.flatnonzero(clean != noisy)
+    with torch.no_grad():
+        predicted = np.array([int(model(plain[int(positions[i])][0].unsqueeze(0)).argmax()) for i in changed])
+    assert row["noisy_fit_clean"] == pytest.approx(100 * np.mean(predicted == clean[changed]))
+    assert row["noisy_fit_noisy"] == pytest.approx(100 * np.mean(predicted == noisy[changed]))
+    S = ckpt["loss"]["soft_labels"].double().numpy()
+    mass = [sum(S[y, j] for j in range(10) if j != y and np.any((noisy == y) & (clean == j))) for y in range(10)]
+    assert row["ols_noise_mass"] == pytest.approx(np.mean(mass))
+    sources = [np.mean(clean[noisy == y] != y) for y in range(10)]
+    assert row["noise_source_mass"] == pytest.approx(np.mean(sources))
+    assert (noisy_run / "memorisation.png").stat().st_size > 0

@@ -32,7 +32,7 @@ CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.
 # names a run writes: a folder holding only these and no last.pt is what a run that stopped before its first
 # checkpoint left behind (a stub), which a new run may reuse without --force
 _RUN_ENTRY = re.compile(r"(\.lock|config\.yaml|metrics\.jsonl|summary\.json|best\.pt|epoch-\d+\.pt|tensorboard|"
-                        r"soft_labels|(train|val)_indices\.npy|(clean|noisy)_labels\.npy|noise\.json|\..+\.tmp)")
+                        r"soft_labels|(train|val)_indices\.npy|(clean|noisy)_labels\.npy|noise\.json|memorisation\.png|\..+\.tmp)")
 SOFT_LABELS_EVERY_EPOCH_MAX_K = 200  # larger matrices are kept at snapshots and at the end only
 
 
@@ -252,6 +252,16 @@ class RunFolder:
         if K <= SOFT_LABELS_EVERY_EPOCH_MAX_K:
             image = torch.from_numpy(matrix / max(float(matrix.max()), 1e-12)).unsqueeze(0)
             self._writer.add_image("soft_labels", image, epoch)
+
+    def plot_memorisation(self, history: Sequence[dict[str, Any]]) -> None:
+        """memorisation.png: per epoch, how the training samples with a corrupted label are predicted."""
+        if not self.active:
+            return
+        from ..analysis import plot_curves
+        series = {"as their clean label": [r["noisy_fit_clean"] for r in history],
+                  "as their noisy label (memorised)": [r["noisy_fit_noisy"] for r in history]}
+        plot_curves(series, self.path / "memorisation.png", ylabel="% of corrupted training samples",
+                    title="predictions on the training samples whose label was corrupted")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json: the final and best figures, written when the run ends (its presence marks a finished run)."""

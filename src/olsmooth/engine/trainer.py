@@ -130,6 +130,7 @@ class Trainer:
         seed_everything(self.cfg.seed)
         self.bundle, self.val_set, self.indices = self._build_data(checkpoint)
         self.noise = self._corrupt_labels(checkpoint)
+        self.corrupted_loader = self._corrupted_loader() if self.noise is not None else None
         self.model = self._build_model(pretrained=None if self.resuming else self.cfg.pretrained)
         self.criterion: EpochLoss = build_loss(self.cfg.method, self.bundle.num_classes, **self.cfg.loss_kwargs())
         self.criterion.to(self.dist.device)
@@ -165,6 +166,8 @@ class Trainer:
                     self.run.write_noise(self.noise["clean"], self.noise["noisy"], self.noise["description"])
             for epoch in range(self.state.epoch, self.cfg.epochs):
                 self.run_epoch(epoch)
+            if self.corrupted_loader is not None:
+                self.run.plot_memorisation(self.state.history)
             summary = self.summary()
             self.run.write_summary(summary)
             failed = False
@@ -186,6 +189,8 @@ class Trainer:
                                    **{prefix + k: v for k, v in self.evaluate().items()}}
         if self.ema is not None:
             metrics.update({f"ema_{prefix}{k}": v for k, v in self.evaluate(ema=True).items()})
+        if self.corrupted_loader is not None:
+            metrics.update(self.memorisation())
         evaluated = time.perf_counter()
         metrics.update(lr=lr, images_per_s=train["images"] / (trained - start), epoch_time_s=trained - start,
                        eval_time_s=evaluated - trained)
@@ -324,6 +329,51 @@ class Trainer:
                      f"{len(clean)} training labels changed")
         self.bundle.train = Relabelled(self.bundle.train, noise["noisy"])
         return noise
+
+    def _corrupted_loader(self) -> DataLoader:
+        """The training samples whose label the noise changed, with evaluation transforms; each batch's labels
+        encode clean * K + noisy (both are needed per sample, and the loader yields one label)."""
+        cfg, K = self.cfg, self.bundle.num_classes
+        plain = build_datasets(cfg.dataset, data_root=cfg.data_root, split=cfg.split, image_size=cfg.image_size,
+                               channels=None if accepts_in_chans(cfg.model) else 3, download=cfg.download,
+                               augment="none").train
+        changed = np.flatnonzero(self.noise["clean"] != self.noise["noisy"])
+        positions = self.indices["train"][changed] if "train" in self.indices else changed
+        codes = self.noise["clean"][changed] * K + self.noise["noisy"][changed]
+        data = Relabelled(Subset(plain, positions.tolist()), codes)
+        return eval_loader(data, self.cfg.batch_size * 2, self.cfg.workers, self.dist)
+
+    @torch.no_grad()
+    def memorisation(self) -> dict[str, float]:
+        """On the training samples with a corrupted label: the % the model predicts as their clean label
+        (`noisy_fit_clean`) and as their noisy label (`noisy_fit_noisy`, how much noise it memorises); for OLS
+        also `ols_noise_mass`, the mean mass row y of S puts on the clean classes samples labelled y came from
+        (the true share is `noise_source_mass`)."""
+        K = self.bundle.num_classes
+        broadcast_state(self.model, buffers_only=True)
+        self.model.eval()
+        counts = torch.zeros(3, dtype=torch.float64, device=self.dist.device)  # samples, as clean, as noisy
+        for images, codes in self.corrupted_loader:
+            images, codes = images.to(self.dist.device), codes.to(self.dist.device)
+            if self.cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast_context(self.dist.device, self.cfg.amp):
+                predicted = self.model(images).argmax(dim=1)
+            counts += torch.stack([torch.tensor(float(len(codes)), device=counts.device),
+                                   (predicted == codes // K).sum(), (predicted == codes % K).sum()]).double()
+        n, as_clean, as_noisy = all_reduce_sum(counts).tolist()
+        result = {"noisy_fit_clean": 100.0 * as_clean / max(n, 1.0), "noisy_fit_noisy": 100.0 * as_noisy / max(n, 1.0)}
+        soft = getattr(self.criterion, "soft_labels", None)
+        if soft is not None:
+            clean, noisy = self.noise["clean"], self.noise["noisy"]
+            sources = np.zeros((K, K))
+            np.add.at(sources, (noisy, clean), 1.0)  # row y: where the samples labelled y truly come from
+            sources /= np.maximum(sources.sum(axis=1, keepdims=True), 1.0)
+            off = (sources > 0) & ~np.eye(K, dtype=bool)
+            S = soft.detach().double().cpu().numpy()
+            result.update(ols_noise_mass=float((S * off).sum(axis=1).mean()),
+                          noise_source_mass=float((sources * off).sum(axis=1).mean()))
+        return result
 
     def _draw_indices(self, train: Dataset) -> dict[str, np.ndarray]:
         cfg = self.cfg
