@@ -1,6 +1,20 @@
 """Losses: Online Label Smoothing and the baselines it is compared with, each with a functional form."""
 
 from .common import CrossEntropy, EpochLoss, TrainingRun, cross_entropy, validate_inputs
+from .noisy import (
+    SCE_PRESETS,
+    Bootstrapping,
+    DisturbLabel,
+    GeneralizedCrossEntropy,
+    SymmetricCrossEntropy,
+    bootstrap_loss,
+    disturb_label_loss,
+    disturb_labels,
+    gce_loss,
+    hard_bootstrap_loss,
+    sce_loss,
+    soft_bootstrap_loss,
+)
 from .online import PRESETS as OLS_PRESETS
 from .online import OnlineLabelSmoothing, initial_soft_labels, ols_loss
 from .registry import Option, build_loss, list_losses, loss_options, register_loss, validate_loss_options
@@ -13,6 +27,9 @@ from .smoothing import (
 )
 
 __all__ = [
+    "SCE_PRESETS", "Bootstrapping", "DisturbLabel", "GeneralizedCrossEntropy", "SymmetricCrossEntropy",
+    "bootstrap_loss", "disturb_label_loss", "disturb_labels", "gce_loss", "hard_bootstrap_loss", "sce_loss",
+    "soft_bootstrap_loss",
     "CrossEntropy", "EpochLoss", "LabelSmoothingCrossEntropy", "OLS_PRESETS", "OnlineLabelSmoothing", "Option",
     "TfKDRegularization", "TrainingRun", "build_loss", "cross_entropy", "initial_soft_labels",
     "label_smoothing_cross_entropy", "list_losses", "loss_options", "ols_loss", "register_loss", "tfkd_loss",

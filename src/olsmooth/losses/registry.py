@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from ..errors import UserInputError
 from .common import CrossEntropy, EpochLoss
+from .noisy import SCE_PRESETS, Bootstrapping, DisturbLabel, GeneralizedCrossEntropy, SymmetricCrossEntropy
 from .online import PRESETS, EmptyRule, Init, OnlineLabelSmoothing
 from .smoothing import LabelSmoothingCrossEntropy, TfKDRegularization
 
@@ -247,3 +248,56 @@ def _ols(num_classes: int, preset: str | None = None, **options: Any) -> EpochLo
 ])
 def _tfkd(num_classes: int, **options: Any) -> EpochLoss:
     return TfKDRegularization(num_classes, **options)
+
+
+_FRACTION = {"min": 0.0, "max": 1.0, "min_exclusive": True, "max_exclusive": True}
+
+
+@register_loss("sce", "symmetric cross-entropy alpha CE + beta RCE (cifar10 0.1/1, cifar100 6/0.1, mnist 0.01/1)", [
+    Option("preset", str, "cifar10", "the authors' alpha/beta for a dataset (mnist also for Fashion-MNIST); "
+           "alpha or beta given as well override it", choices=tuple(SCE_PRESETS)),
+    Option("alpha", float, None, "weight of the cross-entropy term", min=0.0, nullable=True,
+           default_text="from the preset"),
+    Option("beta", float, None, "weight of the reverse cross-entropy term", min=0.0, nullable=True,
+           default_text="from the preset"),
+    Option("label_clip", float, 1e-4, "the one-hot label is clipped to [label_clip, 1] in the reverse term",
+           **_FRACTION),
+    Option("pred_clip", float, 1e-7, "the softmax is clipped to [pred_clip, 1]", **_FRACTION),
+    CHECK_INPUTS,
+])
+def _sce(num_classes: int, **options: Any) -> EpochLoss:
+    return SymmetricCrossEntropy(num_classes, **options)
+
+
+@register_loss("gce", "generalised cross-entropy, the Lq loss (1 - p_y^q)/q, q 0.7", [
+    Option("q", float, 0.7, "0 < q <= 1: towards 0 cross-entropy, 1 mean absolute error", min=0.0, max=1.0,
+           min_exclusive=True),
+    CHECK_INPUTS,
+])
+def _gce(num_classes: int, **options: Any) -> EpochLoss:
+    return GeneralizedCrossEntropy(num_classes, **options)
+
+
+@register_loss("bootsoft", "soft bootstrapping: target beta y + (1 - beta) p, beta 0.95", [
+    Option("beta", float, 0.95, "weight of the given label; 1 - beta goes to the model's softmax", min=0.0, max=1.0),
+    CHECK_INPUTS,
+])
+def _bootsoft(num_classes: int, **options: Any) -> EpochLoss:
+    return Bootstrapping(num_classes, mode="soft", **options)
+
+
+@register_loss("boothard", "hard bootstrapping: target beta y + (1 - beta) onehot(argmax p), beta 0.8", [
+    Option("beta", float, 0.8, "weight of the given label; 1 - beta goes to the model's arg-max class", min=0.0,
+           max=1.0),
+    CHECK_INPUTS,
+])
+def _boothard(num_classes: int, **options: Any) -> EpochLoss:
+    return Bootstrapping(num_classes, mode="hard", **options)
+
+
+@register_loss("disturb", "DisturbLabel: each training label redrawn uniformly from all classes at rate 0.1", [
+    Option("rate", float, 0.1, "probability that a label is replaced by a uniformly drawn class", min=0.0, max=1.0),
+    CHECK_INPUTS,
+])
+def _disturb(num_classes: int, **options: Any) -> EpochLoss:
+    return DisturbLabel(num_classes, **options)
