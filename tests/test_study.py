@@ -273,3 +273,23 @@ def test_base_can_be_a_recipe_and_the_grid_overrides_it():
     assert [c.config.lr for c in study.cells] == [0.05, 0.1]
     assert all(c.config.epochs == protocol["epochs"] and c.config.model == recipe["model"] for c in study.cells)
     assert [c.name for c in study.cells] == ["lr=0.05", "lr=0.1"]
+
+
+def test_a_noise_study_plots_top1_against_the_rate_and_collects_memorisation(tmp_path):
+    from olsmooth.analysis.report import plot_noise_groups
+    from olsmooth.engine.study import cell_groups, plan_runs, write_results
+    study = parse_study({"base": {"epochs": 1, "train_subset": 200},
+                         "grid": {"noise": [None, "symmetric:0.4", "pairflip:0.2"], "method": ["ce", "ols"]},
+                         "seeds": [0, 1]}, "noisy", "test")
+    run_study(study, tmp_path, log=lambda _line: None)
+    text = (tmp_path / "results.md").read_text()
+    assert "## Memorisation" in text and (tmp_path / "memorisation.png").stat().st_size > 0
+    memorised = [json.loads((tmp_path / "noise=symmetric_0.4,method=ols" / f"seed-{s}" / "metrics.jsonl")
+                            .read_text().splitlines()[-1])["noisy_fit_noisy"] for s in (0, 1)]
+    assert f"{np.mean(memorised):.2f} ± {np.std(memorised, ddof=1):.2f}" in text
+    groups = cell_groups(study, plan_runs(study, tmp_path))
+    figure = plot_noise_groups(groups)
+    assert [ax.get_title() for ax in figure.axes] == ["symmetric", "pairflip"]
+    # one line per method in each panel, from the clean point (rate 0) to the noisy one
+    assert [list(line.get_xdata()) for line in figure.axes[0].get_lines()] == [[0.0, 0.4], [0.0, 0.4]]
+    assert write_results(study, plan_runs(study, tmp_path), tmp_path)[-1].name == "memorisation.png"

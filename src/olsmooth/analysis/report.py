@@ -451,3 +451,50 @@ def plot_groups(groups: Sequence[Group], key: str = "top1", x_option: str | None
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+NOISE_OPTION = "noise"
+
+
+def noise_setting(value: Any) -> tuple[str, float]:
+    """(kind, rate) of a `noise` option value such as "symmetric:0.4"; clean labels (None) are ("clean", 0.0)."""
+    if value is None:
+        return "clean", 0.0
+    kind, _, rate = str(value).partition(":")
+    try:
+        return kind, float(rate)
+    except ValueError:
+        raise UserInputError(f"noise setting {value!r} is not KIND:RATE") from None
+
+
+def plot_noise_groups(groups: Sequence[Group], key: str = "top1", ylabel: str = "final test top-1 (%)",
+                      title: str | None = None) -> Figure:
+    """`key` against the noise rate, one panel per noise kind and one line per setting of the other options
+    (method, ...), mean with a ± sample-std band over seeds; clean-label groups are the rate-0 point of every
+    panel."""
+    from matplotlib.figure import Figure
+
+    settings = [noise_setting(g.options.get(NOISE_OPTION)) for g in groups]
+    kinds = list(dict.fromkeys(kind for kind, _ in settings if kind != "clean")) or ["clean"]
+    fig = Figure(figsize=(5.5 * len(kinds), 4.5))
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    for ax, kind in zip(axes, kinds):
+        lines: dict[str, list[tuple[float, float, float]]] = {}
+        for group, (group_kind, rate) in zip(groups, settings):
+            if group_kind not in (kind, "clean"):
+                continue
+            stat = summary_stats([group.runs[s] for s in sorted(group.runs)], [key], group.label)[key]
+            rest = ", ".join(f"{k}={option_text(v)}" for k, v in group.options.items() if k != NOISE_OPTION)
+            lines.setdefault(rest, []).append((rate, stat["mean"], stat["std"]))
+        for name, points in lines.items():
+            rate, mean, std = (np.array(column) for column in zip(*sorted(points)))
+            (line,) = ax.plot(rate, mean, marker="o", label=name or None)
+            ax.fill_between(rate, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set(xlabel=f"{kind} noise rate", ylabel=ylabel, title=kind)
+        ax.grid(alpha=0.3)
+        if any(lines):
+            ax.legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -20,8 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..analysis.plots import plot_curves
 from ..analysis.report import (
     CONFIG_FILE,
+    NOISE_OPTION,
     NON_EXPERIMENT_OPTIONS,
     Group,
     RunStatus,
@@ -29,6 +31,8 @@ from ..analysis.report import (
     markdown_report,
     option_text,
     plot_groups,
+    plot_noise_groups,
+    read_metrics,
     read_run_config,
     run_status,
 )
@@ -46,6 +50,8 @@ RESULT_KEYS = ("top1", "nll", "ece")
 """Shown per cell for the last epoch and, as best_*, for each run's epoch with the highest test top-1."""
 TABLE_KEYS = (*RESULT_KEYS, *(f"best_{k}" for k in RESULT_KEYS))
 CSV_NAME, MARKDOWN_NAME, FIGURE_NAME = "results.csv", "results.md", "results.png"
+MEMORISATION_FIGURE = "memorisation.png"
+MEMORISATION_KEYS = ("noisy_fit_clean", "noisy_fit_noisy", "ols_noise_mass")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 
 Log = Callable[[str], None]
@@ -350,13 +356,20 @@ def run_study(study: Study, out: str | Path, log: Log = print) -> list[Path]:
     return write_results(study, plan_runs(study, out), out)
 
 
+def _is_noise_study(study: Study) -> bool:
+    """True when label noise is an axis: the figure then plots top-1 against the noise rate."""
+    return any(NOISE_OPTION in cell.options for cell in study.cells)
+
+
 def cell_groups(study: Study, plan: Sequence[PlannedRun]) -> list[Group]:
-    """Per cell, each seed's last-epoch and best-epoch figures, read from the finished run folders."""
+    """Per cell, each seed's last-epoch and best-epoch figures, read from the finished run folders (and, for runs
+    with label noise, the last epoch's memorisation figures)."""
     groups = {cell.name: Group(dict(cell.options)) for cell in study.cells}
     for run in plan:
         folder = load_run(run.folder)
         figures = {**folder.figures("last", RESULT_KEYS),
-                   **{f"best_{k}": v for k, v in folder.figures("best", RESULT_KEYS).items()}}
+                   **{f"best_{k}": v for k, v in folder.figures("best", RESULT_KEYS).items()},
+                   **{k: folder.records[-1][k] for k in MEMORISATION_KEYS if k in folder.records[-1]}}
         groups[run.cell.name].add(run.seed, figures, run.folder)
     return list(groups.values())
 
@@ -390,6 +403,13 @@ def _markdown_text(study: Study, groups: Sequence[Group], out: Path) -> str:
                  "top-1 and ECE in %, NLL in nats.\n")
     lines.append(markdown_report(groups, TABLE_KEYS, baseline_pairs(study)))
     lines.append(f"\n![test top-1 per cell]({FIGURE_NAME})\n")
+    noisy = [g for g in groups if all(k in run for run in g.runs.values() for k in MEMORISATION_KEYS[:2])]
+    if noisy:
+        lines.append("## Memorisation\n\nOn the training samples whose label the noise changed, at the last epoch: "
+                     "% predicted as their clean label (`noisy_fit_clean`) and as their noisy label "
+                     "(`noisy_fit_noisy`, memorised noise); per epoch in each run's metrics.jsonl.\n")
+        lines.append(markdown_report(noisy, MEMORISATION_KEYS[:2], []))
+        lines.append(f"\n![memorised noise per epoch]({MEMORISATION_FIGURE})\n")
     return "\n".join(lines)
 
 
@@ -411,10 +431,20 @@ def write_results(study: Study, plan: Sequence[PlannedRun], out: str | Path) -> 
         raise UserInputError(f"cannot write the results: {len(unfinished)} run(s) not finished, e.g. {unfinished[0]}")
     groups = cell_groups(study, plan)
     csv_text, markdown = _csv_text(study, plan, out), _markdown_text(study, groups, out)
-    figure = plot_groups(groups, "top1", _numeric_axis(study), ylabel="final test top-1 (%)",
-                         title=f"{study.name}: final test top-1, mean ± std over {len(study.seeds)} seed(s)")
-    paths = [out / CSV_NAME, out / MARKDOWN_NAME, out / FIGURE_NAME]
+    title = f"{study.name}: final test top-1, mean ± std over {len(study.seeds)} seed(s)"
+    figures = {FIGURE_NAME: plot_noise_groups(groups, "top1", title=title) if _is_noise_study(study) else
+               plot_groups(groups, "top1", _numeric_axis(study), ylabel="final test top-1 (%)", title=title)}
+    curves = {cell.name: [read_metrics(run.folder) for run in plan if run.cell.name == cell.name]
+              for cell in study.cells}
+    curves = {name: [[r["noisy_fit_noisy"] for r in records] for records in runs] for name, runs in curves.items()
+              if runs and all("noisy_fit_noisy" in records[-1] for records in runs)}
+    if curves:
+        figures[MEMORISATION_FIGURE] = plot_curves(curves, None, ylabel="% of corrupted training samples predicted "
+                                                   "as their noisy label", title="memorised noise per epoch")
+    paths = [out / CSV_NAME, out / MARKDOWN_NAME]
     for path, text in zip(paths, (csv_text, markdown)):
         atomic_write_file(path, lambda handle, text=text: handle.write(text.encode("utf-8")))
-    atomic_write_file(paths[2], lambda handle: figure.savefig(handle, format="png", dpi=120))
+    for name, figure in figures.items():
+        atomic_write_file(out / name, lambda handle, figure=figure: figure.savefig(handle, format="png", dpi=120))
+        paths.append(out / name)
     return paths
