@@ -103,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seeds", nargs="+", type=int, help="seeds of every cell (replaces the file's seeds)")
     study.add_argument("--out", help="folder of the run folders and results (default runs/study-NAME)")
     study.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+
+    from .analysis.soft_labels import VIEWS
+    soft = sub.add_parser("soft-labels", help="what OLS learned: per class the most similar classes, the diagonal "
+                                              "mass and entropy of its soft label, and their means over the epochs")
+    soft.add_argument("run", help="an OLS run folder (one with soft_labels/epoch-NNN.npy)")
+    soft.add_argument("--epoch", type=int, help="the epoch to describe (default: the last saved)")
+    soft.add_argument("--top", type=int, default=5, help="similar classes shown per class (default: 5)")
+    soft.add_argument("--json", action="store_true", help="print one JSON object (classes, curves, means)")
+    soft.add_argument("--figures", metavar="DIR", help="write the heatmap grid and the curves here as PNG")
+    soft.add_argument("--epochs", type=int, nargs="+", metavar="N",
+                      help="with --figures: the epochs of the heatmap grid (default: first, middle and last saved)")
+    soft.add_argument("--view", choices=VIEWS, default="auto",
+                      help="with --figures: the classes of the heatmaps: full, sorted by diagonal, clustered rows, "
+                           "or top (the classes of the largest off-diagonal masses); auto: full up to 30 classes, "
+                           "else clustered and top")
     return parser
 
 
@@ -262,8 +277,33 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_class_names(run_dir: Path) -> list[str] | None:
+    """The class names a run folder's best.pt (else last.pt) carries, or None where it has no checkpoint."""
+    from .engine.checkpoint import load_checkpoint
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / name).is_file():
+            names = load_checkpoint(run_dir / name, keys=()).get("class_names")
+            return [str(n) for n in names] if isinstance(names, (list, tuple)) else None
+    return None
+
+
+def cmd_soft_labels(args: argparse.Namespace) -> int:
+    from .analysis.soft_labels import soft_label_figures, soft_label_files, soft_label_summary, summary_text
+    run = Path(args.run)
+    soft_label_files(run)  # a run without soft labels stops here, before a checkpoint is read
+    if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
+        raise UserInputError(f"--figures {args.figures}: exists and is not a folder")
+    names = _checkpoint_class_names(run)
+    summary = soft_label_summary(run, args.epoch, args.top, names)
+    if args.figures:
+        for path in soft_label_figures(run, args.figures, args.epochs, args.view, names, summary["curves"]).values():
+            print(f"wrote {path}", file=sys.stderr)
+    print(json.dumps(summary) if args.json else summary_text(summary), end="\n" if args.json else "")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "ensemble": cmd_ensemble, "dataset-info": cmd_dataset_info,
-            "report": cmd_report, "study": cmd_study}
+            "report": cmd_report, "study": cmd_study, "soft-labels": cmd_soft_labels}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

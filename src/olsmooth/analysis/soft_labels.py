@@ -14,12 +14,15 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import yaml
 
 from ..errors import UserInputError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PathLike = Union[str, os.PathLike]
 SOFT_LABELS_DIR = "soft_labels"
@@ -193,21 +196,61 @@ def top_pair_classes(matrix: np.ndarray, limit: int = MAX_FULL_VIEW) -> np.ndarr
     return np.array(list(chosen))
 
 
-def view_order(matrix: np.ndarray, view: str = "auto") -> tuple[str, np.ndarray]:
-    """The view actually used ("auto" picks full up to MAX_FULL_VIEW classes, else clustered) and the classes to
-    show in order: full = all in class order, sorted = by decreasing diagonal mass, clustered = `clustered_order`,
-    top = `top_pair_classes`."""
+def resolve_views(view: str, num_classes: int) -> list[str]:
+    """The views `view` stands for: itself, or for "auto" the full view up to MAX_FULL_VIEW classes and beyond
+    it the clustered view of every class next to the top view of the most confused ones."""
     if view not in VIEWS:
         raise UserInputError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
-    if view == "auto":
-        view = "full" if matrix.shape[0] <= MAX_FULL_VIEW else "clustered"
+    if view != "auto":
+        return [view]
+    return ["full"] if num_classes <= MAX_FULL_VIEW else ["clustered", "top"]
+
+
+def view_order(matrix: np.ndarray, view: str) -> np.ndarray:
+    """The classes a view shows, in order: full = all in class order, sorted = by decreasing diagonal mass,
+    clustered = `clustered_order`, top = `top_pair_classes`."""
     if view == "full":
-        return view, np.arange(matrix.shape[0])
+        return np.arange(matrix.shape[0])
     if view == "sorted":
-        return view, np.argsort(-diagonal_mass(matrix), kind="stable")
+        return np.argsort(-diagonal_mass(matrix), kind="stable")
     if view == "clustered":
-        return view, clustered_order(matrix)
-    return view, top_pair_classes(matrix)
+        return clustered_order(matrix)
+    if view == "top":
+        return top_pair_classes(matrix)
+    raise UserInputError(f"unknown view {view!r}; choose one of {', '.join(VIEWS[1:])}")
+
+
+_VIEW_TITLES = {"full": "class order", "sorted": "sorted by diagonal mass", "clustered": "clustered rows",
+                "top": "classes of the largest off-diagonal masses"}
+
+
+def soft_label_figures(run_dir: PathLike, folder: PathLike | None = None, epochs: Sequence[int] | None = None,
+                       view: str = "auto", class_names: Sequence[Any] | None = None,
+                       curves: Mapping[str, Sequence[float]] | None = None) -> dict[str, Figure | Path]:
+    """The heatmap grid of each view (`resolve_views`) at `epochs` (default first, middle, last; the class order
+    comes from the last of them) and the curves over the epochs, by name (`soft-labels-VIEW`,
+    `soft-labels-curves`): written as PNG into `folder`, or returned as Figures when it is None."""
+    from .plots import plot_soft_label_curves, plot_soft_label_grid
+
+    files = soft_label_files(run_dir)
+    chosen = grid_epochs(files, epochs)
+    matrices = {epoch: load_matrix(files[epoch]) for epoch in chosen}
+    last = matrices[chosen[-1]]
+    size = last.shape[0]
+    names = resolve_class_names(size, class_names, config_class_names(run_dir))
+    def where(name: str) -> Path | None:
+        return None if folder is None else Path(folder) / f"{name}.png"
+
+    figures: dict[str, Figure | Path] = {}
+    for shown in resolve_views(view, size):
+        order = view_order(last, shown)
+        count = f"{len(order)} of {size} classes" if len(order) < size else f"{size} classes"
+        title = f"Soft labels, {_VIEW_TITLES[shown]} ({count})"
+        figures[f"soft-labels-{shown}"] = plot_soft_label_grid(matrices, where(f"soft-labels-{shown}"), names, order,
+                                                               title=title)
+    figures["soft-labels-curves"] = plot_soft_label_curves(
+        {Path(run_dir).name: curves or epoch_curves(files)}, where("soft-labels-curves"), num_classes=size)
+    return figures
 
 
 def soft_label_summary(run_dir: PathLike, epoch: int | None = None, top: int = 5,
