@@ -39,6 +39,8 @@ METHOD_OPTIONS = ("method", "ols_preset", "ls_eps", "tfkd_temperature", "loss_op
 """The loss and its options: one factor when `one_factor_pairs` looks for groups that differ in one thing."""
 PAIRED_COLUMNS = ("comparison", "setting", "metric", "n", "mean diff", "t-test p", "Wilcoxon p")
 PAIRED_FORMATS = {"mean diff": "+.3f", "t-test p": ".3f", "Wilcoxon p": ".3f"}
+PAIRED_CAPTION = "Paired tests by seed (diff = first − second, over the seeds both have; Wilcoxon from 5 pairs)"
+NO_PAIRED_TESTS = "Paired tests need at least 2 seeds that both groups have; none here."
 # config.yaml entries a report relies on, with the type each must have
 _CONFIG_TYPES = {"method": str, "dataset": str, "seed": int, "epochs": int}
 
@@ -375,15 +377,18 @@ def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
     return rows
 
 
-def _cell(value: Any, fmt: str) -> str:
-    """'mean ± std' for a summary entry, a formatted number for a float, the text otherwise; '|' escaped."""
+def cell_text(value: Any, fmt: str) -> str:
+    """'mean ± std' for a summary entry, a formatted number for a float, the text otherwise."""
     if isinstance(value, Mapping) and {"mean", "std"} <= value.keys():
-        text = f"{value['mean']:{fmt}} ± {value['std']:{fmt}}"
-    elif isinstance(value, float):
-        text = f"{value:{fmt}}"
-    else:
-        text = str(value)
-    return text.replace("|", "\\|")
+        return f"{value['mean']:{fmt}} ± {value['std']:{fmt}}"
+    if isinstance(value, float):
+        return f"{value:{fmt}}"
+    return str(value)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    """`cell_text` with '|' escaped for a markdown table."""
+    return cell_text(value, fmt).replace("|", "\\|")
 
 
 def markdown_table(
@@ -405,20 +410,29 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def markdown_report(groups: Sequence[Group], keys: Sequence[str], pairs: Sequence[tuple[int, int]],
-                    fmt: Mapping[str, str] | None = None) -> str:
-    """The summary table of the groups (options, n, mean ± std of keys) and their paired tests, in markdown."""
+def metric_formats(keys: Sequence[str]) -> dict[str, str]:
+    """How report tables show each metric: NLL to four decimals, the others (in %) to two."""
+    return {k: ".4f" if "nll" in k else ".2f" for k in keys}
+
+
+def summary_table(groups: Sequence[Group], keys: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows and columns of the summary table: each group's options as text, n, and mean/std of the keys."""
     option_keys = list(dict.fromkeys(k for g in groups for k in g.options))
     rows = [{**{k: option_text(row.get(k)) for k in option_keys}, **{k: row[k] for k in ("n", *keys)}}
             for row in summary_rows(groups, keys)]
-    formats = {k: ".4f" if "nll" in k else ".2f" for k in keys} | dict(fmt or {})
-    text = markdown_table(rows, [*option_keys, "n", *keys], formats)
+    return rows, [*option_keys, "n", *keys]
+
+
+def markdown_report(groups: Sequence[Group], keys: Sequence[str], pairs: Sequence[tuple[int, int]],
+                    fmt: Mapping[str, str] | None = None) -> str:
+    """The summary table of the groups (options, n, mean ± std of keys) and their paired tests, in markdown."""
+    rows, columns = summary_table(groups, keys)
+    text = markdown_table(rows, columns, metric_formats(keys) | dict(fmt or {}))
     tested = paired_rows(groups, pairs, [k for k in PAIRED_KEYS if k in keys])
     if tested:
-        text += ("\nPaired tests by seed (diff = first − second, over the seeds both have; Wilcoxon from 5 pairs):\n\n"
-                 + markdown_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS))
+        text += f"\n{PAIRED_CAPTION}:\n\n" + markdown_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS)
     elif pairs:
-        text += "\nPaired tests need at least 2 seeds that both groups have; none here.\n"
+        text += f"\n{NO_PAIRED_TESTS}\n"
     return text
 
 
