@@ -1,5 +1,6 @@
-"""The noisy-label losses against hand-worked cases, naive per-sample references written here, numerical gradients,
-dense (mixup/cutmix) targets, option checks and one training epoch each."""
+"""The noisy-label losses (sce, gce, bootsoft, boothard, disturb, jo, pc) against hand-worked cases, naive
+per-sample references written here, numerical gradients, dense (mixup/cutmix) targets, option checks and one
+training epoch each."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from olsmooth.losses import (
     Bootstrapping,
     DisturbLabel,
     GeneralizedCrossEntropy,
+    JointOptimization,
+    PairwiseConfusion,
     SymmetricCrossEntropy,
     bootstrap_loss,
     build_loss,
     disturb_label_loss,
     disturb_labels,
     gce_loss,
+    jo_loss,
+    pairwise_confusion_loss,
     sce_loss,
 )
 
@@ -54,6 +59,26 @@ def naive_bootstrap(z, y, beta, hard):
         guess = [float(k == top) for k in range(len(row))] if hard else p
         total -= sum((beta * (k == label) + (1 - beta) * guess[k]) * math.log(p[k]) for k in range(len(row)))
     return total / len(z)
+
+
+def naive_jo_authors(z, y, alpha, beta):
+    """The authors' form: L_p = -sum_k prior_k log mean_p_k (a cross-entropy, KL + H(prior)), uniform prior."""
+    probs = [softmax_list(row) for row in z.tolist()]
+    size, classes = len(probs), len(probs[0])
+    ce = -sum(math.log(p[label]) for p, label in zip(probs, y.tolist())) / size
+    mean = [sum(p[k] for p in probs) / size for k in range(classes)]
+    l_p = -sum(math.log(m) / classes for m in mean)
+    l_e = -sum(sum(pk * math.log(pk) for pk in p) for p in probs) / size
+    return ce + alpha * l_p + beta * l_e
+
+
+def naive_pc(z, y, lam):
+    """CE plus the authors' PairwiseConfusion on the softmax: pair i with i + B/2, one pair at a time."""
+    probs = [softmax_list(row) for row in z.tolist()]
+    size, half = len(probs), len(probs) // 2
+    ce = -sum(math.log(p[label]) for p, label in zip(probs, y.tolist())) / size
+    pairs = sum(math.sqrt(sum((a - b) ** 2 for a, b in zip(probs[i], probs[half + i]))) for i in range(half))
+    return ce + lam * pairs / size
 
 
 def softmax_list(row):
@@ -103,6 +128,36 @@ def test_disturb_hand_worked():
     assert loss.item() == pytest.approx(-math.log([0.5, 0.3, 0.2][drawn.item()]), abs=1e-12)
 
 
+def test_jo_hand_worked():
+    # p = (0.8, 0.2) label 0 and (0.4, 0.6) label 1: CE = -(ln 0.8 + ln 0.6)/2 = 0.366985; mean p = (0.6, 0.4),
+    # KL(uniform || mean) = 0.5 ln(0.5/0.6) + 0.5 ln(0.5/0.4) = 0.020411; mean entropy (0.500402 + 0.673012)/2
+    z, y = logits_of([0.8, 0.2], [0.4, 0.6]), torch.tensor([0, 1])
+    expected = 0.366985 + 1.2 * 0.020411 + 0.8 * 0.586707
+    assert JointOptimization(2)(z, y).item() == pytest.approx(expected, abs=2e-6)
+
+
+def test_pc_hand_worked():
+    # same batch: the pair's difference (0.4, -0.4) has norm 0.565685, divided by B = 2
+    z, y = logits_of([0.8, 0.2], [0.4, 0.6]), torch.tensor([0, 1])
+    assert PairwiseConfusion(2)(z, y).item() == pytest.approx(0.366985 + 10 * 0.282843, abs=1e-5)
+    # an odd batch: the third sample has no partner, the sum is still divided by B = 3
+    z3, y3 = logits_of([0.8, 0.2], [0.4, 0.6], [0.5, 0.5]), torch.tensor([0, 1, 0])
+    ce3 = (0.223144 + 0.510826 + 0.693147) / 3
+    assert pairwise_confusion_loss(z3, y3, 1.0).item() == pytest.approx(ce3 + 0.565685 / 3, abs=1e-5)
+
+
+def test_pc_switches_on_at_start_epoch_and_resumes_there():
+    z, y = logits_of([0.8, 0.2], [0.4, 0.6]), torch.tensor([0, 1])
+    loss = PairwiseConfusion(2, start_epoch=2)
+    for _ in range(2):
+        assert loss(z, y).item() == pytest.approx(0.366985, abs=1e-5)
+        loss.next_epoch()
+    assert loss(z, y).item() == pytest.approx(3.195412, abs=1e-5)
+    resumed = PairwiseConfusion(2, start_epoch=2)
+    resumed.load_state_dict(loss.state_dict())
+    assert resumed.epoch == 2 and resumed(z, y).item() == pytest.approx(3.195412, abs=1e-5)
+
+
 # -- against the naive references ----------------------------------------------------------------------------
 
 @pytest.fixture()
@@ -130,6 +185,30 @@ def test_bootstrap_matches_naive(batch, mode, beta):
     assert bootstrap_loss(z, y, beta, mode).item() == pytest.approx(expected, rel=1e-10)
 
 
+@pytest.mark.parametrize("alpha,beta", [(1.2, 0.8), (1.0, 0.5)])
+def test_jo_matches_the_authors_form_up_to_the_prior_entropy(batch, alpha, beta):
+    z, y = batch
+    # KL(prior || m) = CE(prior, m) - H(prior): the authors' prior term exceeds ours by log K (uniform prior)
+    expected = naive_jo_authors(z, y, alpha, beta) - alpha * math.log(5)
+    assert jo_loss(z, y, alpha, beta).item() == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("size", [12, 11])
+def test_pc_matches_naive(size):
+    torch.manual_seed(size)
+    z, y = torch.randn(size, 5, dtype=torch.float64) * 2, torch.randint(0, 5, (size,))
+    assert pairwise_confusion_loss(z, y, 10.0).item() == pytest.approx(naive_pc(z, y, 10.0), rel=1e-10)
+
+
+def test_jo_custom_prior():
+    z, y = logits_of([0.8, 0.2], [0.4, 0.6]), torch.tensor([0, 1])
+    # prior (0.6, 0.4) equals the batch mean: the prior term vanishes
+    loss = JointOptimization(2, prior=torch.tensor([0.6, 0.4]))
+    assert loss(z, y).item() == pytest.approx(0.366985 + 0.8 * 0.586707, abs=2e-6)
+    with pytest.raises(ValueError, match="prior must be 2 non-negative probabilities"):
+        JointOptimization(2, prior=torch.tensor([0.7, 0.4]))
+
+
 # -- gradients -----------------------------------------------------------------------------------------------
 
 GRADIENT_CASES = {
@@ -138,6 +217,8 @@ GRADIENT_CASES = {
     "bootsoft": lambda z, y: bootstrap_loss(z, y, 0.95, "soft"),
     "boothard": lambda z, y: bootstrap_loss(z, y, 0.8, "hard"),
     "disturb": lambda z, y: disturb_label_loss(z, y, 0.5, torch.Generator().manual_seed(1)),
+    "jo": lambda z, y: jo_loss(z, y, 1.2, 0.8),
+    "pc": lambda z, y: pairwise_confusion_loss(z, y, 10.0),
 }
 
 
@@ -180,6 +261,22 @@ def test_dense_mixture_is_the_mixture_of_losses(batch, name):
     per_sample = [lam * loss(z[i:i + 1], y[i:i + 1]) + (1 - lam) * loss(z[i:i + 1], other[i:i + 1])
                   for i in range(len(y))]
     assert loss(z, dense).item() == pytest.approx(torch.stack(per_sample).mean().item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("loss", [JointOptimization(5), PairwiseConfusion(5)], ids=["jo", "pc"])
+def test_dense_targets_change_only_the_cross_entropy(batch, loss):
+    # the regularisers do not depend on the target: the dense loss minus the hard one is the CE difference
+    z, y = batch
+    dense = torch.softmax(torch.randn(12, 5, dtype=torch.float64), dim=1)
+    log_p = torch.log_softmax(z, dim=1)
+    ce_dense, ce_hard = -(dense * log_p).sum(1).mean(), -log_p[torch.arange(12), y].mean()
+    assert (loss(z, dense) - loss(z, y)).item() == pytest.approx((ce_dense - ce_hard).item(), rel=1e-9)
+
+
+def test_pc_gradient_of_identical_pairs_is_finite():
+    z = torch.zeros(4, 3, requires_grad=True)
+    pairwise_confusion_loss(z, torch.tensor([0, 1, 2, 0])).backward()
+    assert bool(torch.isfinite(z.grad).all())
 
 
 def test_sce_dense_target_clips_each_class():
@@ -225,7 +322,10 @@ def test_disturb_is_reproducible_from_the_global_seed_and_off_in_eval():
 
 # -- precision -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["sce", "gce", "bootsoft", "boothard", "disturb"])
+ALL = ["sce", "gce", "bootsoft", "boothard", "disturb", "jo", "pc"]
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_float32_under_autocast(name):
     torch.manual_seed(4)
     z, y = torch.randn(8, 6).bfloat16(), torch.randint(0, 6, (8,))
@@ -246,6 +346,9 @@ def test_sce_presets_and_overrides():
     assert (mixed.alpha, mixed.beta) == (1.0, 0.1)
     assert (build_loss("boothard", 3).beta, build_loss("bootsoft", 3).beta) == (0.8, 0.95)
     assert build_loss("gce", 3).q == 0.7 and build_loss("disturb", 3).rate == 0.1
+    assert (build_loss("jo", 3).alpha, build_loss("jo", 3).beta) == (1.2, 0.8)
+    pc = build_loss("pc", 3, start_epoch=5)
+    assert (pc.lam, pc.start_epoch, pc.active) == (10.0, 5, False)
 
 
 @pytest.mark.parametrize("name,options,message", [
@@ -257,6 +360,10 @@ def test_sce_presets_and_overrides():
     ("bootsoft", {"beta": 1.2}, "option beta of method bootsoft must be in"),
     ("boothard", {"mode": "soft"}, "unknown option 'mode' for method 'boothard'"),
     ("disturb", {"rate": -0.1}, "option rate of method disturb must be in"),
+    ("jo", {"alpha": -1.0}, "option alpha of method jo must be >= 0"),
+    ("pc", {"lam": -1.0}, "option lam of method pc must be >= 0"),
+    ("pc", {"start_epoch": 1.5}, "option start_epoch of method pc must be an integer"),
+    ("pc", {"start_epoch": -1}, "option start_epoch of method pc must be >= 0"),
 ])
 def test_bad_options_are_one_line_errors(name, options, message):
     with pytest.raises(UserInputError, match=message):
@@ -274,7 +381,7 @@ def test_constructors_refuse_bad_values():
 
 # -- one epoch through the command line ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["sce", "gce", "bootsoft", "boothard", "disturb"])
+@pytest.mark.parametrize("name", ALL)
 def test_trains_one_epoch(tmp_path, name):
     out = tmp_path / name
     assert main(["train", "--epochs", "1", "--train-subset", "200", "--method", name, "--out", str(out)]) == 0

@@ -18,6 +18,13 @@ from .noisy import (
 from .online import PRESETS as OLS_PRESETS
 from .online import OnlineLabelSmoothing, initial_soft_labels, ols_loss
 from .registry import Option, build_loss, list_losses, loss_options, register_loss, validate_loss_options
+from .regularised import (
+    JointOptimization,
+    PairwiseConfusion,
+    jo_loss,
+    pairwise_confusion,
+    pairwise_confusion_loss,
+)
 from .smoothing import (
     LabelSmoothingCrossEntropy,
     TfKDRegularization,
@@ -30,6 +37,7 @@ __all__ = [
     "SCE_PRESETS", "Bootstrapping", "DisturbLabel", "GeneralizedCrossEntropy", "SymmetricCrossEntropy",
     "bootstrap_loss", "disturb_label_loss", "disturb_labels", "gce_loss", "hard_bootstrap_loss", "sce_loss",
     "soft_bootstrap_loss",
+    "JointOptimization", "PairwiseConfusion", "jo_loss", "pairwise_confusion", "pairwise_confusion_loss",
     "CrossEntropy", "EpochLoss", "LabelSmoothingCrossEntropy", "OLS_PRESETS", "OnlineLabelSmoothing", "Option",
     "TfKDRegularization", "TrainingRun", "build_loss", "cross_entropy", "initial_soft_labels",
     "label_smoothing_cross_entropy", "list_losses", "loss_options", "ols_loss", "register_loss", "tfkd_loss",

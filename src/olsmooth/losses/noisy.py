@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import EpochLoss, autocast_off, cross_entropy_from_log_probs
+from .common import EpochLoss, autocast_off
 
 # The authors' per-dataset (alpha, beta) of symmetric cross-entropy; "mnist" covers MNIST-like sets (Fashion-MNIST).
 SCE_PRESETS: dict[str, tuple[float, float]] = {"cifar10": (0.1, 1.0), "cifar100": (6.0, 0.1), "mnist": (0.01, 1.0)}
@@ -35,10 +35,17 @@ def clipped_log_probs(log_probs: Tensor, low: float, high: float = 1.0) -> Tenso
     return log_probs.clamp(min=math.log(low), max=math.log(high) if high < 1.0 else None)
 
 
+def log_prob_cross_entropy(log_probs: Tensor, target: Tensor) -> Tensor:
+    """Mean cross-entropy against class indices or dense targets, in the log-probabilities' precision."""
+    if target.dim() == 2:
+        return -(target.to(log_probs.dtype) * log_probs).sum(dim=1).mean()
+    return F.nll_loss(log_probs, target)
+
+
 def float_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy against class indices or dense targets in float32 under autocast (float64 kept)."""
     with autocast_off(logits.device.type):
-        return cross_entropy_from_log_probs(float_log_softmax(logits), target)
+        return log_prob_cross_entropy(float_log_softmax(logits), target)
 
 
 def sce_loss(logits: Tensor, target: Tensor, alpha: float = 0.1, beta: float = 1.0, label_clip: float = 1e-4,

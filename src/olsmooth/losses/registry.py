@@ -17,6 +17,7 @@ from ..errors import UserInputError
 from .common import CrossEntropy, EpochLoss
 from .noisy import SCE_PRESETS, Bootstrapping, DisturbLabel, GeneralizedCrossEntropy, SymmetricCrossEntropy
 from .online import PRESETS, EmptyRule, Init, OnlineLabelSmoothing
+from .regularised import JointOptimization, PairwiseConfusion
 from .smoothing import LabelSmoothingCrossEntropy, TfKDRegularization
 
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
@@ -301,3 +302,21 @@ def _boothard(num_classes: int, **options: Any) -> EpochLoss:
 ])
 def _disturb(num_classes: int, **options: Any) -> EpochLoss:
     return DisturbLabel(num_classes, **options)
+
+
+@register_loss("jo", "joint optimisation's loss: CE + 1.2 KL(uniform || batch mean p) + 0.8 entropy", [
+    Option("alpha", float, 1.2, "weight of the prior term KL(prior || mean prediction of the batch)", min=0.0),
+    Option("beta", float, 0.8, "weight of the mean entropy of the predictions", min=0.0),
+    CHECK_INPUTS,
+])
+def _jo(num_classes: int, **options: Any) -> EpochLoss:
+    return JointOptimization(num_classes, **options)
+
+
+@register_loss("pc", "pairwise confusion: CE + 10 x the distance of paired softmax outputs, from start_epoch on", [
+    Option("lam", float, 10.0, "weight of the pairwise confusion term", min=0.0),
+    Option("start_epoch", int, 0, "epochs of plain cross-entropy before the term is switched on", min=0),
+    CHECK_INPUTS,
+])
+def _pc(num_classes: int, **options: Any) -> EpochLoss:
+    return PairwiseConfusion(num_classes, **options)
