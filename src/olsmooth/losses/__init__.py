@@ -1,6 +1,16 @@
 """Losses: Online Label Smoothing and the baselines it is compared with, each with a functional form."""
 
 from .common import CrossEntropy, EpochLoss, TrainingRun, cross_entropy, validate_inputs
+from .correction import (
+    BackwardCorrection,
+    ForwardCorrection,
+    backward_corrected_loss,
+    estimate_transition,
+    forward_corrected_loss,
+    read_transition,
+)
+from .elr import ELR, elr_loss
+from .elr import PRESETS as ELR_PRESETS
 from .noisy import (
     SCE_PRESETS,
     Bootstrapping,
@@ -34,6 +44,8 @@ from .smoothing import (
 )
 
 __all__ = [
+    "BackwardCorrection", "ELR", "ELR_PRESETS", "ForwardCorrection", "backward_corrected_loss", "elr_loss",
+    "estimate_transition", "forward_corrected_loss", "read_transition",
     "SCE_PRESETS", "Bootstrapping", "DisturbLabel", "GeneralizedCrossEntropy", "SymmetricCrossEntropy",
     "bootstrap_loss", "disturb_label_loss", "disturb_labels", "gce_loss", "hard_bootstrap_loss", "sce_loss",
     "soft_bootstrap_loss",

@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 from ..errors import UserInputError
 from .common import CrossEntropy, EpochLoss
+from .correction import BackwardCorrection, ForwardCorrection
+from .elr import ELR
+from .elr import PRESETS as ELR_PRESETS
 from .noisy import SCE_PRESETS, Bootstrapping, DisturbLabel, GeneralizedCrossEntropy, SymmetricCrossEntropy
 from .online import PRESETS, EmptyRule, Init, OnlineLabelSmoothing
 from .regularised import JointOptimization, PairwiseConfusion
@@ -249,6 +252,41 @@ def _ols(num_classes: int, preset: str | None = None, **options: Any) -> EpochLo
 ])
 def _tfkd(num_classes: int, **options: Any) -> EpochLoss:
     return TfKDRegularization(num_classes, **options)
+
+
+_CORRECTION_OPTIONS = [
+    Option("transition", str, "known", "the matrix T[i, j] = P(noisy j | clean i): known (the realised one of the "
+           "run's --noise), estimate (anchor points of a cross-entropy model's softmax on the training data), or "
+           "the path of a .npy / .json K x K file"),
+    Option("estimate_percentile", float, 97.0, "with transition=estimate, the anchor of class i is the most "
+           "confident sample below this percentile of p(i|x); none takes the most confident one (the authors' "
+           "CIFAR-100 setting)", min=0.0, max=100.0, nullable=True),
+    CHECK_INPUTS,
+]
+
+
+@register_loss("forward", "forward loss correction: cross-entropy of p T (Patrini et al. 2017)", _CORRECTION_OPTIONS)
+def _forward(num_classes: int, **options: Any) -> EpochLoss:
+    return ForwardCorrection(num_classes, **options)
+
+
+@register_loss("backward", "backward loss correction: T^-1 times the per-class losses (Patrini et al. 2017)",
+               _CORRECTION_OPTIONS)
+def _backward(num_classes: int, **options: Any) -> EpochLoss:
+    return BackwardCorrection(num_classes, **options)
+
+
+@register_loss("elr", "early-learning regularisation, per-sample target EMA (cifar10 beta/lam 0.7/3, cifar100 0.9/7)", [
+    Option("preset", str, "cifar10", "the authors' beta and lam for a dataset; beta or lam given as well override it",
+           choices=tuple(ELR_PRESETS)),
+    Option("beta", float, None, "momentum of the per-sample target: t <- beta t + (1 - beta) p", min=0.0, max=1.0,
+           max_exclusive=True, nullable=True, default_text="from the preset"),
+    Option("lam", float, None, "weight of the regulariser lam * mean log(1 - <p, t>)", min=0.0, nullable=True,
+           default_text="from the preset"),
+    CHECK_INPUTS,
+])
+def _elr(num_classes: int, **options: Any) -> EpochLoss:
+    return ELR(num_classes, **options)
 
 
 _FRACTION = {"min": 0.0, "max": 1.0, "min_exclusive": True, "max_exclusive": True}
