@@ -85,3 +85,49 @@ def test_memorisation_is_logged_against_an_independent_count(noisy_run):
     sources = [np.mean(clean[noisy == y] != y) for y in range(10)]
     assert row["noise_source_mass"] == pytest.approx(np.mean(sources))
     assert (noisy_run / "memorisation.png").stat().st_size > 0
+
+
+def test_forward_correction_takes_the_known_matrix_or_a_file(noisy_run, tmp_path, capsys):
+    known = tmp_path / "known"
+    assert main(["train", "--epochs", "1", "--train-subset", "300", "--noise", "symmetric:0.4", "--noise-seed", "7",
+                 "--method", "forward", "--out", str(known)]) == 0
+    used = json.loads((known / "transition.json").read_text())
+    assert used["source"] == "known"
+    np.testing.assert_allclose(used["transition"], json.loads((noisy_run / "noise.json").read_text())["transition"],
+                               atol=1e-6)
+    matrix = tmp_path / "T.npy"
+    np.save(matrix, np.full((10, 10), 0.1))
+    given = tmp_path / "given"
+    assert main(["train", "--epochs", "1", "--train-subset", "300", "--method", "backward", "--loss-opt",
+                 f"transition={matrix}", "--out", str(given)]) == 2  # a singular matrix cannot be inverted
+    assert "invertible" in capsys.readouterr().err and not given.exists()
+    assert main(["train", "--epochs", "1", "--train-subset", "300", "--method", "forward", "--loss-opt",
+                 f"transition={matrix}", "--out", str(given)]) == 0
+    np.testing.assert_allclose(json.loads((given / "transition.json").read_text())["transition"], 0.1, atol=1e-6)
+    assert main(["train", "--epochs", "1", "--method", "forward", "--out", str(tmp_path / "no-noise")]) == 2
+    assert "needs --noise" in capsys.readouterr().err
+
+
+def test_forward_correction_estimates_the_matrix_from_a_cross_entropy_run_first(tmp_path):
+    import torch
+
+    from olsmooth.engine.inference import model_from_checkpoint
+    from olsmooth.losses.correction import estimate_transition
+    out = tmp_path / "estimate"
+    args = ["train", "--epochs", "2", "--train-subset", "200", "--noise", "pairflip:0.3", "--method", "forward",
+            "--loss-opt", "transition=estimate", "--out", str(out)]
+    assert main(args) == 0
+    stage = out / "transition-estimate"
+    stage_config = json.loads(json.dumps(load_checkpoint(stage / "last.pt")["config"]))
+    assert stage_config["method"] == "ce" and stage_config["noise"] == "pairflip:0.3"
+    np.testing.assert_array_equal(np.load(stage / "noisy_labels.npy"), np.load(out / "noisy_labels.npy"))
+    model = model_from_checkpoint(load_checkpoint(stage / "last.pt")).eval()
+    plain = build_datasets("digits", augment="none").train
+    with torch.no_grad():
+        probs = torch.cat([torch.softmax(model(plain[int(i)][0].unsqueeze(0)), 1)
+                           for i in np.load(out / "train_indices.npy")])
+    used = json.loads((out / "transition.json").read_text())
+    assert used["source"] == "estimate"
+    np.testing.assert_allclose(used["transition"], estimate_transition(probs).numpy(), atol=1e-5)
+    saved = load_checkpoint(out / "last.pt", keys=("loss",))["loss"]
+    assert any(torch.is_tensor(v) and v.shape == (10, 10) for v in saved.values())  # the matrix resumes with the run

@@ -91,3 +91,10 @@ def is_peer_timeout(err: BaseException) -> bool:
     it timed out; NCCL: a DistBackendError)."""
     backend_error = getattr(dist, "DistBackendError", ())
     return isinstance(err, backend_error) or (isinstance(err, RuntimeError) and "timed out" in str(err).lower())
+
+
+def broadcast_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Give every process rank 0's values of `tensor` (in place; a no-op in a single process) and return it."""
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(tensor, src=0)
+    return tensor

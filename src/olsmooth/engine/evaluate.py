@@ -71,3 +71,14 @@ def evaluate(models: Sequence[nn.Module], loader: DataLoader, dist: DistInfo, am
     if not collect:
         return Evaluation(metrics)
     return Evaluation(metrics, torch.cat(kept_probs), torch.cat(kept_labels))
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none") -> Tensor:
+    """The float32 softmax of `model` over every sample of `loader`, in order, on this process alone."""
+    model.eval()
+    chunks = []
+    for images, *_ in loader:
+        with autocast_context(device, amp):
+            chunks.append(torch.softmax(model(images.to(device)).float(), dim=1).cpu())
+    return torch.cat(chunks)

@@ -32,7 +32,8 @@ CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.
 # names a run writes: a folder holding only these and no last.pt is what a run that stopped before its first
 # checkpoint left behind (a stub), which a new run may reuse without --force
 _RUN_ENTRY = re.compile(r"(\.lock|config\.yaml|metrics\.jsonl|summary\.json|best\.pt|epoch-\d+\.pt|tensorboard|"
-                        r"soft_labels|(train|val)_indices\.npy|(clean|noisy)_labels\.npy|noise\.json|memorisation\.png|\..+\.tmp)")
+                        r"soft_labels|(train|val)_indices\.npy|(clean|noisy)_labels\.npy|noise\.json|memorisation\.png|transition\.json|transition-estimate|\..+\.tmp)")
+ESTIMATE_FOLDER = "transition-estimate"  # the cross-entropy run a --loss-opt transition=estimate run trains first
 SOFT_LABELS_EVERY_EPOCH_MAX_K = 200  # larger matrices are kept at snapshots and at the end only
 
 
@@ -208,6 +209,12 @@ class RunFolder:
             for name, labels in (("clean", clean), ("noisy", noisy)):
                 atomic_write_file(self.path / f"{name}_labels.npy", lambda handle, a=labels: np.save(handle, a))
             atomic_write_text(self.path / "noise.json", json.dumps(description, indent=1) + "\n")
+
+    def write_transition(self, matrix: np.ndarray, source: str) -> None:
+        """transition.json: the K x K matrix a loss-corrected loss uses (rows = clean classes) and its source."""
+        if self.active:
+            text = json.dumps({"source": source, "transition": matrix.tolist()}, indent=1)
+            atomic_write_text(self.path / "transition.json", text + "\n")
 
     def write_metrics(self, history: Sequence[dict[str, Any]]) -> None:
         """metrics.jsonl: one JSON object per finished epoch."""

@@ -33,17 +33,18 @@ from ..data import (
 )
 from ..errors import UserInputError
 from ..losses import EpochLoss, TrainingRun, build_loss
+from ..losses.correction import estimate_transition, read_transition
 from ..models import accepts_in_chans
 from .checkpoint import EVAL_KEYS, RESUME_KEYS, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig, build_config, read_yaml
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, setup
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, broadcast_tensor, setup
 from .ema import ModelEma, unwrap
-from .evaluate import autocast_context, eval_loader, evaluate
-from .inference import build_model
+from .evaluate import autocast_context, eval_loader, evaluate, predict_probs
+from .inference import build_model, model_from_checkpoint
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress
 from .resolve import resolve, upgrade_stored_config
-from .run_folder import CONFIG, RunFolder
+from .run_folder import CONFIG, ESTIMATE_FOLDER, SUMMARY, RunFolder
 
 Log = Callable[[str], None]
 
@@ -134,6 +135,8 @@ class Trainer:
         self.model = self._build_model(pretrained=None if self.resuming else self.cfg.pretrained)
         self.criterion: EpochLoss = build_loss(self.cfg.method, self.bundle.num_classes, **self.cfg.loss_kwargs())
         self.criterion.to(self.dist.device)
+        if self.criterion.needs_transition and not self.resuming:
+            self._set_given_transition()
         self.sampler, self.train_loader = self._train_loader()
         self.test_loader = eval_loader(self.bundle.test, self.cfg.batch_size * 2, self.cfg.workers, self.dist)
         self.val_loader = (eval_loader(self.val_set, self.cfg.batch_size * 2, self.cfg.workers, self.dist)
@@ -164,6 +167,11 @@ class Trainer:
                     self.run.write_indices(name, indices)
                 if self.noise is not None:
                     self.run.write_noise(self.noise["clean"], self.noise["noisy"], self.noise["description"])
+            if self.criterion.needs_transition and self.criterion.transition_matrix is None:
+                self._set_estimated_transition()
+            if self.criterion.needs_transition and not self.resuming:
+                self.run.write_transition(self.criterion.transition_matrix.cpu().numpy(),
+                                          self.criterion.transition_source)
             for epoch in range(self.state.epoch, self.cfg.epochs):
                 self.run_epoch(epoch)
             if self.corrupted_loader is not None:
@@ -291,21 +299,26 @@ class Trainer:
 
         Both are seeded and stratified; a resumed run reuses the indices saved in its checkpoint.
         """
-        cfg = self.cfg
-        channels = None if accepts_in_chans(cfg.model) else 3
-        options = dict(data_root=cfg.data_root, split=cfg.split, image_size=cfg.image_size, channels=channels,
-                       download=cfg.download)
-        bundle = build_datasets(cfg.dataset, augment=cfg.augment, **options)
+        bundle = self._datasets(self.cfg.augment)
         saved = (checkpoint or {}).get("data_indices")
         indices = ({k: v.numpy() for k, v in saved.items()} if saved is not None
                    else self._draw_indices(bundle.train))
-        val = None
-        if "val" in indices:
-            plain = build_datasets(cfg.dataset, augment="none", **options).train
-            val = Subset(plain, indices["val"].tolist())
+        val = Subset(self._datasets("none").train, indices["val"].tolist()) if "val" in indices else None
         if "train" in indices:
             bundle.train = Subset(bundle.train, indices["train"].tolist())
         return bundle, val, indices
+
+    def _datasets(self, augment: str) -> DatasetBundle:
+        """The run's datasets with training augmentation `augment` ("none": evaluation transforms throughout)."""
+        cfg = self.cfg
+        return build_datasets(cfg.dataset, data_root=cfg.data_root, split=cfg.split, image_size=cfg.image_size,
+                              channels=None if accepts_in_chans(cfg.model) else 3, download=cfg.download,
+                              augment=augment)
+
+    def _plain_training_samples(self, positions: np.ndarray) -> Dataset:
+        """Samples of the training set (after --train-subset), given by position, with evaluation transforms."""
+        indices = self.indices["train"][positions] if "train" in self.indices else positions
+        return Subset(self._datasets("none").train, indices.tolist())
 
     def _corrupt_labels(self, checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
         """With --noise, replace the training labels (after the subset and validation split; evaluation labels
@@ -330,17 +343,55 @@ class Trainer:
         self.bundle.train = Relabelled(self.bundle.train, noise["noisy"])
         return noise
 
+    def _set_given_transition(self) -> None:
+        """The transition matrix of a loss-corrected loss from "known" (the realised matrix of --noise) or a file;
+        "estimate" is left to `fit()`, which trains the cross-entropy model it needs."""
+        source = self.criterion.transition_source
+        if source == "estimate":
+            return
+        if source == "known":
+            if self.noise is None:
+                raise UserInputError(f"method {self.cfg.method} with transition=known needs --noise (the matrix is "
+                                     f"the realised one of the run's label noise); give a file or transition=estimate")
+            matrix = torch.tensor(self.noise["description"]["transition"], dtype=torch.float32)
+        else:
+            matrix = read_transition(source, self.bundle.num_classes)
+        try:
+            self.criterion.set_transition(matrix)
+        except ValueError as err:
+            raise UserInputError(f"transition matrix {source}: {err}") from None
+
+    def _set_estimated_transition(self) -> None:
+        """Patrini et al.'s two-stage estimate: train this configuration with cross-entropy into the run folder's
+        `transition-estimate/` (resumed or reused when it is there), then the anchor-point estimator on that
+        model's softmax over the training samples gives the matrix (computed by rank 0, shared with all ranks)."""
+        folder = self.out / ESTIMATE_FOLDER
+        if not (folder / SUMMARY).exists():
+            if (folder / "last.pt").exists():
+                stage, checkpoint = load_resume(folder, {})
+            else:
+                same = {k: v for k, v in self.cfg.to_dict().items() if k != "loss_options"}
+                stage = build_config(same, {"method": "ce", "out": str(folder), "force": True, "save_every": 0})
+                checkpoint = None
+            self.log(f"estimating the transition matrix: training {stage.model} with cross-entropy in {folder}")
+            Trainer(stage, checkpoint, log=lambda line: self.log(f"  [estimate] {line}")).fit()
+        matrix = torch.zeros(self.bundle.num_classes, self.bundle.num_classes, device=self.dist.device)
+        if self.dist.is_main:
+            model = model_from_checkpoint(load_checkpoint(folder / "last.pt")).to(self.dist.device)
+            plain = self._plain_training_samples(np.arange(len(self.bundle.train)))
+            probs = predict_probs(model, DataLoader(plain, batch_size=self.cfg.batch_size * 2), self.dist.device,
+                                  self.cfg.amp)
+            matrix = estimate_transition(probs, self.criterion.estimate_percentile).to(self.dist.device)
+        broadcast_tensor(matrix)
+        self.criterion.set_transition(matrix.cpu())
+
     def _corrupted_loader(self) -> DataLoader:
         """The training samples whose label the noise changed, with evaluation transforms; each batch's labels
         encode clean * K + noisy (both are needed per sample, and the loader yields one label)."""
-        cfg, K = self.cfg, self.bundle.num_classes
-        plain = build_datasets(cfg.dataset, data_root=cfg.data_root, split=cfg.split, image_size=cfg.image_size,
-                               channels=None if accepts_in_chans(cfg.model) else 3, download=cfg.download,
-                               augment="none").train
+        K = self.bundle.num_classes
         changed = np.flatnonzero(self.noise["clean"] != self.noise["noisy"])
-        positions = self.indices["train"][changed] if "train" in self.indices else changed
         codes = self.noise["clean"][changed] * K + self.noise["noisy"][changed]
-        data = Relabelled(Subset(plain, positions.tolist()), codes)
+        data = Relabelled(self._plain_training_samples(changed), codes)
         return eval_loader(data, self.cfg.batch_size * 2, self.cfg.workers, self.dist)
 
     @torch.no_grad()

@@ -189,6 +189,8 @@ class EpochLoss(nn.Module):
     """
 
     needs_index: bool = False
+    needs_transition: bool = False
+    """True for losses corrected with a noise transition matrix: the loop supplies it with `set_transition`."""
 
     def __init__(self, num_classes: int, check_inputs: bool = True) -> None:
         super().__init__()
