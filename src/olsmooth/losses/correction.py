@@ -194,6 +194,7 @@ class _TransitionCorrection(EpochLoss):
         self._T = T.to(self._state_device)
 
     def _loss_matrix(self, T: Tensor) -> Tensor:
+        """The matrix the loss multiplies by, derived from T once per `set_transition`: T itself here."""
         return T
 
     def _apply(self, fn: Any, recurse: bool = True) -> _TransitionCorrection:  # type: ignore[override]
@@ -203,7 +204,7 @@ class _TransitionCorrection(EpochLoss):
 
     def _move_state(self, device: torch.device) -> None:
         self._state_device = device
-        if self._T is not None and self._matrix is not None and self._T.device != device:
+        if self._T is not None and self._T.device != device:
             self._T, self._matrix = self._T.to(device), self._matrix.to(device)
 
     def extra_repr(self) -> str:
@@ -218,6 +219,7 @@ class _TransitionCorrection(EpochLoss):
         return self._corrected(logits, target, self._matrix)
 
     def _corrected(self, logits: Tensor, target: Tensor, matrix: Tensor) -> Tensor:
+        """The corrected loss of the batch with the matrix from `_loss_matrix`; each correction defines it."""
         raise NotImplementedError
 
     # -- state: the matrix, (0, 0) while unset -----------------------------------------------------------

@@ -56,8 +56,8 @@ class ELR(EpochLoss):
     process's store equal by all-reducing the rows each changed (sum and count; a row changed by one process
     takes its value, one changed by several, as DistributedSampler's padding repeats, their mean). Since a
     sample is seen once per epoch, this equals one process training on all the data. Memory: the store, one byte
-    per sample for the changed mask, and a 16 MiB chunk while synchronising. The state_dict holds the store and
-    the mask (after `next_epoch()` the same on every process).
+    per sample for the changed mask, and while synchronising four bytes per sample and a 16 MiB chunk. The
+    state_dict holds the store and the mask (after `next_epoch()` the same on every process).
     """
 
     needs_index = True
@@ -176,7 +176,7 @@ class ELR(EpochLoss):
             summed = rows * mask
             dist.all_reduce(summed, group=self.process_group)
             count = counts[start:start + step].unsqueeze(1)
-            torch.where(count > 0, summed / count.clamp(min=1.0), rows, out=rows)
+            torch.where(count > 0, summed.div_(count.clamp(min=1.0)), rows, out=rows)
 
     # -- state -------------------------------------------------------------------------------------------
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
