@@ -52,6 +52,9 @@ criterion.next_epoch()
 
 for name in losses.list_losses():
     criterion = losses.build_loss(name, num_classes=K)
+    criterion.bind(losses.TrainingRun(num_samples=8, epochs=1, steps_per_epoch=1))  # what a training loop does
+    if criterion.needs_transition:
+        criterion.set_transition(torch.eye(K))
     logits = torch.randn(8, K, requires_grad=True)
     extra = {"index": torch.arange(8)} if criterion.needs_index else {}
     loss = criterion(logits, torch.arange(8) % K, **extra)
