@@ -1,5 +1,6 @@
 """Losses: Online Label Smoothing and the baselines it is compared with, each with a functional form."""
 
+from .adaptive import MaxSuppression, ZipfLabelSmoothing, logit_ranks, max_suppression, maxsup_loss, zipf_loss
 from .common import CrossEntropy, EpochLoss, TrainingRun, cross_entropy, validate_inputs
 from .correction import (
     BackwardCorrection,
@@ -35,6 +36,7 @@ from .regularised import (
     pairwise_confusion,
     pairwise_confusion_loss,
 )
+from .selfkd import ClassWiseSelfKD, ProgressiveSelfKD, class_pair_kd_loss, progressive_alpha, pskd_loss, pskd_targets
 from .smoothing import (
     LabelSmoothingCrossEntropy,
     TfKDRegularization,
@@ -44,6 +46,9 @@ from .smoothing import (
 )
 
 __all__ = [
+    "ClassWiseSelfKD", "MaxSuppression", "ProgressiveSelfKD", "ZipfLabelSmoothing", "class_pair_kd_loss",
+    "logit_ranks", "max_suppression", "maxsup_loss", "progressive_alpha", "pskd_loss", "pskd_targets",
+    "zipf_loss",
     "BackwardCorrection", "ELR", "ELR_PRESETS", "ForwardCorrection", "backward_corrected_loss", "elr_loss",
     "estimate_transition", "forward_corrected_loss", "read_transition",
     "SCE_PRESETS", "Bootstrapping", "DisturbLabel", "GeneralizedCrossEntropy", "SymmetricCrossEntropy",

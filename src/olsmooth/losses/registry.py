@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import UserInputError
+from .adaptive import MaxSuppression, Schedule, ZipfLabelSmoothing
 from .common import CrossEntropy, EpochLoss
 from .correction import BackwardCorrection, ForwardCorrection
 from .elr import ELR
@@ -21,6 +22,7 @@ from .elr import PRESETS as ELR_PRESETS
 from .noisy import SCE_PRESETS, Bootstrapping, DisturbLabel, GeneralizedCrossEntropy, SymmetricCrossEntropy
 from .online import PRESETS, EmptyRule, Init, OnlineLabelSmoothing
 from .regularised import JointOptimization, PairwiseConfusion
+from .selfkd import ClassWiseSelfKD, ProgressiveSelfKD, StoreDtype
 from .smoothing import LabelSmoothingCrossEntropy, TfKDRegularization
 
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
@@ -252,6 +254,49 @@ def _ols(num_classes: int, preset: str | None = None, **options: Any) -> EpochLo
 ])
 def _tfkd(num_classes: int, **options: Any) -> EpochLoss:
     return TfKDRegularization(num_classes, **options)
+
+
+@register_loss("cskd", "class-wise self-KD: KL to a same-class sample's prediction, T 4, weight 1 (3 fine-grained)", [
+    Option("temperature", float, 4.0, "softens both predictions; the KL is multiplied by T^2", min=0.0,
+           min_exclusive=True),
+    Option("weight", float, 1.0, "weight of the KL term (the authors' lambda: 1 on CIFAR, 3 on fine-grained sets)",
+           min=0.0),
+    CHECK_INPUTS,
+])
+def _cskd(num_classes: int, **options: Any) -> EpochLoss:
+    return ClassWiseSelfKD(num_classes, **options)
+
+
+@register_loss("pskd", "progressive self-KD: target (1 - a_t) onehot + a_t p_prev, a_t = 0.8 (epoch + 1) / E", [
+    Option("alpha", float, 0.8, "a_t at the last epoch (the authors' alpha_T)", min=0.0, max=1.0),
+    Option("store_dtype", str, "float32", "precision of the N x K store of last predictions (4 or 2 bytes each)",
+           choices=typing.get_args(StoreDtype)),
+    CHECK_INPUTS,
+])
+def _pskd(num_classes: int, **options: Any) -> EpochLoss:
+    return ProgressiveSelfKD(num_classes, **options)
+
+
+@register_loss("zipf", "Zipf's label smoothing: CE + 0.1 KL(rank^-1 prior || non-target softmax)", [
+    Option("weight", float, 0.1, "weight of the KL term (the authors: 0.1 on CIFAR-100 and ImageNet, 1 on "
+           "TinyImageNet and iNaturalist)", min=0.0),
+    Option("power", float, 1.0, "the prior over non-target classes is rank^-power", min=0.0),
+    Option("correct_only", bool, False, "average the KL over correctly predicted samples only (the authors' --mask)"),
+    CHECK_INPUTS,
+])
+def _zipf(num_classes: int, **options: Any) -> EpochLoss:
+    return ZipfLabelSmoothing(num_classes, **options)
+
+
+@register_loss("maxsup", "max suppression: CE + lambda (z_max - mean z), lambda 0.1 to 0.2 over training", [
+    Option("lambda_start", float, 0.1, "lambda in the first epoch (or step)", min=0.0),
+    Option("lambda_end", float, 0.2, "lambda in the last epoch (or step)", min=0.0),
+    Option("schedule", str, "epoch", "lambda rises per epoch (the authors' code) or per training step",
+           choices=typing.get_args(Schedule)),
+    CHECK_INPUTS,
+])
+def _maxsup(num_classes: int, **options: Any) -> EpochLoss:
+    return MaxSuppression(num_classes, **options)
 
 
 _CORRECTION_OPTIONS = [
