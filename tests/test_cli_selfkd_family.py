@@ -68,3 +68,19 @@ def test_an_interrupted_run_resumed_equals_the_uninterrupted_run(tmp_path, monke
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+
+
+def test_cskd_trains_through_the_public_trainer_api_with_the_pair_sampler(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from olsmooth.data import dataset_labels
+    from olsmooth.data.samplers import ClassPairBatchSampler
+    from olsmooth.engine.config import build_config
+    from olsmooth.engine.trainer import Trainer
+
+    trainer = Trainer(build_config(None, {"method": "cskd", "train_subset": 200, "out": str(tmp_path / "run")}))
+    assert trainer.criterion.needs_class_pairs
+    sampler = ClassPairBatchSampler(dataset_labels(trainer.bundle.train), trainer.cfg.batch_size,
+                                    generator=torch.Generator().manual_seed(0))
+    result = trainer.train_one_epoch(DataLoader(trainer.bundle.train, batch_sampler=sampler))
+    assert math.isfinite(result["loss"]) and result["images"] == 400  # each of the 200 anchors with a partner

@@ -22,6 +22,12 @@ def at_least_float32(logits: Tensor) -> Tensor:
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
+def class_indices_only(target: Tensor, method: str, why: str) -> None:
+    """Refuse dense (mixup/cutmix) targets with a one-line reason, for losses they do not define."""
+    if target.dim() == 2:
+        raise ValueError(f"{method} needs class-index targets, not mixup/cutmix probabilities: {why}")
+
+
 def logit_ranks(logits: Tensor) -> Tensor:
     """Rank of each logit within its row, 1 for the largest, ties sharing the smallest rank (scipy's
     `rankdata(-z, method="min")`): 1 + the number of strictly larger logits in the row. int64, (B, K)."""
@@ -80,9 +86,7 @@ class ZipfLabelSmoothing(EpochLoss):
                 f"correct_only={self.correct_only}")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        if target.dim() == 2:
-            raise ValueError("zipf needs class-index targets, not mixup/cutmix probabilities: its prior is over the "
-                             "classes other than one label")
+        class_indices_only(target, "zipf", "its prior is over the classes other than one label")
         target, _ = self._prepare(logits, target)
         return zipf_loss(logits, target, self.weight, self.power, self.correct_only)
 

@@ -11,17 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .adaptive import at_least_float32
+from .adaptive import at_least_float32, class_indices_only
 from .common import EpochLoss, TrainingRun, autocast_off, target_cross_entropy
 from .per_sample import checked_sample_index, distributed, share_written_rows
 
 StoreDtype = Literal["float32", "float16"]
-
-
-def _class_indices_only(target: Tensor, method: str, why: str) -> None:
-    """Refuse dense (mixup/cutmix) targets with a one-line reason."""
-    if target.dim() == 2:
-        raise ValueError(f"{method} needs class-index targets, not mixup/cutmix probabilities: {why}")
 
 
 def class_pair_kd_loss(logits: Tensor, target: Tensor, temperature: float = 4.0, weight: float = 1.0) -> Tensor:
@@ -68,7 +62,7 @@ class ClassWiseSelfKD(EpochLoss):
         return f"num_classes={self.num_classes}, temperature={self.temperature}, weight={self.weight}"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        _class_indices_only(target, "cskd", "mixing images breaks the class pairs")
+        class_indices_only(target, "cskd", "mixing images breaks the class pairs")
         target, _ = self._prepare(logits, target)
         if self.check_inputs and target.size(0) % 2 == 0:
             n = target.size(0) // 2
@@ -185,7 +179,7 @@ class ProgressiveSelfKD(EpochLoss):
 
     def forward(self, logits: Tensor, target: Tensor, index: Tensor | None = None) -> Tensor:
         """Loss for a batch; in training mode with gradients enabled the batch's softmax is stored for next epoch."""
-        _class_indices_only(target, "pskd", "the loss sees the mixed target, not the prediction of each mixed sample")
+        class_indices_only(target, "pskd", "the loss sees the mixed target, not the prediction of each mixed sample")
         target, _ = self._prepare(logits, target)
         alpha_t = self.alpha_t
         index = checked_sample_index(index, target.size(0), self.num_samples, self.check_inputs).to(self._device)
