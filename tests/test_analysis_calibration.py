@@ -1,4 +1,5 @@
-"""Calibration metrics against hand-worked cases, scikit-learn's log_loss and slow per-sample loops."""
+"""Calibration metrics against hand-worked cases, scikit-learn's log_loss, torchmetrics' calibration error and
+slow per-sample loops."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import log_loss
 
 from olsmooth.analysis import MetricAccumulator, classification_metrics, reliability_bins
+from olsmooth.analysis.calibration import adaptive_ece, calibration_metrics
 from olsmooth.errors import UserInputError
 
 # Four samples, two classes. Confidences 0.95, 0.85, 0.70, 0.72 fall in 15-bin bins 14, 12, 10, 10.
@@ -188,3 +190,114 @@ def test_import_does_not_load_matplotlib_or_scipy():
     code = "import sys, olsmooth.analysis; print('matplotlib' in sys.modules, 'scipy.stats' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+# -- MCE, Brier, classwise and adaptive ECE ------------------------------------------------------------------------
+def slow_brier(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Brier (1950) for K classes: mean over samples of sum_k (p_ik - [k = y_i])^2."""
+    total = 0.0
+    for p, y in zip(probs, labels):
+        total += sum((p[k] - (1.0 if k == y else 0.0)) ** 2 for k in range(len(p)))
+    return total / len(labels)
+
+
+def slow_classwise_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> float:
+    """Kull et al.'s classwise ECE with bins (lo, hi] (0 in the first), one class and one bin at a time, in %."""
+    n, k = probs.shape
+    total = 0.0
+    for c in range(k):
+        for b in range(n_bins):
+            lo, hi = b / n_bins, (b + 1) / n_bins
+            members = [i for i in range(n) if lo < probs[i, c] <= hi or (b == 0 and probs[i, c] == 0)]
+            if members:
+                frequency = np.mean([labels[i] == c for i in members])
+                confidence = np.mean([probs[i, c] for i in members])
+                total += len(members) / n * abs(frequency - confidence)
+    return 100 * total / k
+
+
+def slow_adaptive_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> float:
+    """Equal-mass bins cut at sorted positions ceil(b * N / B), one bin at a time, in %."""
+    n = len(labels)
+    order = sorted(range(n), key=lambda i: probs[i].max())  # Python's sort is stable
+    total = 0.0
+    for b in range(n_bins):
+        members = order[math.ceil(b * n / n_bins): math.ceil((b + 1) * n / n_bins)]
+        if members:
+            accuracy = np.mean([probs[i].argmax() == labels[i] for i in members])
+            confidence = np.mean([probs[i].max() for i in members])
+            total += len(members) * abs(accuracy - confidence)
+    return 100 * total / n
+
+
+def test_hand_worked_mce_brier_classwise_and_adaptive():
+    # MCE: the bin gaps are 0.05, 0.85 and 0.21 -> 85 %.
+    # Brier: 2 * 0.05^2, 2 * 0.85^2, 2 * 0.30^2, 2 * 0.72^2 -> mean 0.6667.
+    # Classwise: every sample alone in its bin for both classes; class 0 gaps 0.05 + 0.85 + 0.30 + 0.72 = 1.92, the
+    # same for class 1 -> (1.92 + 1.92) / (4 samples * 2 classes) = 48 %.
+    # Adaptive, 15 bins for 4 samples: each sample alone -> 1.92 / 4 = 48 %; 2 bins: {0.70 right, 0.72 wrong} gap
+    # 0.21 and {0.85 wrong, 0.95 right} gap 0.40, each of 2 samples -> (0.42 + 0.80) / 4 = 30.5 %.
+    metrics = calibration_metrics(HAND_PROBS, HAND_LABELS)
+    assert metrics["mce"] == pytest.approx(85.0, abs=1e-9)
+    assert metrics["brier"] == pytest.approx(2 * (0.05**2 + 0.85**2 + 0.30**2 + 0.72**2) / 4, abs=1e-12)
+    assert metrics["classwise_ece"] == pytest.approx(48.0, abs=1e-9)
+    assert metrics["adaptive_ece"] == pytest.approx(48.0, abs=1e-9)
+    assert adaptive_ece(HAND_PROBS, HAND_LABELS, n_bins=2) == pytest.approx(30.5, abs=1e-9)
+    assert {k: metrics[k] for k in ("top1", "top5", "nll", "ece")} == classification_metrics(HAND_PROBS, HAND_LABELS)
+
+
+def test_ece_and_mce_match_torchmetrics():
+    functional = pytest.importorskip("torchmetrics.functional.classification", reason="torchmetrics (dev extra)")
+    cases = [(HAND_PROBS, HAND_LABELS)] + [
+        (torch.softmax(logits, 1), labels) for logits, labels in (random_case(500, k, seed=k) for k in (2, 7, 30))]
+    for probs, labels in cases:
+        k = probs.size(1)
+        metrics = calibration_metrics(probs, labels)
+        for norm, key in (("l1", "ece"), ("max", "mce")):
+            expected = functional.multiclass_calibration_error(probs, labels, num_classes=k, n_bins=15, norm=norm)
+            assert metrics[key] == pytest.approx(100 * float(expected), abs=1e-4), (k, key)
+
+
+@pytest.mark.parametrize("n, k, n_bins", [(300, 7, 15), (97, 3, 10), (10, 12, 15)])
+def test_brier_classwise_and_adaptive_match_per_sample_loops(n, k, n_bins):
+    logits, labels = random_case(n, k, seed=n + k)
+    probs = torch.softmax(logits, 1)
+    metrics = calibration_metrics(probs, labels, n_bins=n_bins)
+    p, y = probs.numpy(), labels.numpy()
+    assert metrics["brier"] == pytest.approx(slow_brier(p, y), abs=1e-12)
+    assert metrics["classwise_ece"] == pytest.approx(slow_classwise_ece(p, y, n_bins), abs=1e-9)
+    assert metrics["adaptive_ece"] == pytest.approx(slow_adaptive_ece(p, y, n_bins), abs=1e-9)
+    assert calibration_metrics(logits, labels, n_bins=n_bins, from_logits=True) == pytest.approx(metrics, abs=1e-9)
+
+
+def test_adaptive_ece_of_tied_confidences_keeps_sample_order():
+    # four samples with one confidence: the stable order puts samples 0, 1 in bin 0 and 2, 3 in bin 1
+    probs = torch.tensor([[0.8, 0.2]] * 4, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1])
+    # bin 0: accuracy 1, confidence 0.8 -> 0.2; bin 1: accuracy 0 -> 0.8; (2 * 0.2 + 2 * 0.8) / 4 = 50 %
+    assert adaptive_ece(probs, labels, n_bins=2) == pytest.approx(50.0)
+    with pytest.raises(UserInputError, match="outside"):
+        adaptive_ece(probs, torch.tensor([0, 0, 1, 2]))
+
+
+def test_classwise_sums_add_across_batches_and_processes():
+    logits, labels = random_case(240, 5, seed=11)
+    parts = [MetricAccumulator(num_classes=5) for _ in range(3)]
+    for acc, chunk, y in zip(parts, logits.split(80), labels.split(80)):
+        acc.update(chunk, y)
+    reduced = sum(acc.sum_tensor() for acc in parts)
+    merged = MetricAccumulator.from_sum_tensor(reduced, num_classes=5)
+    expected = calibration_metrics(logits, labels, from_logits=True)
+    assert merged.n_bins == 15 and merged.num_classes == 5
+    for key, value in {**merged.compute(), **merged.calibration()}.items():
+        assert value == pytest.approx(expected[key], abs=1e-9), key
+    idle = MetricAccumulator(num_classes=5)  # a process that saw no sample still sends a tensor of the same length
+    assert idle.sum_tensor().shape == parts[0].sum_tensor().shape
+    with pytest.raises(UserInputError, match="classes"):
+        idle.update(torch.zeros(2, 4), torch.tensor([0, 1]))
+
+
+def test_without_num_classes_there_is_no_classwise_ece():
+    acc = MetricAccumulator(from_logits=False)
+    acc.update(HAND_PROBS, HAND_LABELS)
+    assert set(acc.calibration()) == {"mce", "brier"}

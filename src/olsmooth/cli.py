@@ -72,10 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(f"--list-{what}", action="store_true", help=f"list the available {what} and exit")
     _add_config_flags(train)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint: top-1, top-5, NLL, ECE")
+    ev = sub.add_parser("eval", help="evaluate a checkpoint: top-1, top-5, NLL and calibration (ECE, adaptive ECE, "
+                                     "MCE, classwise ECE, Brier) before and after temperature scaling")
     ev.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt)")
     ev.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    ev.add_argument("--save-predictions", metavar="FILE.npz", help="write probs (N, K) and labels (N,)")
+    ev.add_argument("--save-predictions", metavar="FILE.npz",
+                    help="write probs (N, K) and labels (N,) of the reported samples, their indices in the test set "
+                         "and, when scaled, probs_ts")
+    ev.add_argument("--calibration-data", default="auto", metavar="SPEC",
+                    help="where the temperature is fitted: auto (the run's validation split, else test-fraction:0.5), "
+                         "validation, test-fraction:F (a seeded stratified fraction F of the test set; the rest is "
+                         "reported) or none (default: auto)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the test fraction and of the shifts (default: 0)")
+    ev.add_argument("--reliability", metavar="DIR", help="write reliability diagrams before and after temperature "
+                                                         "scaling as DIR/STEM-reliability.png and -reliability-ts.png")
+    ev.add_argument("--save-to-run", action="store_true",
+                    help="also write the JSON result into the checkpoint's run folder as results/eval-STEM.json")
+    ev.add_argument("--shift-consistency", action="store_true",
+                    help="also measure how often the top-1 class survives two random circular shifts (Zhang 2019)")
+    ev.add_argument("--max-shift", type=int, metavar="P",
+                    help="with --shift-consistency: shifts of 0..P pixels (default: 4 per 32 pixels of image side)")
     _add_eval_flags(ev)
 
     ens = sub.add_parser("ensemble", help="evaluate the softmax average of several checkpoints")
@@ -126,7 +142,8 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", help="cpu | cuda | cuda:N")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (keys top1, top5, nll, ece)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (keys top1, top5, nll, ece; eval adds the calibration metrics)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -192,26 +209,68 @@ def _print_lists(args: argparse.Namespace) -> bool:
 
 
 def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
+    """Write --save-predictions and print the metrics: the four of an Evaluation, all of a CalibratedEvaluation."""
     from .engine.checkpoint import atomic_write_file
+    from .engine.inference import CalibratedEvaluation
+    calibrated = isinstance(evaluation, CalibratedEvaluation)
     if args.save_predictions:
         import numpy as np
-        atomic_write_file(Path(args.save_predictions), lambda handle: np.savez(
-            handle, probs=evaluation.probs.numpy(), labels=evaluation.labels.numpy()))
+        arrays = {"probs": evaluation.probs.numpy(), "labels": evaluation.labels.numpy()}
+        if calibrated:
+            arrays["indices"] = evaluation.indices.numpy()
+            if evaluation.probs_ts is not None:
+                arrays["probs_ts"] = evaluation.probs_ts.numpy()
+        atomic_write_file(Path(args.save_predictions), lambda handle: np.savez(handle, **arrays))
     m = evaluation.metrics
+    if calibrated and evaluation.fit is not None and evaluation.fit.at_bound:
+        print(f"olsmooth: note: the fitted temperature {m['temperature']:.4g} lies at an end of the search range "
+              f"(the NLL may fall further beyond it)", file=sys.stderr)
     if args.json:
-        print(json.dumps({k: m[k] for k in ("top1", "top5", "nll", "ece")}))
-    else:
-        print(f"top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  nll {m['nll']:.4f}  ece {m['ece']:.2f}%")
+        print(json.dumps(m if calibrated else {k: m[k] for k in ("top1", "top5", "nll", "ece")}))
+        return
+    print(f"top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  nll {m['nll']:.4f}  ece {m['ece']:.2f}%")
+    if not calibrated:
+        return
+    print(f"{m['samples']} test samples reported; temperature fitted on: {m['calibration_data']}")
+    columns = {"nll": 8, "ece": 8, "adaptive_ece": 14, "mce": 8, "classwise_ece": 15, "brier": 8}
+    print(" " * 20 + "".join(f"{name.replace('_', ' '):>{width}}" for name, width in columns.items()))
+    rows = [("before scaling", "")] + ([(f"after T = {m['temperature']:.3f}", "_ts")] if "temperature" in m else [])
+    for name, suffix in rows:
+        cells = [f"{m[key + suffix]:.4f}" if key in ("nll", "brier") else f"{m[key + suffix]:.2f}%" for key in columns]
+        print(f"{name:<20}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, columns.values())))
+    if "shift_consistency" in m:
+        print(f"shift consistency {m['shift_consistency']:.2f}% (two circular shifts of 0..{m['max_shift']} px "
+              f"per image, seed {args.seed})")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .engine.inference import evaluate_checkpoints
+    from .engine.inference import evaluate_calibrated
+    from .fileio import atomic_write_text
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
-    evaluation = evaluate_checkpoints([path], args.data_root, args.batch_size, args.workers, args.device,
-                                      ema=args.ema, collect=bool(args.save_predictions))
+    folder = Path(args.reliability) if args.reliability else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise UserInputError(f"--reliability {folder}: not a folder")
+    if args.save_to_run and not (path.parent / "config.yaml").is_file():
+        raise UserInputError(f"--save-to-run: {path.parent} is not a run folder (it has no config.yaml)")
+    evaluation = evaluate_calibrated([path], args.data_root, args.batch_size, args.workers, args.device,
+                                     ema=args.ema, calibration_data=args.calibration_data,
+                                     shift_consistency=args.shift_consistency, max_shift=args.max_shift,
+                                     seed=args.seed)
+    if not evaluation.is_main:
+        return 0
     _report_evaluation(evaluation, args)
+    if folder is not None:
+        from .analysis.plots import plot_reliability
+        plot_reliability(evaluation.probs, evaluation.labels, folder / f"{path.stem}-reliability.png",
+                         title="before temperature scaling")
+        if evaluation.fit is not None:
+            plot_reliability(evaluation.probs_ts, evaluation.labels, folder / f"{path.stem}-reliability-ts.png",
+                             title=f"after temperature scaling (T = {evaluation.fit.temperature:.3f})")
+    if args.save_to_run:
+        record = {"command": "eval", "checkpoint": str(path.resolve()), "ema": args.ema, **evaluation.metrics}
+        atomic_write_text(path.parent / "results" / f"eval-{path.stem}.json", json.dumps(record, indent=2) + "\n")
     return 0
 
 

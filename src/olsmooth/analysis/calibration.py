@@ -1,8 +1,10 @@
-"""Classification metrics (top-1, top-5, NLL, ECE) and reliability bins, from one set of summable statistics.
+"""Classification and calibration metrics (top-1, top-5, NLL, ECE, MCE, classwise ECE, Brier) and reliability
+bins, from one set of summable statistics; adaptive ECE, which needs a sort, from collected scores.
 
-Every metric is a ratio of sums over samples, so a `MetricAccumulator` keeps only those sums: exact over
-batches, cheap in memory, and reduced across processes with a single all_reduce of `sum_tensor()`.
-`classification_metrics` and `reliability_bins` are the one-shot forms of the same accumulator.
+Every metric but the adaptive ECE is a ratio of sums over samples (or, for MCE, a maximum over bins of such
+ratios), so a `MetricAccumulator` keeps only those sums: exact over batches, cheap in memory, and reduced across
+processes with a single all_reduce of `sum_tensor()`. `classification_metrics`, `calibration_metrics` and
+`reliability_bins` are one-shot forms of the same accumulator.
 """
 
 from __future__ import annotations
@@ -22,37 +24,47 @@ NLL_EPS = 1e-12
 ROW_SUM_TOLERANCE = 1e-2
 """Rows given as probabilities must sum to 1 within this; it catches logits passed where probabilities belong."""
 
-# Layout of the sum tensor: these scalars, then per-bin sample counts, confidence sums and correct counts.
-_SCALARS = ("count", "top1", "topk", "nll", "bad_label", "non_finite", "not_probability")
+# Layout of the sum tensor: these scalars, then per-bin sample counts, confidence sums and correct counts, then
+# (with num_classes) per class and bin the sums of that class's probability and of its label indicator.
+_SCALARS = ("count", "top1", "topk", "nll", "brier", "bad_label", "non_finite", "not_probability")
 _NS = len(_SCALARS)
 _SLOT = {name: i for i, name in enumerate(_SCALARS)}
 
 
 class MetricAccumulator:
-    """Streaming top-1/top-5/NLL/ECE over batches, holding only sums (float64) that add across processes.
+    """Streaming top-1/top-5/NLL/ECE (and MCE, Brier, classwise ECE) over batches, holding only sums (float64)
+    that add across processes.
 
-    Inputs are checked without a device sync: bad labels or non-finite scores are counted in the sums and
-    reported by `compute()`. Across processes::
+    The classwise ECE needs K x n_bins more sums, kept only when `num_classes` is given (then the sum tensor has
+    the same length on every process, whatever it saw). Inputs are checked without a device sync: bad labels or
+    non-finite scores are counted in the sums and reported by `compute()`. Across processes::
 
         t = acc.sum_tensor().to(device); torch.distributed.all_reduce(t)
         metrics = MetricAccumulator.from_sum_tensor(t).compute()
     """
 
-    def __init__(self, n_bins: int = 15, from_logits: bool = True) -> None:
+    def __init__(self, n_bins: int = 15, from_logits: bool = True, num_classes: int | None = None) -> None:
         if int(n_bins) < 1:
             raise UserInputError(f"n_bins must be at least 1, got {n_bins}")
+        if num_classes is not None and int(num_classes) < 1:
+            raise UserInputError(f"num_classes must be at least 1, got {num_classes}")
         self.n_bins = int(n_bins)
         self.from_logits = from_logits
-        self.num_classes: int | None = None
-        self._sums = torch.zeros(_NS + 3 * self.n_bins, dtype=torch.float64)
+        self.classwise = num_classes is not None
+        self.num_classes: int | None = None if num_classes is None else int(num_classes)
+        per_class = 2 * self.n_bins * self.num_classes if self.classwise else 0
+        self._sums = torch.zeros(_NS + 3 * self.n_bins + per_class, dtype=torch.float64)
 
     @classmethod
-    def from_sum_tensor(cls, sums: Tensor, from_logits: bool = True) -> MetricAccumulator:
-        """Rebuild an accumulator from a (possibly all-reduced) `sum_tensor()`; n_bins follows from its length."""
-        n_bins, rest = divmod(sums.numel() - _NS, 3)
+    def from_sum_tensor(cls, sums: Tensor, from_logits: bool = True,
+                        num_classes: int | None = None) -> MetricAccumulator:
+        """Rebuild an accumulator from a (possibly all-reduced) `sum_tensor()`; n_bins follows from its length
+        and the `num_classes` it was built with (None: no classwise sums)."""
+        per_bin = 3 + (2 * num_classes if num_classes else 0)
+        n_bins, rest = divmod(sums.numel() - _NS, per_bin)
         if sums.dim() != 1 or rest or n_bins < 1:
             raise UserInputError(f"not a MetricAccumulator sum tensor: shape {tuple(sums.shape)}")
-        acc = cls(n_bins, from_logits)
+        acc = cls(n_bins, from_logits, num_classes)
         acc._sums = sums.detach().to(torch.float64).clone()
         return acc
 
@@ -102,11 +114,13 @@ class MetricAccumulator:
         k = min(5, num_classes)
         if self.from_logits:
             log_probs = F.log_softmax(scores, dim=1)
+            probs = log_probs.exp()
             top = log_probs.topk(k, dim=1)
             confidence = top.values[:, 0].exp()
             log_p_true = log_probs.gather(1, safe_labels)[:, 0]
             not_probability = torch.zeros_like(finite)
         else:
+            probs = scores
             top = scores.topk(k, dim=1)
             confidence = top.values[:, 0].contiguous()
             log_p_true = scores.gather(1, safe_labels)[:, 0].clamp_min(NLL_EPS).log()
@@ -114,21 +128,40 @@ class MetricAccumulator:
         hits = top.indices == safe_labels
         correct = hits[:, 0]
         nll = -log_p_true.clamp_min(math.log(NLL_EPS))
-        edges = torch.linspace(0, 1, self.n_bins + 1, dtype=confidence.dtype, device=confidence.device)[1:-1]
-        bins = torch.bucketize(confidence, edges)  # bin b holds confidences in (b/B, (b+1)/B]
+        p_true = probs.gather(1, safe_labels)[:, 0]
+        brier = probs.square().sum(dim=1, dtype=torch.float64) - 2 * p_true.double() + 1  # sum_k (p_k - [k = y])^2
         per_sample = torch.stack([torch.ones_like(confidence), confidence, correct.to(confidence.dtype)], dim=1)
         per_bin = torch.zeros(self.n_bins, 3, dtype=torch.float64, device=scores.device)
-        per_bin.index_add_(0, bins, per_sample.to(torch.float64))
+        per_bin.index_add_(0, self._bins(confidence), per_sample.to(torch.float64))
         scalars = torch.stack([
             per_bin[:, 0].sum(),
             correct.sum(dtype=torch.float64),
             hits.any(dim=1).sum(dtype=torch.float64),
             nll.sum(dtype=torch.float64),
+            brier.sum(),
             bad_label.sum(dtype=torch.float64),
             (~finite).sum(dtype=torch.float64),
             not_probability.sum(dtype=torch.float64),
         ])
-        return torch.cat([scalars, per_bin.T.reshape(-1)])
+        parts = [scalars, per_bin.T.reshape(-1)]
+        if self.classwise:
+            parts.append(self._class_bin_sums(probs, safe_labels[:, 0]))
+        return torch.cat(parts)
+
+    def _bins(self, values: Tensor) -> Tensor:
+        """Equal-width bin of each value in [0, 1]: bin b holds (b/B, (b+1)/B], bin 0 also holds 0."""
+        edges = torch.linspace(0, 1, self.n_bins + 1, dtype=values.dtype, device=values.device)[1:-1]
+        return torch.bucketize(values, edges)
+
+    def _class_bin_sums(self, probs: Tensor, labels: Tensor) -> Tensor:
+        """Per class c and bin b of p_ic: the sum of p_ic and the count of y_i = c, as (2, K, n_bins) flattened."""
+        num_classes = probs.size(1)
+        slots = self._bins(probs) + self.n_bins * torch.arange(num_classes, device=probs.device)
+        is_label = F.one_hot(labels, num_classes).to(torch.float64)
+        sums = torch.zeros(2, num_classes * self.n_bins, dtype=torch.float64, device=probs.device)
+        sums[0].index_add_(0, slots.reshape(-1), probs.reshape(-1).to(torch.float64))
+        sums[1].index_add_(0, slots.reshape(-1), is_label.reshape(-1))
+        return sums.reshape(-1)
 
     def _checked_sums(self) -> tuple[dict[str, float], np.ndarray]:
         """Scalar sums and the (3, n_bins) per-bin sums, after raising on any invalid input seen."""
@@ -143,7 +176,7 @@ class MetricAccumulator:
         if scalars["not_probability"]:
             raise UserInputError(f"{scalars['not_probability']:.0f} row(s) are not probabilities (negative, or not "
                                  f"summing to 1 within {ROW_SUM_TOLERANCE}); pass logits with from_logits=True")
-        return scalars, sums[_NS:].reshape(3, self.n_bins)
+        return scalars, sums[_NS:_NS + 3 * self.n_bins].reshape(3, self.n_bins)
 
     def compute(self) -> dict[str, float]:
         """top1 and top5 accuracy (%), mean NLL (nats) and ECE over the n_bins confidence bins (%), as Python floats."""
@@ -155,6 +188,20 @@ class MetricAccumulator:
             "nll": scalars["nll"] / n,
             "ece": 100.0 * float(np.abs(correct - confidence).sum()) / n,
         }
+
+    def calibration(self) -> dict[str, float]:
+        """mce (%): the largest |accuracy - confidence| over non-empty bins; brier: the mean over samples of
+        sum_k (p_ik - [k = y_i])^2, in [0, 2]; classwise_ece (%), when built with num_classes: the ECE of every
+        class's probability against its label indicator, averaged over classes (Kull et al., 2019)."""
+        scalars, (count, confidence, correct) = self._checked_sums()
+        filled = count > 0
+        gaps = np.abs(correct[filled] - confidence[filled]) / count[filled]
+        result = {"mce": 100.0 * float(gaps.max()), "brier": scalars["brier"] / scalars["count"]}
+        if self.classwise:
+            probability, is_label = self._sums[_NS + 3 * self.n_bins:].cpu().numpy().reshape(2, -1)
+            result["classwise_ece"] = 100.0 * float(np.abs(is_label - probability).sum()) / (
+                scalars["count"] * self.num_classes)
+        return result
 
     def reliability_bins(self) -> dict[str, np.ndarray]:
         """Per confidence bin: edges (n_bins+1), mean confidence and accuracy (fractions; NaN if empty), count."""
@@ -168,10 +215,11 @@ class MetricAccumulator:
             }
 
 
-def _one_shot(probs: Tensor, labels: Tensor, n_bins: int) -> MetricAccumulator:
-    """An accumulator that has seen exactly these probabilities."""
-    acc = MetricAccumulator(n_bins, from_logits=False)
-    acc.update(probs, labels)
+def _one_shot(scores: Tensor, labels: Tensor, n_bins: int, from_logits: bool = False,
+              num_classes: int | None = None) -> MetricAccumulator:
+    """An accumulator that has seen exactly these scores (probabilities unless from_logits)."""
+    acc = MetricAccumulator(n_bins, from_logits, num_classes)
+    acc.update(scores, labels)
     return acc
 
 
@@ -183,3 +231,29 @@ def classification_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15) -> d
 def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[str, np.ndarray]:
     """Equal-width confidence bins (edges, confidence, accuracy, count): what ECE and the diagram are made of."""
     return _one_shot(probs, labels, n_bins).reliability_bins()
+
+
+def adaptive_ece(scores: Tensor, labels: Tensor, n_bins: int = 15, from_logits: bool = False) -> float:
+    """Top-label ECE over equal-mass bins (%): samples sorted by confidence (stable sort, so ties keep their
+    order), the one at sorted position j of N in bin floor(j * n_bins / N); then sum_b (n_b / N)|acc_b - conf_b|.
+
+    The bins depend on every sample's confidence, so this is not a sum over batches or processes: compute it
+    from the collected scores of all samples (on the main process, after gathering)."""
+    _one_shot(scores, labels, n_bins, from_logits).compute()  # the accumulator's checks of the inputs
+    scores = scores.detach().double()
+    probs = torch.softmax(scores, dim=1) if from_logits else scores
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels.to(predicted.device)).double()
+    order = torch.sort(confidence, stable=True).indices
+    n = confidence.numel()
+    bins = torch.arange(n, device=confidence.device) * n_bins // n
+    gap = torch.zeros(n_bins, dtype=torch.float64, device=confidence.device)
+    gap.index_add_(0, bins, correct[order] - confidence[order])
+    return 100.0 * float(gap.abs().sum()) / n
+
+
+def calibration_metrics(scores: Tensor, labels: Tensor, n_bins: int = 15, from_logits: bool = False
+                        ) -> dict[str, float]:
+    """Everything at once: top1, top5, nll, ece, adaptive_ece, mce, classwise_ece (%, nats) and brier."""
+    acc = _one_shot(scores, labels, n_bins, from_logits, num_classes=scores.size(1) if scores.dim() == 2 else None)
+    return {**acc.compute(), "adaptive_ece": adaptive_ece(scores, labels, n_bins, from_logits), **acc.calibration()}

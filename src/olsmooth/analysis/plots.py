@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..errors import UserInputError
+from ..fileio import atomic_write_file
 from .calibration import MetricAccumulator
 
 if TYPE_CHECKING:
@@ -32,18 +34,18 @@ DPI = 120
 
 
 def _finish(fig: Figure, path: PathLike | None) -> Figure | Path:
-    """Return the figure, or write it atomically (temp file + rename, parent created) and return the path."""
+    """Return the figure, or write it atomically (`atomic_write_file`, parent created) and return the path."""
     if path is None:
         return fig
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    kind = path.suffix.lstrip(".").lower() or "png"
+    atomic_write_file(path, lambda handle: fig.savefig(handle, format=kind, dpi=DPI, bbox_inches="tight"))
     return path
+
+
+def _as_tensor(values: Tensor | np.ndarray) -> Tensor:
+    """A tensor view of a tensor or of an array (what `--save-predictions` writes: numpy probs and labels)."""
+    return values if isinstance(values, Tensor) else torch.as_tensor(np.asarray(values))
 
 
 def _as_matrix(matrix: Tensor | np.ndarray) -> np.ndarray:
@@ -119,17 +121,18 @@ def plot_soft_labels(
 
 
 def plot_reliability(
-    probs: Tensor,
-    labels: Tensor,
+    probs: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
     path: PathLike | None,
     n_bins: int = 15,
     title: str | None = None,
 ) -> Figure | Path:
-    """Reliability diagram: accuracy per confidence bin against the diagonal, ECE in the title, counts below."""
+    """Reliability diagram of probabilities (N, K) and labels (N,), tensors or numpy arrays: accuracy per
+    confidence bin against the diagonal, ECE in the title, counts below."""
     from matplotlib.figure import Figure
 
     acc = MetricAccumulator(n_bins, from_logits=False)
-    acc.update(probs, labels)
+    acc.update(_as_tensor(probs), _as_tensor(labels))
     bins, ece = acc.reliability_bins(), acc.compute()["ece"]
     edges, filled = bins["edges"], bins["count"] > 0
     width = np.diff(edges)

@@ -1,21 +1,30 @@
-"""Rebuild models and data from checkpoints; evaluate one checkpoint or a softmax-averaged ensemble of several."""
+"""Rebuild models and data from checkpoints; evaluate one checkpoint or a softmax-averaged ensemble of several,
+plainly or with temperature scaling, every calibration metric and shift consistency (`evaluate_calibrated`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
 
-from ..data import DatasetBundle, build_datasets
+from ..analysis.shift import default_max_shift, draw_offsets, shift_agreement
+from ..analysis.temperature import TemperatureFit, calibration_report, fit_temperature, scaled_log_probs
+from ..data import DatasetBundle, build_datasets, stratified_subset
 from ..errors import UserInputError
 from ..models import create_model
 from .checkpoint import load_checkpoint
-from .distributed import setup
+from .distributed import DistInfo, all_reduce_sum, setup
 from .evaluate import Evaluation, eval_loader, evaluate
+from .progress import Progress
 from .resolve import upgrade_stored_config
 
 
@@ -44,11 +53,13 @@ def model_from_checkpoint(ckpt: dict[str, Any], ema: bool = False) -> nn.Module:
     return model
 
 
-def data_for_checkpoint(ckpt: dict[str, Any], data_root: str | None = None) -> DatasetBundle:
-    """The evaluation data of the checkpoint's run, optionally read from another data root."""
+def data_for_checkpoint(ckpt: dict[str, Any], data_root: str | None = None, augment: str = "default"
+                        ) -> DatasetBundle:
+    """The evaluation data of the checkpoint's run, optionally read from another data root; augment='none' gives
+    the training split the evaluation transforms (as the run's validation split has them)."""
     cfg = upgrade_stored_config(ckpt["config"])
     return build_datasets(cfg["dataset"], data_root=data_root or cfg.get("data_root"), split=cfg.get("split"),
-                          image_size=cfg.get("image_size"), channels=ckpt["channels"])
+                          image_size=cfg.get("image_size"), channels=ckpt["channels"], augment=augment)
 
 
 def _same_data(first: dict[str, Any], ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
@@ -85,6 +96,201 @@ def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, bat
     ckpts = chain([first], (_same_data(first, load_checkpoint(p), p) for p in paths[1:]))  # loaded one by one
     return [evaluate([model_from_checkpoint(c, ema).to(dist.device)], loader, dist, collect=True,
                      progress=f"evaluating checkpoint {i + 1} of {len(paths)}") for i, c in enumerate(ckpts)]
+
+
+DEFAULT_TEST_FRACTION = 0.5
+"""Without a validation split, the share of the test set the temperature is fitted on (the rest is reported)."""
+CALIBRATION_CHOICES = "auto, validation, test-fraction[:F] or none"
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """Where the temperature is fitted. 'auto': the run's validation split when it has one, else a test
+    fraction of DEFAULT_TEST_FRACTION; 'validation'; 'test-fraction' of `fraction`; 'none': no scaling."""
+
+    kind: str
+    fraction: float = DEFAULT_TEST_FRACTION
+
+
+def parse_calibration_data(text: str) -> CalibrationData:
+    """CalibrationData from 'auto', 'validation', 'none' or 'test-fraction[:F]' with 0 < F < 1."""
+    kind, sep, value = text.strip().partition(":")
+    if kind in ("auto", "validation", "none") and not sep:
+        return CalibrationData(kind)
+    if kind == "test-fraction":
+        try:
+            fraction = float(value) if sep else DEFAULT_TEST_FRACTION
+        except ValueError:
+            fraction = math.nan
+        if not 0 < fraction < 1:
+            raise UserInputError(f"--calibration-data {text}: the test fraction must be a number in (0, 1)")
+        return CalibrationData(kind, fraction)
+    raise UserInputError(f"--calibration-data {text!r}: use {CALIBRATION_CHOICES}")
+
+
+@dataclass
+class CalibratedEvaluation:
+    """What `olsmooth eval` reports. `metrics` (JSON-ready): those of `calibration_report` on the reported samples,
+    `samples` (how many), `calibration_data` (where T was fitted), and `shift_consistency` (%) with `max_shift`
+    when asked. `indices`: the reported samples' positions in the test set; their probabilities before and (with
+    a fit) after temperature scaling and their labels; `fit`; `is_main`: whether this process should write."""
+
+    metrics: dict[str, Any]
+    indices: Tensor
+    probs: Tensor
+    probs_ts: Tensor | None
+    labels: Tensor
+    fit: TemperatureFit | None
+    is_main: bool
+
+
+def validation_indices(ckpt: dict[str, Any], path: str | Path) -> np.ndarray | None:
+    """The run's validation split (indices into the dataset's training split), None when it was trained without
+    one: from the checkpoint (last.pt holds them), else from val_indices.npy in its run folder."""
+    if not ckpt["config"].get("val_fraction"):
+        return None
+    saved = (ckpt.get("data_indices") or {}).get("val")
+    if saved is not None:
+        return saved.numpy()
+    stored = Path(path).parent / "val_indices.npy"
+    if not stored.is_file():
+        raise UserInputError(f"{path} was trained with a validation split but {stored} is missing; "
+                             f"pass --calibration-data test-fraction:F")
+    try:
+        return np.load(stored, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"cannot read {stored}: {err}") from None
+
+
+def _shared_validation_split(ckpts: Sequence[dict[str, Any]], paths: Sequence[str | Path]) -> np.ndarray | None:
+    """The validation split of every checkpoint, which must be one (else some would be fitted on training data)."""
+    splits = [validation_indices(c, p) for c, p in zip(ckpts, paths)]
+    if all(split is None for split in splits):
+        return None
+    if any(split is None or not np.array_equal(split, splits[0]) for split in splits):
+        raise UserInputError("the checkpoints were not all validated on one split; "
+                             "pass --calibration-data test-fraction:F")
+    return splits[0]
+
+
+def ensemble_log_probs(models: Sequence[nn.Module], images: Tensor) -> Tensor:
+    """log of the models' mean float32 softmax (for one model its log-softmax, the logits less a constant per row):
+    what temperature scaling divides by T, for an ensemble as for one model."""
+    stacked = torch.stack([torch.log_softmax(model(images).float(), dim=1) for model in models])
+    return torch.logsumexp(stacked, dim=0) - math.log(len(models))
+
+
+def _gather_in_order(local: Tensor, total: int, dist: DistInfo) -> Tensor:
+    """The rows of every process in dataset order (`eval_loader` gives rank r the samples r, r + W, ...)."""
+    if not dist.enabled:
+        return local
+    rows = -(-total // dist.world_size)
+    padded = local.new_zeros((rows, *local.shape[1:])).to(dist.device)
+    padded[: len(local)] = local.to(dist.device)
+    parts = [torch.empty_like(padded) for _ in range(dist.world_size)]
+    torch.distributed.all_gather(parts, padded)
+    return torch.stack(parts, dim=1).reshape(rows * dist.world_size, *local.shape[1:])[:total].cpu()
+
+
+@torch.no_grad()
+def _predict(models: Sequence[nn.Module], dataset: Dataset, num_classes: int, batch_size: int, workers: int,
+             dist: DistInfo, what: str) -> tuple[Tensor, Tensor]:
+    """`ensemble_log_probs` (N, K) and labels (N,) of every sample of `dataset`, in order, on every process."""
+    loader = eval_loader(dataset, batch_size, workers, dist)
+    scores, labels = [torch.empty(0, num_classes)], [torch.empty(0, dtype=torch.long)]
+    bar = Progress(len(loader), what, enabled=dist.is_main)
+    for images, batch_labels in loader:
+        scores.append(ensemble_log_probs(models, images.to(dist.device, non_blocking=True)).cpu())
+        labels.append(batch_labels.long())
+        if bar.due():
+            bar.show({})
+        bar.update()
+    bar.close()
+    total = len(dataset)
+    return _gather_in_order(torch.cat(scores), total, dist), _gather_in_order(torch.cat(labels), total, dist)
+
+
+@torch.no_grad()
+def _shift_consistency(models: Sequence[nn.Module], dataset: Dataset, batch_size: int, workers: int,
+                       dist: DistInfo, max_shift: int, seed: int) -> float:
+    """Shift consistency (%) of the ensemble over `dataset`, each sample with its own seeded pair of shifts."""
+    loader = eval_loader(dataset, batch_size, workers, dist)
+    offsets = draw_offsets(len(dataset), max_shift, seed)[dist.rank::dist.world_size]
+    agreed = torch.zeros((), dtype=torch.float64, device=dist.device)
+    seen = 0
+    bar = Progress(len(loader), f"shift consistency (max shift {max_shift} px)", enabled=dist.is_main)
+    for images, _ in loader:
+        batch = images.to(dist.device, non_blocking=True)
+        agree = shift_agreement(lambda x: ensemble_log_probs(models, x), batch, offsets[seen: seen + len(batch)])
+        agreed += agree.sum(dtype=torch.float64)
+        seen += len(batch)
+        if bar.due():
+            bar.show({})
+        bar.update()
+    bar.close()
+    return 100.0 * float(all_reduce_sum(agreed)) / len(dataset)
+
+
+def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
+                        workers: int = 0, device: str | None = None, ema: bool = False,
+                        calibration_data: str = "auto", shift_consistency: bool = False,
+                        max_shift: int | None = None, seed: int = 0) -> CalibratedEvaluation:
+    """Evaluate one checkpoint, or the ensemble of several from the log of their averaged probabilities, with every
+    metric of `calibration_report` before and after temperature scaling.
+
+    T is never fitted on the samples it is reported on: it is fitted on the run's validation split (the held-out
+    training samples, with evaluation transforms) and the whole test set is reported, or on a seeded (`seed`),
+    stratified fraction of the test set and the rest is reported (`calibration_data`, see CalibrationData).
+    With `shift_consistency`, also Zhang's shift consistency over the whole test set (max shift P: `max_shift`,
+    default `default_max_shift` of the image size; the shifts drawn from `seed`)."""
+    source = parse_calibration_data(calibration_data)
+    if max_shift is not None and max_shift < 0:
+        raise UserInputError(f"--max-shift must be at least 0 pixels, got {max_shift}")
+    if seed < 0:
+        raise UserInputError(f"--seed must be non-negative, got {seed}")
+    first = load_checkpoint(paths[0])
+    ckpts = [first] + [_same_data(first, load_checkpoint(p), p) for p in paths[1:]]
+    val_indices = _shared_validation_split(ckpts, paths) if source.kind in ("auto", "validation") else None
+    if source.kind == "validation" and val_indices is None:
+        raise UserInputError(f"{paths[0]} was trained without a validation split (--val-fraction); "
+                             f"pass --calibration-data test-fraction:F")
+    dist = setup(device)
+    models = [model_from_checkpoint(c, ema).to(dist.device).eval() for c in ckpts]
+    num_classes = first["num_classes"]
+    test = data_for_checkpoint(first, data_root).test
+    what = "evaluating" if len(models) == 1 else f"evaluating an ensemble of {len(models)}"
+    scores, labels = _predict(models, test, num_classes, batch_size, workers, dist, what)
+    reported = torch.arange(len(labels))
+    fit, described = None, "none"
+    if val_indices is not None:
+        train = data_for_checkpoint(first, data_root, augment="none").train
+        if len(val_indices) == 0 or val_indices.min() < 0 or val_indices.max() >= len(train):
+            raise UserInputError(f"the run's validation indices do not fit the {len(train)} training samples here")
+        val = Subset(train, val_indices.tolist())
+        val_scores, val_labels = _predict(models, val, num_classes, batch_size, workers, dist, "validation split")
+        fit = fit_temperature(val_scores, val_labels)
+        described = f"validation split ({len(val)} samples)"
+    elif source.kind != "none":
+        size = round(source.fraction * len(labels))
+        if not 1 <= size < len(labels):
+            raise UserInputError(f"a test fraction of {source.fraction:g} leaves no calibration or no reported "
+                                 f"samples of {len(labels)}")
+        held = torch.from_numpy(stratified_subset(labels.numpy(), size, seed))
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[held] = False
+        reported = reported[keep]
+        fit = fit_temperature(scores[held], labels[held])
+        described = (f"test fraction {source.fraction:g} ({size} samples, seed {seed}); "
+                     f"reported on the other {len(reported)}")
+    kept_scores, kept_labels = scores[reported], labels[reported]
+    metrics: dict[str, Any] = {**calibration_report(kept_scores, kept_labels, fit), "samples": len(reported),
+                               "calibration_data": described}
+    if shift_consistency:
+        shift = default_max_shift(*test[0][0].shape[-2:]) if max_shift is None else max_shift
+        metrics["shift_consistency"] = _shift_consistency(models, test, batch_size, workers, dist, shift, seed)
+        metrics["max_shift"] = shift
+    probs_ts = None if fit is None else scaled_log_probs(kept_scores.double(), fit.temperature).exp().float()
+    return CalibratedEvaluation(metrics, reported, kept_scores.exp(), probs_ts, kept_labels, fit, dist.is_main)
 
 
 def snapshot_epochs(run_dir: Path) -> dict[int, Path]:
