@@ -114,22 +114,18 @@ class MaxSuppression(EpochLoss):
 
     lambda rises linearly from `lambda_start` 0.1 to `lambda_end` 0.2 over training, per epoch as the authors'
     code (0.1 + 0.1 * epoch / (epochs - 1), epoch 0-based), or per training step with schedule="step". The length
-    of training comes from `bind(run)` (or `epochs`, `steps_per_epoch`); epochs are counted by `next_epoch()`,
-    steps by training-mode forward calls with gradients on.
+    of training comes from `bind(run)`; epochs are counted by `next_epoch()`, steps by training-mode forward calls
+    with gradients on.
     """
 
     def __init__(self, num_classes: int, lambda_start: float = 0.1, lambda_end: float = 0.2,
-                 schedule: Schedule = "epoch", epochs: int | None = None, steps_per_epoch: int | None = None,
-                 check_inputs: bool = True) -> None:
+                 schedule: Schedule = "epoch", check_inputs: bool = True) -> None:
         super().__init__(num_classes, check_inputs)
         if schedule not in ("epoch", "step"):
             raise ValueError(f"schedule must be 'epoch' or 'step', got {schedule!r}")
-        for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
-            if value is not None and int(value) < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
         self.lambda_start, self.lambda_end, self.schedule = float(lambda_start), float(lambda_end), schedule
-        self.epochs = None if epochs is None else int(epochs)
-        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        self.epochs: int | None = None
+        self.steps_per_epoch: int | None = None
         self.epoch = 0
         self.step = 0
 
@@ -139,14 +135,16 @@ class MaxSuppression(EpochLoss):
 
     def bind(self, run: TrainingRun) -> None:
         """Take the length of training from the run."""
+        if int(run.epochs) < 1 or int(run.steps_per_epoch) < 1:
+            raise ValueError(f"maxsup needs at least one epoch of at least one step, got {run}")
         self.epochs, self.steps_per_epoch = int(run.epochs), int(run.steps_per_epoch)
 
     @property
     def lam(self) -> float:
         """lambda for the current epoch or step."""
-        if self.epochs is None or (self.schedule == "step" and self.steps_per_epoch is None):
+        if self.epochs is None or self.steps_per_epoch is None:
             raise ValueError("maxsup needs the length of training: call bind(TrainingRun(num_samples, epochs, "
-                             "steps_per_epoch)) before the first step, or give epochs (and steps_per_epoch)")
+                             "steps_per_epoch)) before the first step")
         if self.schedule == "epoch":
             return linear_ramp(self.lambda_start, self.lambda_end, self.epoch, self.epochs)
         return linear_ramp(self.lambda_start, self.lambda_end, self.step, self.epochs * self.steps_per_epoch)
