@@ -134,6 +134,34 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --figures: the classes of the heatmaps: full, sorted by diagonal, clustered rows, "
                            "or top (the classes of the largest off-diagonal masses); auto: full up to 30 classes, "
                            "else clustered and top")
+
+    from .analysis.attacks import ATTACKS, LOSSES, NORMS
+    att = sub.add_parser("attack", help="clean and robust top-1 of a checkpoint under FGSM, PGD, APGD, Square, "
+                                        "AutoAttack or a transfer attack; eps in pixel space [0, 1] "
+                                        "(docs/robustness.md)")
+    att.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt)")
+    att.add_argument("--attack", required=True, choices=ATTACKS,
+                     help="fgsm and pgd are built in; the others need the attacks extra (torchattacks)")
+    att.add_argument("--norm", choices=NORMS, default="linf", help="threat model (default: linf)")
+    att.add_argument("--eps", required=True, help="radius in pixel space [0, 1]: a number or a fraction (8/255)")
+    att.add_argument("--steps", type=int, help="iterations (pgd: 20, apgd-*: 100) or queries (square: 5000)")
+    att.add_argument("--restarts", type=int, help="random restarts; the worst case per sample is kept (default 1)")
+    att.add_argument("--step-size", help="pgd's step (default 2.5 * eps / steps); a number or a fraction")
+    att.add_argument("--loss", choices=LOSSES, help="fgsm and pgd: cross-entropy or the CW margin (default ce)")
+    att.add_argument("--surrogate", metavar="PATH", help="craft the attack on this checkpoint (trained on the same "
+                                                         "data) and evaluate it on --checkpoint: a transfer attack")
+    att.add_argument("--n", type=int, help="attack the first N test samples (default: all)")
+    att.add_argument("--batch-size", type=int, help="default: the checkpoint's training batch size")
+    att.add_argument("--workers", type=int, default=0)
+    att.add_argument("--device", help="cpu | cuda | cuda:N")
+    att.add_argument("--data-root", help="read the test data from here instead of the run's data root")
+    att.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    att.add_argument("--check-sanity", action="store_true",
+                     help="also attack at an eps whose ball holds every image; warn unless nearly all are fooled")
+    att.add_argument("--json", action="store_true", help="print one JSON object (clean_top1, robust_top1, attack, "
+                                                         "eps, norm, steps, restarts, n, surrogate, ...)")
+    att.add_argument("--save-to-run", action="store_true",
+                     help="write the JSON to the run folder's results/attack-ATTACK-NORM-EPS[-transfer].json")
     return parser
 
 
@@ -361,8 +389,30 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    from .engine.attack import attack_settings, run_attack
+    settings = attack_settings(args.attack, args.norm, args.eps, args.steps, args.restarts, args.loss,
+                               args.step_size, args.seed)
+    report = run_attack(args.checkpoint, settings, args.surrogate, args.n, args.batch_size, args.workers,
+                        args.device, args.data_root, args.check_sanity, args.save_to_run)
+    for line in report.warnings:
+        print(f"olsmooth: warning: {line}", file=sys.stderr)
+    r = report.record
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    source = f", crafted on {r['surrogate']}" if r["surrogate"] else ""
+    print(f"{settings.describe()}{source}; the first {r['n']} test samples of {r['checkpoint']}")
+    extra = f"  (fgsm at the same eps {r['fgsm_top1']:.2f}%)" if r["fgsm_top1"] is not None else ""
+    print(f"clean top1 {r['clean_top1']:.2f}%  robust top1 {r['robust_top1']:.2f}%{extra}")
+    if r["large_eps"] is not None:
+        print(f"at eps {r['large_eps']['eps']:.4g} (every image in the ball): robust top1 "
+              f"{r['large_eps']['robust_top1']:.2f}%")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "ensemble": cmd_ensemble, "dataset-info": cmd_dataset_info,
-            "report": cmd_report, "study": cmd_study, "soft-labels": cmd_soft_labels}
+            "report": cmd_report, "study": cmd_study, "soft-labels": cmd_soft_labels, "attack": cmd_attack}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,437 @@
+"""`olsmooth attack`: clean and robust top-1 of a checkpoint under a white-box, black-box or transfer attack, with
+eps in pixel space [0, 1], sanity checks that expose broken attacks and gradient masking, and a result file in
+the run folder.
+
+The test images are taken out of the dataset's normalisation (and channel repeat) and the model gets it back
+through `NormalizedModel`, so every attack perturbs the pixels the dataset holds and clamps them to [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..analysis.attacks import (
+    ATTACKS,
+    LIBRARY_ATTACKS,
+    NORMS,
+    NormalizedModel,
+    attacks_library,
+    default_step_size,
+    fgsm,
+    large_eps,
+    library_attack,
+    min_classes,
+    perturbation_size,
+    pgd,
+    project,
+    to_pixels,
+)
+from ..data.transforms import RepeatChannels
+from ..errors import UserInputError
+from ..fileio import atomic_write_text
+from .checkpoint import load_checkpoint
+from .distributed import DistInfo, setup
+from .evaluate import eval_loader
+from .inference import _same_data, data_for_checkpoint, model_from_checkpoint
+
+WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "autoattack")  # on the attacked model's own gradients
+DEFAULT_STEPS = {"fgsm": 1, "pgd": 20, "apgd-ce": 100, "apgd-dlr": 100, "square": 5000}  # square: queries
+LIBRARY_LOSS = {"apgd-ce": "ce", "apgd-dlr": "dlr", "square": "margin", "autoattack": None}
+LARGE_EPS_MAX_TOP1 = 2.0  # % of samples a working attack may leave robust when the eps ball holds the whole box
+TOLERANCE = 1e-5  # float rounding allowed outside the eps ball and the box
+RESULTS = "results"
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """One attack, validated: `steps` (queries for square) and `restarts` are None for AutoAttack's fixed set."""
+
+    attack: str
+    norm: str
+    eps: float
+    eps_text: str
+    steps: int | None
+    restarts: int | None
+    loss: str | None
+    step_size: float | None
+    seed: int = 0
+
+    def describe(self) -> str:
+        """One line: the attack, its eps and its budget."""
+        parts = [f"{self.attack} {self.norm} eps {self.eps_text}"]
+        plural = "" if self.steps == 1 else "s"
+        if self.attack == "pgd":
+            parts.append(f"{self.steps} step{plural} of {self.step_size:.4g}")
+        elif self.attack == "square":
+            parts.append(f"{self.steps} quer{'y' if self.steps == 1 else 'ies'}")
+        elif self.attack in ("apgd-ce", "apgd-dlr"):
+            parts.append(f"{self.steps} step{plural}")
+        if self.restarts and self.restarts > 1:
+            parts.append(f"{self.restarts} restarts")
+        if self.loss:
+            parts.append(f"{self.loss} loss")
+        return ", ".join(parts)
+
+
+def parse_eps(text: str, flag: str = "--eps") -> tuple[float, str]:
+    """A non-negative number or fraction a/b ('8/255', '0.5', '1e-3') as (value, canonical text)."""
+    parts = str(text).strip().split("/")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 2 or not all(math.isfinite(v) for v in values) or values[0] < 0 or \
+            (len(values) == 2 and values[1] <= 0):
+        raise UserInputError(f"{flag} must be a number or a fraction a/b of non-negative numbers (8/255), "
+                             f"got {text!r}")
+    value = values[0] / values[1] if len(values) == 2 else values[0]
+    return value, "/".join(format(v, ".12g") for v in values)
+
+
+def _not_for(attack: str, given: dict[str, Any]) -> None:
+    """Refuse flags that the attack has no use for, rather than ignore them."""
+    flags = [flag for flag, value in given.items() if value is not None]
+    if flags:
+        raise UserInputError(f"{', '.join(flags)} do{'es' if len(flags) == 1 else ''} not apply to attack {attack}")
+
+
+def attack_settings(attack: str, norm: str, eps: str | float, steps: int | None = None, restarts: int | None = None,
+                    loss: str | None = None, step_size: str | float | None = None, seed: int = 0) -> AttackSettings:
+    """Validate an attack's options and fill its defaults (PGD: 20 steps of 2.5 * eps / steps, CE loss)."""
+    if attack not in ATTACKS:
+        raise UserInputError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
+    if norm not in NORMS:
+        raise UserInputError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
+    value, text = parse_eps(eps) if isinstance(eps, str) else parse_eps(repr(float(eps)))
+    for flag, number in (("--steps", steps), ("--restarts", restarts)):
+        if number is not None and number < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {number}")
+    size = None if step_size is None else parse_eps(str(step_size), "--step-size")[0]
+    if attack == "fgsm":
+        _not_for(attack, {"--steps": steps, "--restarts": restarts, "--step-size": step_size})
+        return AttackSettings(attack, norm, value, text, 1, 1, loss or "ce", value, seed)
+    if attack == "pgd":
+        steps = steps or DEFAULT_STEPS["pgd"]
+        size = default_step_size(value, steps) if size is None else size
+        return AttackSettings(attack, norm, value, text, steps, restarts or 1, loss or "ce", size, seed)
+    if attack == "autoattack":
+        _not_for(attack, {"--steps": steps, "--restarts": restarts, "--loss": loss, "--step-size": step_size})
+        return AttackSettings(attack, norm, value, text, None, None, None, None, seed)
+    _not_for(attack, {"--loss": loss, "--step-size": step_size})
+    return AttackSettings(attack, norm, value, text, steps or DEFAULT_STEPS[attack], restarts or 1,
+                          LIBRARY_LOSS[attack], None, seed)
+
+
+def at_eps(settings: AttackSettings, eps: float) -> AttackSettings:
+    """The same attack at another eps (PGD's step scaled with it)."""
+    step = default_step_size(eps, settings.steps) if settings.attack == "pgd" else settings.step_size
+    return replace(settings, eps=eps, eps_text=format(eps, ".12g"), step_size=step)
+
+
+def craft(settings: AttackSettings, model: torch.nn.Module, pixels: Tensor, labels: Tensor,
+          generator: torch.Generator, num_classes: int) -> Tensor:
+    """The attack's adversarial images for a batch, crafted on `model` (a pixel-space model)."""
+    s = settings
+    if s.attack == "fgsm":
+        return fgsm(model, pixels, labels, s.eps, s.norm, s.loss)
+    if s.attack == "pgd":
+        return pgd(model, pixels, labels, s.eps, s.norm, s.steps, s.step_size, s.loss, s.restarts,
+                   generator=generator)
+    return library_attack(s.attack, model, pixels, labels, s.eps, s.norm, s.steps or 0, s.restarts or 1, s.seed,
+                          num_classes)
+
+
+# -- the checkpoints and their pixel-space test data -------------------------------------------------------------
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's best.pt (last.pt when it has none)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    return path
+
+
+def channel_repeat(dataset: Dataset) -> int:
+    """How many times the dataset's transform repeats the image channels (grayscale fed to RGB models), else 1."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    steps = getattr(getattr(dataset, "transform", None), "transforms", None) or []
+    return next((step.channels for step in steps if isinstance(step, RepeatChannels)), 1)
+
+
+@dataclass
+class Subject:
+    """A checkpoint ready to attack: its pixel-space model on the device and a loader over its first n test samples."""
+
+    path: Path
+    ckpt: dict[str, Any]
+    model: NormalizedModel
+    loader: DataLoader
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    repeat: int
+
+    def pixels(self, images: Tensor) -> Tensor:
+        """A batch of this checkpoint's normalised test images in pixel space [0, 1], native channels."""
+        return to_pixels(images, self.mean, self.std, self.repeat)
+
+
+def load_subject(path: Path, n: int | None, batch_size: int | None, workers: int, dist: DistInfo,
+                 data_root: str | None = None) -> Subject:
+    """Load a checkpoint, its network wrapped with the dataset's normalisation, and its first n test samples."""
+    ckpt = load_checkpoint(path)
+    bundle = data_for_checkpoint(ckpt, data_root)
+    repeat = channel_repeat(bundle.test)
+    model = NormalizedModel(model_from_checkpoint(ckpt), bundle.mean, bundle.std, repeat).to(dist.device).eval()
+    model.requires_grad_(False)  # gradients are taken with respect to the images only
+    count = len(bundle.test) if n is None else min(n, len(bundle.test))
+    size = batch_size or int(ckpt["config"].get("batch_size") or 256)
+    loader = eval_loader(Subset(bundle.test, range(count)), size, workers, dist)
+    return Subject(path, ckpt, model, loader, tuple(bundle.mean), tuple(bundle.std), repeat)
+
+
+# -- counting --------------------------------------------------------------------------------------------------
+@dataclass
+class Counts:
+    """Per-sample outcomes summed over the batches."""
+
+    n: int = 0
+    clean: int = 0  # correct on the clean image
+    adversarial: int = 0  # correct on the attack's image
+    robust: int = 0  # correct on both: the adversary may also keep the clean image (delta = 0 is in the ball)
+    fgsm: int = 0  # robust under FGSM at the same eps (PGD runs only)
+    large: int = 0  # robust at the eps whose ball holds the whole box (--check-sanity)
+    pipeline_mismatch: int = 0  # predicted differently in pixel space than by the evaluation pipeline
+    outside: float = 0.0  # largest excess of a perturbation over eps or of a pixel over [0, 1]
+    large_eps: float | None = None  # the eps of `large`
+
+    def percent(self, count: int) -> float:
+        return 100.0 * count / max(self.n, 1)
+
+
+def _correct(model: torch.nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+    with torch.no_grad():
+        return model(images).argmax(dim=1) == labels
+
+
+def _outside(clean: Tensor, adversarial: Tensor, eps: float, norm: str) -> float:
+    """How far the attack's images leave the eps ball or the box (0 when they do not)."""
+    over = (perturbation_size(clean, adversarial, norm) - eps).max().item()
+    box = max(-adversarial.min().item(), adversarial.max().item() - 1.0)
+    return max(over, box, 0.0)
+
+
+def _robust(settings: AttackSettings, crafter: torch.nn.Module, target: torch.nn.Module, pixels: Tensor,
+            labels: Tensor, clean_ok: Tensor, generator: torch.Generator, num_classes: int) -> int:
+    """Samples still correct on the target under `settings` crafted on `crafter`."""
+    adversarial = project(pixels, craft(settings, crafter, pixels, labels, generator, num_classes),
+                          settings.eps, settings.norm)
+    return int((clean_ok & _correct(target, adversarial, labels)).sum())
+
+
+# -- the command --------------------------------------------------------------------------------------------------
+@dataclass
+class AttackReport:
+    """The result object (as `--json` prints and results/ keeps it) and the sanity checks that failed."""
+
+    record: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def result_name(settings: AttackSettings, transfer: bool) -> str:
+    """results/ file name: attack-ATTACK-NORM-EPS[-transfer].json, the '/' of a fraction written '_'."""
+    suffix = "-transfer" if transfer else ""
+    return f"attack-{settings.attack}-{settings.norm}-{settings.eps_text.replace('/', '_')}{suffix}.json"
+
+
+def _results_dir(path: Path, required: bool) -> Path | None:
+    """The results/ folder of the checkpoint's run folder (None, or an error when required, outside one)."""
+    folder = path.parent
+    if (folder / "config.yaml").is_file():
+        return folder / RESULTS
+    if required:
+        raise UserInputError(f"--save-to-run: {path} is not in a run folder (no config.yaml beside it)")
+    return None
+
+
+def _check_options(settings: AttackSettings, surrogate: str | Path | None, n: int | None, batch_size: int | None,
+                   workers: int) -> None:
+    for flag, number in (("--n", n), ("--batch-size", batch_size)):
+        if number is not None and number < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {number}")
+    if workers < 0:
+        raise UserInputError(f"--workers must be at least 0, got {workers}")
+    if surrogate is not None and settings.attack == "square":
+        raise UserInputError("square is a black-box attack on the target itself; --surrogate does not apply")
+    if settings.attack in LIBRARY_ATTACKS:
+        attacks_library(settings.attack)  # the missing extra is reported before anything is loaded
+
+
+def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str | Path | None = None,
+               n: int | None = None, batch_size: int | None = None, workers: int = 0, device: str | None = None,
+               data_root: str | None = None, check_sanity: bool = False, save_to_run: bool = False) -> AttackReport:
+    """Attack the first n test samples of a checkpoint (crafted on `surrogate` when given) and check the result."""
+    path = checkpoint_file(checkpoint)
+    _check_options(settings, surrogate, n, batch_size, workers)
+    results = _results_dir(path, required=save_to_run)
+    dist = setup(device)
+    target = load_subject(path, n, batch_size, workers, dist, data_root)
+    num_classes = int(target.ckpt["num_classes"])
+    if num_classes < min_classes(settings.attack):
+        raise UserInputError(f"attack {settings.attack} needs at least {min_classes(settings.attack)} classes, "
+                             f"{path} has {num_classes}")
+    source = None
+    if surrogate is not None:
+        source_path = checkpoint_file(surrogate)
+        source = load_subject(source_path, n, target.loader.batch_size, workers, dist, data_root)
+        _same_data(target.ckpt, source.ckpt, source_path)
+    counts = _attack_batches(settings, target, source, num_classes, dist, check_sanity)
+    record = _record(settings, target, source, counts)
+    report = AttackReport(record, sanity_warnings(settings, counts, record))
+    report.warnings += masking_warnings([*_saved_results(results, result_name(settings, source is not None)),
+                                         record])
+    record["warnings"] = report.warnings
+    if save_to_run and results is not None:
+        atomic_write_text(results / result_name(settings, source is not None), json.dumps(record, indent=2) + "\n")
+    return report
+
+
+def _attack_batches(settings: AttackSettings, target: Subject, source: Subject | None, num_classes: int,
+                    dist: DistInfo, check_sanity: bool) -> Counts:
+    counts = Counts()
+    generator = torch.Generator().manual_seed(settings.seed)  # on the CPU: the same random starts on any device
+    check_generator = torch.Generator().manual_seed(settings.seed + 1)  # the result is the same with --check-sanity
+    crafter = (source or target).model
+    batches = zip(target.loader, source.loader) if source else ((batch, batch) for batch in target.loader)
+    for (images, labels), (source_images, source_labels) in batches:
+        images, labels = images.to(dist.device), labels.to(dist.device)
+        pixels = target.pixels(images)
+        if source is not None:
+            _same_pixels(pixels, labels, source.pixels(source_images.to(dist.device)), source_labels.to(dist.device),
+                         source.path)
+        clean_ok = _correct(target.model, pixels, labels)
+        counts.pipeline_mismatch += int((clean_ok != _correct(target.model.model, images, labels)).sum())
+        raw = craft(settings, crafter, pixels, labels, generator, num_classes)
+        counts.outside = max(counts.outside, _outside(pixels, raw, settings.eps, settings.norm))
+        adv_ok = _correct(target.model, project(pixels, raw, settings.eps, settings.norm), labels)
+        counts.n += len(labels)
+        counts.clean += int(clean_ok.sum())
+        counts.adversarial += int(adv_ok.sum())
+        counts.robust += int((clean_ok & adv_ok).sum())
+        if settings.attack == "pgd":
+            counts.fgsm += _robust(replace(settings, attack="fgsm", steps=1, restarts=1, step_size=settings.eps),
+                                   crafter, target.model, pixels, labels, clean_ok, generator, num_classes)
+        if check_sanity and settings.attack != "fgsm":
+            big = large_eps(settings.norm, pixels.shape[1:])
+            counts.large_eps = big
+            counts.large += _robust(at_eps(settings, big), crafter, target.model, pixels, labels, clean_ok,
+                                    check_generator, num_classes)
+    return counts
+
+
+def _same_pixels(pixels: Tensor, labels: Tensor, other: Tensor, other_labels: Tensor, path: Path) -> None:
+    """The surrogate must see the very test images of the target (same dataset, split, image size, order)."""
+    if other.shape != pixels.shape or not torch.equal(other_labels, labels) or \
+            not torch.allclose(other, pixels, atol=1e-4):
+        raise UserInputError(f"the surrogate {path} sees other test images than the target (dataset, split, image "
+                             f"size or channels differ)")
+
+
+def _record(settings: AttackSettings, target: Subject, source: Subject | None, counts: Counts) -> dict[str, Any]:
+    s = asdict(settings)
+    large = None if counts.large_eps is None else {"eps": counts.large_eps, "robust_top1": counts.percent(counts.large)}
+    return {
+        "command": "attack",
+        "checkpoint": str(target.path),
+        "clean_top1": counts.percent(counts.clean),
+        "robust_top1": counts.percent(counts.robust),
+        "adversarial_top1": counts.percent(counts.adversarial),
+        "attack": s["attack"], "eps": s["eps"], "eps_text": s["eps_text"], "norm": s["norm"], "steps": s["steps"],
+        "restarts": s["restarts"], "loss": s["loss"], "step_size": s["step_size"], "seed": s["seed"],
+        "n": counts.n,
+        "surrogate": None if source is None else str(source.path),
+        "fgsm_top1": counts.percent(counts.fgsm) if settings.attack == "pgd" else None,
+        "large_eps": large,
+    }
+
+
+# -- sanity checks -------------------------------------------------------------------------------------------------
+def sanity_warnings(settings: AttackSettings, counts: Counts, record: dict[str, Any]) -> list[str]:
+    """One line for each check that failed (Carlini et al. 2019, "On evaluating adversarial robustness")."""
+    found = []
+    if counts.pipeline_mismatch:
+        found.append(f"{counts.pipeline_mismatch} of {counts.n} clean samples are classified differently in pixel "
+                     f"space than by the evaluation pipeline: the normalisation wrap does not match the data")
+    if counts.outside > TOLERANCE:
+        found.append(f"attack {settings.attack} returned images up to {counts.outside:.3g} outside the eps ball or "
+                     f"[0, 1]; they were projected back before scoring")
+    clean, adversarial = record["clean_top1"], record["adversarial_top1"]
+    if settings.eps == 0 and adversarial != clean:
+        found.append(f"at eps 0 the attack changed the top-1 ({clean:.2f}% clean, {adversarial:.2f}% attacked)")
+    if adversarial > clean:
+        found.append(f"the attacked images are classified correctly more often than the clean ones "
+                     f"({adversarial:.2f}% > {clean:.2f}%): the attack does not maximise the loss")
+    if record["fgsm_top1"] is not None and record["robust_top1"] > record["fgsm_top1"]:
+        found.append(f"PGD leaves more samples robust than FGSM at the same eps ({record['robust_top1']:.2f}% > "
+                     f"{record['fgsm_top1']:.2f}%): PGD is not converging (more steps or restarts), or the "
+                     f"gradients are masked")
+    large = record["large_eps"]
+    if large is not None and large["robust_top1"] > LARGE_EPS_MAX_TOP1:
+        found.append(f"at eps {large['eps']:.4g}, whose ball holds every image, {large['robust_top1']:.2f}% stay "
+                     f"robust (a working attack fools nearly all): likely gradient masking or a broken attack")
+    return found
+
+
+def _saved_results(results: Path | None, replaced: str) -> list[dict[str, Any]]:
+    """The attack results saved in a run folder's results/, less the file this result would replace."""
+    if results is None or not results.is_dir():
+        return []
+    found = []
+    for path in sorted(results.glob("attack-*.json")):
+        if path.name == replaced:
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # an unreadable file is not a result
+        if isinstance(record, dict) and record.get("command") == "attack":
+            found.append(record)
+    return found
+
+
+def _is_white_box(record: dict[str, Any]) -> bool:
+    return record.get("surrogate") is None and record.get("attack") in WHITE_BOX
+
+
+def masking_warnings(records: list[dict[str, Any]]) -> list[str]:
+    """Flag a black-box or transfer attack that leaves fewer samples robust than the strongest white-box attack on
+    the same checkpoint, samples, norm and eps: the white-box gradients are likely masked (Athalye et al. 2018)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        try:
+            key = (Path(str(r["checkpoint"])).name, r["norm"], round(float(r["eps"]), 12), int(r["n"]))
+            float(r["robust_top1"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        groups.setdefault(key, []).append(r)
+    found = []
+    for (_, norm, _, _), group in groups.items():
+        white = [r for r in group if _is_white_box(r)]
+        other = [r for r in group if not _is_white_box(r)]
+        if not white or not other:
+            continue
+        best_white = min(white, key=lambda r: float(r["robust_top1"]))
+        best_other = min(other, key=lambda r: float(r["robust_top1"]))
+        if float(best_other["robust_top1"]) < float(best_white["robust_top1"]):
+            how = "transfer from " + str(best_other["surrogate"]) if best_other.get("surrogate") else "black-box"
+            found.append(f"likely gradient masking: {best_other['attack']} ({how}) leaves "
+                         f"{float(best_other['robust_top1']):.2f}% robust at {norm} eps {best_other.get('eps_text')}, "
+                         f"below white-box {best_white['attack']}'s {float(best_white['robust_top1']):.2f}%")
+    return found
