@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", help="run folders (folders that are not finished runs are skipped)")
     rep.add_argument("--which", choices=["best", "last"], default="last", help="which epoch of each run")
     rep.add_argument("--json", action="store_true", help="print one JSON object (summary, paired_tests)")
+    rep.add_argument("--html", metavar="FILE", help="also write one self-contained HTML page: the table and tests, "
+                                                    "training curves, reliability diagrams, soft labels and the "
+                                                    "results/ of each run")
 
     study = sub.add_parser("study", help="run a grid of trainings (cells x seeds) from a study file, resumable; "
                                          "write results.csv, results.md, results.png")
@@ -339,9 +342,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         paired_rows,
         summary_rows,
     )
-    runs = load_finished_runs(args.runs, note=lambda text: print(f"olsmooth: note: {text}", file=sys.stderr))
+    def note(text: str) -> None:
+        print(f"olsmooth: note: {text}", file=sys.stderr)
+
+    runs = load_finished_runs(args.runs, note=note)
     groups = group_runs(runs, args.which)
     pairs = one_factor_pairs(groups)
+    if args.html:
+        from .analysis.html_report import write_html_report
+        path = write_html_report(args.html, runs, args.which, _checkpoint_class_names, note=note)
+        print(f"olsmooth: wrote {path}", file=sys.stderr)
     if args.json:
         print(json.dumps({"summary": summary_rows(groups, DEFAULT_KEYS), "paired_tests": paired_rows(groups, pairs)}))
     else:
@@ -383,7 +393,8 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
     names = _checkpoint_class_names(run)
     summary = soft_label_summary(run, args.epoch, args.top, names)
     if args.figures:
-        for path in soft_label_figures(run, args.figures, args.epochs, args.view, names, summary["curves"]).values():
+        for path in soft_label_figures(run, args.figures, args.epochs, args.view, names,
+                                       {run.name: summary["curves"]}).values():
             print(f"wrote {path}", file=sys.stderr)
     print(json.dumps(summary) if args.json else summary_text(summary), end="\n" if args.json else "")
     return 0
