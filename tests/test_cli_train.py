@@ -254,3 +254,15 @@ def test_model_options_reach_the_network_and_its_checkpoint(tmp_path, capsys):
                  str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "colour" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_cskd_trains_on_batches_of_same_class_pairs(tmp_path):
+    from olsmooth.engine.config import build_config
+    from olsmooth.engine.trainer import Trainer
+    trainer = Trainer(build_config(None, {"method": "cskd", "train_subset": 300, "batch_size": 16, "epochs": 1,
+                                          "out": str(tmp_path / "r")}))
+    trainer.start_epoch(0)
+    batches = [labels for _, labels in trainer.train_loader]
+    assert all(torch.equal(b[: len(b) // 2], b[len(b) // 2:]) for b in batches)
+    assert sum(len(b) for b in batches) // 2 >= 300 - 16  # every sample is an anchor about once per epoch
+    assert trainer.fit()["epochs"] == 1

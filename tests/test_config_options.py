@@ -27,11 +27,22 @@ from olsmooth.losses import (
     loss_options,
     validate_loss_options,
 )
+from olsmooth.losses.adaptive import MaxSuppression, ZipfLabelSmoothing
+from olsmooth.losses.correction import BackwardCorrection, ForwardCorrection
+from olsmooth.losses.elr import ELR
+from olsmooth.losses.noisy import Bootstrapping, DisturbLabel, GeneralizedCrossEntropy, SymmetricCrossEntropy
+from olsmooth.losses.regularised import JointOptimization, PairwiseConfusion
+from olsmooth.losses.selfkd import ClassWiseSelfKD, ProgressiveSelfKD
 
 CONSTRUCTORS = {"ce": CrossEntropy, "ls": LabelSmoothingCrossEntropy, "ols": OnlineLabelSmoothing,
-                "tfkd": TfKDRegularization}
-# Constructor arguments that are not user options: the class count comes from the data, a process group is Python.
-NOT_OPTIONS = {"self", "num_classes", "process_group"}
+                "tfkd": TfKDRegularization, "cskd": ClassWiseSelfKD, "pskd": ProgressiveSelfKD,
+                "zipf": ZipfLabelSmoothing, "maxsup": MaxSuppression, "forward": ForwardCorrection,
+                "backward": BackwardCorrection, "elr": ELR, "sce": SymmetricCrossEntropy,
+                "gce": GeneralizedCrossEntropy, "bootsoft": Bootstrapping, "boothard": Bootstrapping,
+                "disturb": DisturbLabel, "jo": JointOptimization, "pc": PairwiseConfusion}
+# Constructor arguments that are not user options: the class count comes from the data, the sample count from the
+# run (bind), a process group, a generator and a prior tensor are Python objects, bootstrapping's mode is the method.
+NOT_OPTIONS = {"self", "num_classes", "process_group", "num_samples", "generator", "prior", "mode"}
 
 
 @pytest.mark.parametrize("method", sorted(CONSTRUCTORS))
@@ -41,6 +52,8 @@ def test_declared_loss_options_match_the_constructor_defaults(method):
     declared = {option.name: option.default for option in loss_options(method)}
     if method == "ols":
         assert declared.pop("preset") is None  # from_preset's argument, off by default
+    if method in ("bootsoft", "boothard"):  # beta's default depends on the mode the method fixes
+        expected["beta"] = build_loss(method, 3).beta
     assert declared == expected
 
 

@@ -31,6 +31,7 @@ from ..data import (
     parse_noise_spec,
     stratified_subset,
 )
+from ..data.samplers import ClassPairBatchSampler
 from ..errors import UserInputError
 from ..losses import EpochLoss, TrainingRun, build_loss
 from ..losses.correction import estimate_transition, read_transition
@@ -470,8 +471,14 @@ class Trainer:
         """Whether the loss keeps per-sample state: then batches carry each sample's index in the training set."""
         return self.criterion.needs_index
 
-    def _train_loader(self) -> tuple[DistributedSampler | RandomSampler, DataLoader]:
+    def _train_loader(self) -> tuple[DistributedSampler | RandomSampler | ClassPairBatchSampler, DataLoader]:
         data = WithIndex(self.bundle.train) if self.needs_index else self.bundle.train
+        workers, pin = self.cfg.workers, self.dist.device.type == "cuda"
+        if self.criterion.needs_class_pairs:  # batches of same-class pairs; batch_size counts the first halves
+            pairs = ClassPairBatchSampler(dataset_labels(self.bundle.train), self.cfg.batch_size,
+                                          num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                          generator=torch.Generator())
+            return pairs, DataLoader(data, batch_sampler=pairs, num_workers=workers, pin_memory=pin)
         sampler: DistributedSampler | RandomSampler
         if self.dist.enabled:
             sampler = DistributedSampler(data, self.dist.world_size, self.dist.rank, shuffle=True, seed=self.cfg.seed)
@@ -480,9 +487,8 @@ class Trainer:
         per_rank = len(sampler)
         # a last batch of one sample would break batch norm in training mode
         drop_last = per_rank % self.cfg.batch_size == 1 and per_rank > 1
-        return sampler, DataLoader(data, batch_size=self.cfg.batch_size, sampler=sampler,
-                                   num_workers=self.cfg.workers, pin_memory=self.dist.device.type == "cuda",
-                                   drop_last=drop_last)
+        return sampler, DataLoader(data, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
+                                   pin_memory=pin, drop_last=drop_last)
 
     def _mixer(self) -> Callable | None:
         if not (self.cfg.mixup or self.cfg.cutmix):

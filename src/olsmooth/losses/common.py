@@ -191,6 +191,9 @@ class EpochLoss(nn.Module):
     needs_index: bool = False
     needs_transition: bool = False
     """True for losses corrected with a noise transition matrix: the loop supplies it with `set_transition`."""
+    needs_class_pairs: bool = False
+    """True for losses that compare each sample with another of its class (CS-KD): the loop then draws batches
+    `[a_1..a_n, b_1..b_n]` with b_i a same-label partner of a_i (`olsmooth.data.samplers.ClassPairBatchSampler`)."""
 
     def __init__(self, num_classes: int, check_inputs: bool = True) -> None:
         super().__init__()
