@@ -1,6 +1,6 @@
 """Atomic, durable file writes that follow the user's umask, and I/O errors that name the file and the reason.
 
-Every file olsmooth writes goes through `atomic_write`: a temporary file beside the target, flushed and fsynced,
+Every file olsmooth writes goes through `atomic_write_file`: a temporary file beside the target, flushed and fsynced,
 renamed over the target, then the directory fsynced, so neither a kill nor a power loss leaves a half-written or
 empty file. The temporary names match `TMP_GLOB`, so a resumed run can remove what a kill left behind.
 """
@@ -73,11 +73,6 @@ def atomic_write_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """`atomic_write_file` for writers that take a path (they write the temporary file by its name)."""
-    atomic_write_file(path, lambda handle: write(handle.name))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError
-from ..fileio import atomic_write, atomic_write_bytes, atomic_write_file, io_error
+from ..fileio import atomic_write_bytes, atomic_write_file, io_error
 
-__all__ = ["FORMAT", "atomic_write", "atomic_write_file", "load_checkpoint", "require", "rng_state",
+__all__ = ["FORMAT", "atomic_write_file", "load_checkpoint", "require", "rng_state",
            "save_checkpoint", "set_rng_state"]
 
 FORMAT = "olsmooth-checkpoint-1"
