@@ -374,7 +374,8 @@ def _results_section(results: Sequence[SavedResult], groups: Sequence[Group], na
                              f"runs of each group with the same result file.")
                      + _summary_of_results(summary, metrics, formats)
                      + "<details><summary>Every run</summary>"
-                     + html_table(per_run, ["run", "file", *settings, *metrics], formats, wrap=("warnings",))
+                     + html_table(per_run, ["run", "file", *settings, *metrics],
+                                  dict.fromkeys(settings, ".4g") | formats, wrap=("warnings",))
                      + "</details>")
     if not parts:
         return None
