@@ -1,9 +1,11 @@
-"""`python -m benchmarks.accuracy` end to end on digits: tables against the run folders, ensembles, transfer, skip."""
+"""`python -m benchmarks.accuracy --quick` end to end on digits: the accuracy-quick study trained through the study
+runner, tables against the run folders, ensembles, transfer on a local weights file, rerun skips."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -11,14 +13,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy import stats
 
-from olsmooth.analysis import final_metrics
 from olsmooth.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--dataset", "digits", "--models", "small_cnn", "--methods", "ce", "ls", "ols", "--seeds", "2", "--epochs", "2",
-        "--subset", "320", "--batch-size", "64", "--threads", "1", "--device", "cpu"]
-MAIN_METHODS = ("ce", "ls", "ols")
+QUICK = ["--quick", "--threads", "1", "--device", "cpu"]
+# the cells of accuracy-quick.yaml, in grid order, as folder names; all but Tf-KD get snapshot ensembles
+CELLS = ["model=small_cnn,method=ce", "model=small_cnn,method=ls,ls_eps=0.1",
+         "model=small_cnn,method=ols,ols_preset=paper-cifar", "model=small_cnn,method=ols",
+         "model=small_cnn,method=tfkd"]
+ENSEMBLED = CELLS[:4]
+SEEDS = (0, 1)
 
 
 def load_script():
@@ -28,71 +34,80 @@ def load_script():
     return importlib.import_module("benchmarks.accuracy")
 
 
+def last_record(folder: Path) -> dict:
+    """The last line of a run's metrics.jsonl, read directly."""
+    return json.loads((folder / "metrics.jsonl").read_text().strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One tiny study with the transfer protocol on a locally written weights file, and its printed lines."""
+    """The quick study plus the transfer protocol on a locally written weights file, run once."""
     root = tmp_path_factory.mktemp("study")
     weights = root / "small_cnn-weights.pth"
     torch.manual_seed(0)
     torch.save(create_model("small_cnn", num_classes=10, in_chans=1).state_dict(), weights)
     script = load_script()
-    argv = [*TINY, "--out", str(root / "out"), "--pretrained", str(weights), "--pretrained-model", "small_cnn"]
+    argv = [*QUICK, "--out", str(root / "out"), "--pretrained", str(weights), "--pretrained-model", "small_cnn"]
+    assert script.main(argv) == 0
     return script, root / "out", argv
 
 
-def test_tables_match_the_run_folders(study, capsys):
-    script, out, argv = study
-    assert script.main(argv) == 0
-    payload = json.loads((out / "accuracy.json").read_text())
-    main = payload["studies"]["small_cnn"]
-    root = Path(main["root"])
-    assert root.name == "small_cnn-n320-e2-b64"
-    by_label = {row["method"]: row for row in main["summary"]}
-    assert list(by_label) == [script.METHODS[key][0] for key in MAIN_METHODS]
-    for key in MAIN_METHODS:
-        label = script.METHODS[key][0]
-        finals = [final_metrics(root / key / f"seed-{s}") for s in range(2)]
-        assert by_label[label]["n"] == 2
-        assert by_label[label]["top1"]["mean"] == pytest.approx(np.mean([f["top1"] for f in finals]))
-        assert by_label[label]["top1"]["std"] == pytest.approx(np.std([f["top1"] for f in finals], ddof=1))
-        assert by_label[label]["train_top1"]["mean"] == pytest.approx(np.mean([f["train_top1"] for f in finals]))
-    # the OLS variant against both baselines on three metrics
-    assert len(main["paired_tests"]) == 2 * 3
+def test_tables_match_the_run_folders(study):
+    _, out, _ = study
+    main = json.loads((out / "accuracy.json").read_text())["studies"]["accuracy-quick"]
+    root = out / "accuracy-quick"
+    assert Path(main["root"]) == root and (root / "results.md").is_file() and (root / "results.csv").is_file()
+    finals = {cell: [last_record(root / cell / f"seed-{s}") for s in SEEDS] for cell in CELLS}
+    assert [(row["method"], row.get("ls_eps"), row.get("ols_preset")) for row in main["summary"]] == [
+        ("ce", None, None), ("ls", 0.1, None), ("ols", None, "paper-cifar"), ("ols", None, None), ("tfkd", None, None)]
+    for row, cell in zip(main["summary"], CELLS):
+        assert row["n"] == 2
+        for key in ("top1", "top5", "train_top1"):
+            values = [f[key] for f in finals[cell]]
+            assert row[key]["mean"] == pytest.approx(np.mean(values))
+            assert row[key]["std"] == pytest.approx(np.std(values, ddof=1))
+    # every other cell against CE and against LS, on top-1, NLL and ECE
+    assert len(main["paired_tests"]) == 2 * 4 * 3
+    ols_ce = next(r for r in main["paired_tests"]
+                  if r["comparison"] == "method=ols − method=ce" and r["metric"] == "top1")
+    ols, ce = ([f["top1"] for f in finals[cell]] for cell in (CELLS[3], CELLS[0]))
+    assert ols_ce["mean diff"] == pytest.approx(np.mean(np.subtract(ols, ce)))
+    assert ols_ce["t-test p"] == pytest.approx(stats.ttest_rel(ols, ce).pvalue)
     md = (out / "accuracy.md").read_text()
     assert "# Accuracy on scikit-learn digits" in md and "first 320 training images" in md
     assert all(Path(p).is_file() for p in main["figures"])
+    names = {Path(p).name for p in main["figures"]}
+    assert {"small_cnn-n320-e2-top1.png", "small_cnn-n320-e2-reliability-ols-paper.png",
+            "small_cnn-n320-e2-reliability-tfkd.png", "small_cnn-n320-e2-soft-labels-ols.png"} <= names
 
 
 def test_single_snapshot_ensemble_is_the_trained_model(study):
     """The ensemble path (snapshots evaluated afresh) agrees with the trainer's own last-epoch evaluation."""
-    script, out, _ = study
-    main = json.loads((out / "accuracy.json").read_text())["studies"]["small_cnn"]
-    root = Path(main["root"])
+    _, out, _ = study
+    main = json.loads((out / "accuracy.json").read_text())["studies"]["accuracy-quick"]
     rows = main["ensembles"]
-    assert {(r["method"], r["snapshots"]) for r in rows} == {
-        (script.METHODS[key][0], n) for key in MAIN_METHODS for n in ("1", "2")}
-    for row in (r for r in rows if r["snapshots"] == "1" and r["method"] == "CE"):
-        trained = final_metrics(root / "ce" / f"seed-{row['seed']}")
+    assert {(r["cell"], r["snapshots"]) for r in rows} == {(cell, n) for cell in ENSEMBLED for n in (1, 2)}
+    for row in (r for r in rows if r["snapshots"] == 1):
+        trained = last_record(out / "accuracy-quick" / row["cell"] / f"seed-{row['seed']}")
         assert row["top1"] == pytest.approx(trained["top1"])
         assert row["nll"] == pytest.approx(trained["nll"], rel=1e-4)
-    summary = {(r["method"], r["snapshots"]): r for r in main["ensemble_summary"]}
-    for key in MAIN_METHODS:
-        label = script.METHODS[key][0]
-        top1 = {(r["seed"], r["snapshots"]): r["top1"] for r in rows if r["method"] == label}
-        assert summary[label, "1"]["gain"]["mean"] == 0 and summary[label, "2"]["n"] == 2
-        gains = [top1[seed, "2"] - top1[seed, "1"] for seed in ("0", "1")]
-        assert summary[label, "2"]["gain"]["mean"] == pytest.approx(np.mean(gains))
-
+    summary = main["ensemble_summary"]  # per cell in grid order, 1 then 2 snapshots
+    methods = ("ce", "ls", "ols", "ols")
+    assert [(r["method"], r["snapshots"]) for r in summary] == [(m, n) for m in methods for n in (1, 2)]
+    for index, cell in enumerate(ENSEMBLED):
+        one, two = summary[2 * index:2 * index + 2]
+        top1 = {(r["seed"], r["snapshots"]): r["top1"] for r in rows if r["cell"] == cell}
+        assert one["gain"]["mean"] == 0 and two["n"] == 2
+        assert two["gain"]["mean"] == pytest.approx(np.mean([top1[seed, 2] - top1[seed, 1] for seed in SEEDS]))
 
 def test_transfer_study_runs_on_a_local_weights_file(study):
     _, out, _ = study
-    studies = json.loads((out / "accuracy.json").read_text())["studies"]
-    transfer = studies["small_cnn (ImageNet-pretrained, 64x64)"]
-    assert {row["method"] for row in transfer["summary"]} == {"CE", "LS (eps 0.1)", "OLS paper-fine-grained"}
-    run = Path(transfer["root"]) / "ols-fg" / "seed-0"
+    transfer = json.loads((out / "accuracy.json").read_text())["studies"]["accuracy-quick-transfer-small_cnn"]
+    assert [row["method"] for row in transfer["summary"]] == ["ce", "ls", "ols"]
+    run = out / "accuracy-quick-transfer-small_cnn" / "method=ols,ols_preset=paper-fine-grained" / "seed-0"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["image_size"] == 64 and config["loss_options"] == {"preset": "paper-fine-grained"}
-    assert config["pretrained"].endswith("small_cnn-weights.pth")
+    assert config["pretrained"].endswith("small_cnn-weights.pth") and config["train_subset"] == 320
 
 
 def test_rerun_skips_complete_runs_and_missing_weights_skip_cleanly(study, capsys):
@@ -102,6 +117,23 @@ def test_rerun_skips_complete_runs_and_missing_weights_skip_cleanly(study, capsy
     assert script.main(absent) == 0
     printed = capsys.readouterr().out
     assert "transfer study skipped: weights file" in printed and "absent.pth not found" in printed
-    trained = [line for line in printed.splitlines() if " seed " in line]
-    assert len(trained) == 6 and all(line.endswith("skipped (complete)") for line in trained)
-    assert list(json.loads((out / "accuracy.json").read_text())["studies"]) == ["small_cnn"]
+    runs = [line for line in printed.splitlines() if re.match(r"\[\d+/\d+\] ", line)]
+    assert len(runs) == 10 and all(line.endswith(": done, skipped") for line in runs)
+    assert list(json.loads((out / "accuracy.json").read_text())["studies"]) == ["accuracy-quick"]
+
+
+def test_dataset_and_subset_replace_the_study_base_and_name_its_folder():
+    script = load_script()
+    study = script.main_study(script.parse_args(["--quick", "--dataset", "digits", "--subset", "200", "--seeds", "3"]))
+    assert study.name == "accuracy-quick-train_subset=200"  # digits is the study's own dataset: not an override
+    assert study.seeds == (0, 1, 2) and {cell.config.train_subset for cell in study.cells} == {200}
+    whole = script.main_study(script.parse_args(["--quick", "--subset", "0"]))
+    assert whole.name == "accuracy-quick-train_subset=-" and {c.config.train_subset for c in whole.cells} == {None}
+
+
+def test_a_bad_study_is_one_line_and_status_2(tmp_path, capsys):
+    script = load_script()
+    assert script.main(["--study", "no-such-study", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no study file or shipped study 'no-such-study'" in err
+    assert not any(tmp_path.iterdir())
