@@ -226,10 +226,12 @@ _VIEW_TITLES = {"full": "class order", "sorted": "sorted by diagonal mass", "clu
 
 def soft_label_figures(run_dir: PathLike, folder: PathLike | None = None, epochs: Sequence[int] | None = None,
                        view: str = "auto", class_names: Sequence[Any] | None = None,
-                       curves: Mapping[str, Sequence[float]] | None = None) -> dict[str, Figure | Path]:
+                       curves: Mapping[str, Mapping[str, Sequence[float]]] | None = None
+                       ) -> dict[str, Figure | Path]:
     """The heatmap grid of each view (`resolve_views`) at `epochs` (default first, middle, last; the class order
-    comes from the last of them) and the curves over the epochs, by name (`soft-labels-VIEW`,
-    `soft-labels-curves`): written as PNG into `folder`, or returned as Figures when it is None."""
+    comes from the last of them) and the curves over the epochs (`curves`: name -> `epoch_curves`, by default this
+    run's), by name (`soft-labels-VIEW`, `soft-labels-curves`): written as PNG into `folder`, or returned as
+    Figures when it is None."""
     from .plots import plot_soft_label_curves, plot_soft_label_grid
 
     files = soft_label_files(run_dir)
@@ -249,7 +251,7 @@ def soft_label_figures(run_dir: PathLike, folder: PathLike | None = None, epochs
         figures[f"soft-labels-{shown}"] = plot_soft_label_grid(matrices, where(f"soft-labels-{shown}"), names, order,
                                                                title=title)
     figures["soft-labels-curves"] = plot_soft_label_curves(
-        {Path(run_dir).name: curves or epoch_curves(files)}, where("soft-labels-curves"), num_classes=size)
+        curves or {Path(run_dir).name: epoch_curves(files)}, where("soft-labels-curves"), num_classes=size)
     return figures
 
 
