@@ -424,11 +424,12 @@ def summary_table(groups: Sequence[Group], keys: Sequence[str]) -> tuple[list[di
 
 
 def markdown_report(groups: Sequence[Group], keys: Sequence[str], pairs: Sequence[tuple[int, int]],
-                    fmt: Mapping[str, str] | None = None) -> str:
-    """The summary table of the groups (options, n, mean ± std of keys) and their paired tests, in markdown."""
+                    fmt: Mapping[str, str] | None = None, tested_keys: Sequence[str] | None = None) -> str:
+    """The summary table of the groups (options, n, mean ± std of keys) and their paired tests, in markdown
+    (of `tested_keys`; by default the keys among top1, nll and ece)."""
     rows, columns = summary_table(groups, keys)
     text = markdown_table(rows, columns, metric_formats(keys) | dict(fmt or {}))
-    tested = paired_rows(groups, pairs, [k for k in PAIRED_KEYS if k in keys])
+    tested = paired_rows(groups, pairs, [k for k in PAIRED_KEYS if k in keys] if tested_keys is None else tested_keys)
     if tested:
         text += f"\n{PAIRED_CAPTION}:\n\n" + markdown_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS)
     elif pairs:
