@@ -216,6 +216,32 @@ class EpochLoss(nn.Module):
             target = target.long()
         return target, dense
 
+    # -- state kept out of parameters and buffers --------------------------------------------------------------
+    def _state_tensors(self) -> dict[str, Tensor]:
+        """Tensors a subclass keeps as plain attributes (DDP broadcasts buffers from rank 0, `.half()` casts them)
+        and saves in its state_dict under these keys; none here."""
+        return {}
+
+    def _load_state_tensors(self, state: dict[str, Tensor]) -> None:
+        """Restore what `_state_tensors` saved (every key present); raise ValueError for state that does not fit."""
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for key, value in self._state_tensors().items():
+            destination[prefix + key] = value if keep_vars else value.detach().clone()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        keys = [prefix + k for k in self._state_tensors()]
+        unexpected_keys[:] = [k for k in unexpected_keys if k not in keys]
+        absent = [k for k in keys if k not in state_dict]
+        if absent:
+            missing_keys.extend(absent)
+        elif keys:
+            self._load_state_tensors({k[len(prefix):]: state_dict[k] for k in keys})
+
     def bind(self, run: TrainingRun) -> None:
         """Called by training loops before the first step with the run's size and schedule; ignored here."""
 

@@ -223,20 +223,12 @@ class _TransitionCorrection(EpochLoss):
         raise NotImplementedError
 
     # -- state: the matrix, (0, 0) while unset -----------------------------------------------------------
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + "transition"] = torch.zeros(0, 0) if self._T is None else self._T.detach().clone()
+    def _state_tensors(self) -> dict[str, Tensor]:
+        return {"transition": torch.zeros(0, 0) if self._T is None else self._T}
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
-                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        key = prefix + "transition"
-        unexpected_keys[:] = [k for k in unexpected_keys if k != key]
-        if key not in state_dict:
-            missing_keys.append(key)
-        elif state_dict[key].numel():
-            self.set_transition(state_dict[key])
+    def _load_state_tensors(self, state: dict[str, Tensor]) -> None:
+        if state["transition"].numel():
+            self.set_transition(state["transition"])
 
 
 class ForwardCorrection(_TransitionCorrection):

@@ -179,22 +179,11 @@ class ELR(EpochLoss):
             torch.where(count > 0, summed.div_(count.clamp(min=1.0)), rows, out=rows)
 
     # -- state -------------------------------------------------------------------------------------------
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        for key, value in zip(_STATE_KEYS, (self._targets, self._changed)):
-            destination[prefix + key] = value if keep_vars else value.detach().clone()
+    def _state_tensors(self) -> dict[str, Tensor]:
+        return dict(zip(_STATE_KEYS, (self._targets, self._changed)))
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
-                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        ours = {prefix + k for k in _STATE_KEYS}
-        unexpected_keys[:] = [k for k in unexpected_keys if k not in ours]
-        absent = [prefix + k for k in _STATE_KEYS if prefix + k not in state_dict]
-        if absent:
-            missing_keys.extend(absent)
-            return
-        targets, changed = (state_dict[prefix + k] for k in _STATE_KEYS)
+    def _load_state_tensors(self, state: dict[str, Tensor]) -> None:
+        targets, changed = (state[k] for k in _STATE_KEYS)
         if targets.dim() != 2 or targets.size(1) != self.num_classes or tuple(changed.shape) != (targets.size(0),):
             raise ValueError(f"ELR state of shape {tuple(targets.shape)} does not fit a loss with "
                              f"num_classes={self.num_classes}")

@@ -255,29 +255,18 @@ class OnlineLabelSmoothing(EpochLoss):
         self.num_updates += 1
 
     # -- state -----------------------------------------------------------------------------------------------
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        super()._save_to_state_dict(destination, prefix, keep_vars)
+    def _state_tensors(self) -> dict[str, Tensor]:
         counters = (self.epoch, self.step, self.num_updates)
         values = (self._S, self._A, self._n, *(torch.tensor(c, dtype=torch.int64) for c in counters))
-        for key, value in zip(_STATE_KEYS, values):
-            destination[prefix + key] = value if keep_vars else value.detach().clone()
+        return dict(zip(_STATE_KEYS, values))
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
-                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-        ours = {prefix + k for k in _STATE_KEYS}
-        unexpected_keys[:] = [k for k in unexpected_keys if k not in ours]
-        absent = [prefix + k for k in _STATE_KEYS if prefix + k not in state_dict]
-        if absent:
-            missing_keys.extend(absent)
-            return
-        S = state_dict[prefix + "soft_labels"]
+    def _load_state_tensors(self, state: dict[str, Tensor]) -> None:
+        S = state["soft_labels"]
         K = self.num_classes
         if tuple(S.shape) != (K, K):
             raise ValueError(f"OLS state is for {S.shape[0]} classes but this loss has num_classes={K}")
         device = self._S.device
-        self._S, accumulator, self._n = (state_dict[prefix + k].to(device=device, dtype=torch.float32).clone()
+        self._S, accumulator, self._n = (state[k].to(device=device, dtype=torch.float32).clone()
                                          for k in ("soft_labels", "accumulator", "counts"))
         self._set_accumulator(torch.cat([accumulator, accumulator.new_zeros(1, K)]))
-        self.epoch, self.step, self.num_updates = (int(state_dict[prefix + k]) for k in _STATE_KEYS[3:])
+        self.epoch, self.step, self.num_updates = (int(state[k]) for k in _STATE_KEYS[3:])
