@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..analysis.attacks import (
     ATTACKS,
     LIBRARY_ATTACKS,
+    LOSSES,
     NORMS,
     NormalizedModel,
     attacks_library,
@@ -110,6 +111,8 @@ def attack_settings(attack: str, norm: str, eps: str | float, steps: int | None 
         raise UserInputError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
     if norm not in NORMS:
         raise UserInputError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
+    if loss is not None and loss not in LOSSES:
+        raise UserInputError(f"unknown attack loss {loss!r}; use one of {', '.join(LOSSES)}")
     value, text = parse_eps(eps) if isinstance(eps, str) else parse_eps(repr(float(eps)))
     for flag, number in (("--steps", steps), ("--restarts", restarts)):
         if number is not None and number < 1:
