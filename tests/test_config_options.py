@@ -189,3 +189,12 @@ def test_read_yaml_of_a_binary_config_names_the_file(tmp_path):
     assert read_yaml(path) == {}
     with pytest.raises(UserInputError, match="config file not found"):
         read_yaml(tmp_path / "missing.yaml")
+
+
+def test_exponent_notation_without_a_dot_in_yaml_is_a_number(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("weight_decay: 5e-4\nloss_options: {momentum: 1e-1}\n")
+    cfg = build_config(read_yaml(recipe), {})
+    assert cfg.weight_decay == 0.0005 and cfg.loss_options == {"momentum": 0.1}
+    with pytest.raises(UserInputError, match="must be a number"):
+        build_config({"weight_decay": "5e-4x"}, {})

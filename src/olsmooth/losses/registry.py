@@ -119,8 +119,16 @@ def _is_integral(value: Any) -> bool:
         and value == int(value)
 
 
+_EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
 def _as_kind(value: Any, kind: type, label: str) -> Any:
-    """The value as `kind` (an integral number for int, any finite number for float), else a UserInputError."""
+    """The value as `kind` (an integral number for int, any finite number for float), else a UserInputError.
+
+    For float, text in exponent notation without a dot (`5e-4`) is read as the number: YAML 1.1, which PyYAML
+    follows, leaves it a string."""
+    if kind is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        value = float(value)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind in (int, float) and number and not math.isfinite(value):
         raise UserInputError(f"{label} must be a finite number, got {value!r}")
