@@ -293,3 +293,15 @@ def test_a_noise_study_plots_top1_against_the_rate_and_collects_memorisation(tmp
     # one line per method in each panel, from the clean point (rate 0) to the noisy one
     assert [list(line.get_xdata()) for line in figure.axes[0].get_lines()] == [[0.0, 0.4], [0.0, 0.4]]
     assert write_results(study, plan_runs(study, tmp_path), tmp_path)[-1].name == "memorisation.png"
+
+
+def test_a_study_with_a_validation_split_reports_test_figures_and_the_best_validation_epoch(tmp_path):
+    study = parse_study({"base": {"epochs": 2, "train_subset": 200, "val_fraction": 0.2},
+                         "grid": {"method": ["ce", "ols"]}, "seeds": [0, 1]}, "val", "test")
+    run_study(study, tmp_path, log=lambda _line: None)
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    for row in rows:
+        summary = json.loads((tmp_path / row["folder"] / "summary.json").read_text())
+        assert int(row["best_epoch"]) == summary["best_epoch"]
+        assert float(row["top1"]) == pytest.approx(summary["test_top1_last"])
+        assert float(row["best_top1"]) == pytest.approx(summary["test_top1_best"])

@@ -76,13 +76,15 @@ def read_metrics(run_dir: Union[str, os.PathLike]) -> list[dict[str, Any]]:
 
 
 def _select(records: Sequence[Mapping[str, Any]], which: str, where: Any) -> Mapping[str, Any]:
-    """The last record, or with which="best" the (first) record with the highest top1."""
+    """The last record, or with which="best" the (first) record with the highest top1 (val_top1 for a run with a
+    validation split, whose best epoch is chosen on it)."""
     if which == "last":
         return records[-1]
     if which == "best":
-        if any("top1" not in r for r in records):
-            raise UserInputError(f"{where}: which='best' needs 'top1' in every epoch record")
-        return max(records, key=lambda r: _number(r, "top1", where))
+        key = next((k for k in ("top1", "val_top1") if all(k in r for r in records)), None)
+        if key is None:
+            raise UserInputError(f"{where}: which='best' needs 'top1' (or 'val_top1') in every epoch record")
+        return max(records, key=lambda r: _number(r, key, where))
     raise UserInputError(f"which must be 'last' or 'best', got {which!r}")
 
 
