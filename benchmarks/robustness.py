@@ -1,5 +1,5 @@
-"""Calibration and adversarial robustness of a finished study's runs: temperature scaling, white-box FGSM, PGD and
-APGD-CE, and PGD transferred from the cross-entropy model of the same seed (docs/results/robustness-fashion-mnist.md).
+"""Calibration and adversarial robustness of a finished study's runs: temperature scaling, white-box FGSM, PGD,
+APGD-CE and APGD-DLR, and PGD transferred from the cross-entropy model of the same seed (docs/results/robustness-fashion-mnist.md).
 
 Trains the study (`olsmooth study`, finished runs skipped), then runs `olsmooth eval --save-to-run` and
 `olsmooth attack --save-to-run` on each run's last.pt (results already in a run's `results/` are reused), and
@@ -26,7 +26,7 @@ from olsmooth.fileio import atomic_write_text
 from .common import benchmark_parser, command_line, machine_info, parse_benchmark_args, report_header
 
 MODULE = "benchmarks.robustness"
-WHITE_BOX = ("pgd", "apgd-ce")  # FGSM runs alongside PGD (its figure is in the PGD record)
+WHITE_BOX = ("pgd", "apgd-ce", "apgd-dlr")  # FGSM runs alongside PGD (its figure is in the PGD record)
 EVAL_KEYS = ("top1", "nll", "ece", "temperature", "nll_ts", "ece_ts")
 
 
@@ -35,7 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> Any:
                               device="cpu | cuda | cuda:N for training and attacks", threads=1)
     parser.add_argument("--study", default="robustness-fashion-mnist", help="study file or shipped name")
     parser.add_argument("--runs", help="where the study's run folders go (default OUT/STUDY)")
-    parser.add_argument("--n", type=int, default=500, help="attack the first N test samples (default 500)")
+    parser.add_argument("--n", type=int, default=1000, help="attack the first N test samples (default 1000)")
     parser.add_argument("--eps", nargs="+", default=["2/255", "8/255"], help="linf budgets in pixel space")
     parser.add_argument("--steps", type=int, default=10, help="PGD and APGD iterations (default 10)")
     parser.add_argument("--markdown", help="also write the page here (e.g. docs/results/robustness-fashion-mnist.md)")
@@ -68,8 +68,9 @@ def evaluate_run(folder: Path, surrogate: Path | None, args: Any) -> dict[str, A
             name = "pgd" if attack == "transfer" else attack
             suffix = "-transfer" if attack == "transfer" else ""
             path = results / f"attack-{name}-linf-{eps.replace('/', '_')}{suffix}.json"
-            if path.is_file():
-                record[(attack, eps)] = json.loads(path.read_text())
+            saved = json.loads(path.read_text()) if path.is_file() else None
+            if saved is not None and (saved["n"], saved["steps"]) == (min(args.n, saved["n"]), args.steps):
+                record[(attack, eps)] = saved  # the same attack at the same budget: reused
                 continue
             argv = ["attack", "--checkpoint", str(last), "--attack", name, "--norm", "linf", "--eps", eps,
                     "--n", str(args.n), "--steps", str(args.steps), "--json", "--save-to-run", *device]
@@ -109,7 +110,8 @@ def tables(study: Any, plan: Sequence[Any], records: dict[Path, dict[str, Any]],
         keys = ["clean_top1", "fgsm_top1", *(f"{a}_top1" for a in WHITE_BOX)]
         attacked = groups(robust)
         sections += [f"\n## Robust top-1 at eps {eps} (linf, pixel space), first {args.n} test images\n",
-                     "White-box FGSM, PGD and APGD-CE on each model; top-1 in %.\n",
+                     "White-box FGSM, PGD, APGD-CE and APGD-DLR (its loss is invariant to the logits' scale) on "
+                     "each model; top-1 in % (a sample counts when it is right both clean and attacked).\n",
                      markdown_report(attacked, keys, pairs, tested_keys=keys[1:])]
         transferred = [g for g in attacked if all("transfer_top1" in f for f in g.runs.values()) and g.runs]
         if transferred:
