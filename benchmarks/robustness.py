@@ -1,5 +1,6 @@
 """Calibration and adversarial robustness of a finished study's runs: temperature scaling, white-box FGSM, PGD,
-APGD-CE and APGD-DLR, and PGD transferred from the cross-entropy model of the same seed (docs/results/robustness-fashion-mnist.md).
+APGD-CE and APGD-DLR, and PGD transferred from the cross-entropy model of the same seed
+(docs/results/robustness-fashion-mnist.md).
 
 Trains the study (`olsmooth study`, finished runs skipped), then runs `olsmooth eval --save-to-run` and
 `olsmooth attack --save-to-run` on each run's last.pt (results already in a run's `results/` are reused), and
