@@ -70,7 +70,7 @@ def evaluate_run(folder: Path, surrogate: Path | None, args: Any) -> dict[str, A
             suffix = "-transfer" if attack == "transfer" else ""
             path = results / f"attack-{name}-linf-{eps.replace('/', '_')}{suffix}.json"
             saved = json.loads(path.read_text()) if path.is_file() else None
-            if saved is not None and (saved["n"], saved["steps"]) == (min(args.n, saved["n"]), args.steps):
+            if saved is not None and (saved["n"], saved["steps"]) == (args.n, args.steps):
                 record[(attack, eps)] = saved  # the same attack at the same budget: reused
                 continue
             argv = ["attack", "--checkpoint", str(last), "--attack", name, "--norm", "linf", "--eps", eps,
