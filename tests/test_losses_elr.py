@@ -7,10 +7,9 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from gloo import on_processes
 from olsmooth.cli import main
 from olsmooth.engine.checkpoint import load_checkpoint
 from olsmooth.errors import UserInputError
@@ -178,18 +177,9 @@ def train(rank: int, world: int) -> list[torch.Tensor]:
     return stores
 
 
-def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.save(train(rank, world), f"{out_dir}/elr-{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_two_processes_hold_the_store_of_one_process_on_all_the_data(tmp_path):
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = on_processes(train, 2, tmp_path)
     single = train(0, 1)
-    ranks = [torch.load(tmp_path / f"elr-{rank}.pt", weights_only=True) for rank in range(2)]
     for epoch in range(EPOCHS):
         assert ranks[0][epoch].any()
         for got in ranks:

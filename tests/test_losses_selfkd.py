@@ -8,9 +8,8 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from gloo import on_processes
 from olsmooth.errors import UserInputError
 from olsmooth.losses import (
     ClassWiseSelfKD,
@@ -252,20 +251,10 @@ def dist_run(rank: int, world: int) -> list[torch.Tensor]:
     return stores
 
 
-def dist_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.save(dist_run(rank, world), f"{out_dir}/pskd-{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_pskd_stores_of_two_processes_equal_one_process_on_all_the_data(tmp_path):
     # 11 samples on 2 ranks: the padding repeats the first sample of each epoch on rank 1, with the same logits
-    mp.spawn(dist_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     single = dist_run(0, 1)
-    for rank in range(2):
-        got = torch.load(tmp_path / f"pskd-{rank}.pt", weights_only=True)
+    for got in on_processes(dist_run, 2, tmp_path):
         assert len(got) == E_DIST
         for a, b in zip(got, single):
             torch.testing.assert_close(a, b, atol=0, rtol=0)

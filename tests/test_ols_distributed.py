@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from gloo import on_processes
 from olsmooth import OnlineLabelSmoothing
 
 K, EPOCHS, STEPS, B = 7, 3, 4, 12
@@ -32,20 +31,14 @@ def run(preset: str, rank: int, world: int) -> list[torch.Tensor]:
     return matrices
 
 
-def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        for preset in ("paper-cifar", "paper-fine-grained"):
-            torch.save(run(preset, rank, world), f"{out_dir}/{preset}-{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def both_presets(rank: int, world: int) -> dict[str, list[torch.Tensor]]:
+    return {preset: run(preset, rank, world) for preset in ("paper-cifar", "paper-fine-grained")}
 
 
 def test_two_processes_match_one_process_on_all_the_data(tmp_path):
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = on_processes(both_presets, 2, tmp_path)
     for preset in ("paper-cifar", "paper-fine-grained"):
         single = run(preset, 0, 1)
-        for rank in range(2):
-            got = torch.load(tmp_path / f"{preset}-{rank}.pt", weights_only=True)
-            for a, b in zip(got, single):
+        for got in ranks:
+            for a, b in zip(got[preset], single):
                 torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
