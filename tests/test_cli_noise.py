@@ -35,10 +35,10 @@ def test_the_run_folder_keeps_clean_and_noisy_labels_and_the_realised_transition
 def test_a_resumed_run_reads_its_saved_labels(noisy_run, tmp_path, monkeypatch):
     import shutil
 
-    from olsmooth.engine import trainer
+    from olsmooth.engine import label_noise
     run = tmp_path / "run"
     shutil.copytree(noisy_run, run)
-    monkeypatch.setattr(trainer, "make_noisy_labels", lambda *a, **k: pytest.fail("labels drawn again"))
+    monkeypatch.setattr(label_noise, "make_noisy_labels", lambda *a, **k: pytest.fail("labels drawn again"))
     assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
     saved = load_checkpoint(run / "last.pt", keys=("noise",))["noise"]["noisy"].numpy()
     np.testing.assert_array_equal(saved, np.load(noisy_run / "noisy_labels.npy"))
@@ -49,8 +49,8 @@ def test_the_trainer_trains_on_the_noisy_labels_and_evaluates_on_clean_ones(tmp_
     from olsmooth.engine.trainer import Trainer
     trainer = Trainer(build_config(None, {"train_subset": 200, "noise": "pairflip:0.5", "out": str(tmp_path / "r")}))
     labels = [int(trainer.train_loader.dataset[i][1]) for i in range(200)]
-    np.testing.assert_array_equal(labels, trainer.noise["noisy"])
-    assert (trainer.noise["noisy"] == (trainer.noise["clean"] + 1) % 10).sum() == 100
+    np.testing.assert_array_equal(labels, trainer.noise.noisy)
+    assert (trainer.noise.noisy == (trainer.noise.clean + 1) % 10).sum() == 100
     test = build_datasets("digits").test
     assert [int(trainer.bundle.test[i][1]) for i in range(20)] == [int(test[i][1]) for i in range(20)]
 

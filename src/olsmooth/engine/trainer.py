@@ -26,9 +26,6 @@ from ..data import (
     WithIndex,
     build_datasets,
     dataset_labels,
-    instance_images,
-    make_noisy_labels,
-    parse_noise_spec,
     stratified_subset,
 )
 from ..data.samplers import ClassPairBatchSampler
@@ -42,6 +39,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, bro
 from .ema import ModelEma, unwrap
 from .evaluate import autocast_context, eval_loader, evaluate, predict_probs
 from .inference import build_model, model_from_checkpoint
+from .label_noise import TrainingNoise, fit_on_corrupted
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress
 from .resolve import resolve, upgrade_stored_config
@@ -167,7 +165,7 @@ class Trainer:
                 for name, indices in self.indices.items():
                     self.run.write_indices(name, indices)
                 if self.noise is not None:
-                    self.run.write_noise(self.noise["clean"], self.noise["noisy"], self.noise["description"])
+                    self.run.write_noise(self.noise.clean, self.noise.noisy, self.noise.description)
             if self.criterion.needs_transition and self.criterion.transition_matrix is None:
                 self._set_estimated_transition()
             if self.criterion.needs_transition and not self.resuming:
@@ -321,27 +319,19 @@ class Trainer:
         indices = self.indices["train"][positions] if "train" in self.indices else positions
         return Subset(self._datasets("none").train, indices.tolist())
 
-    def _corrupt_labels(self, checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _corrupt_labels(self, checkpoint: dict[str, Any] | None) -> TrainingNoise | None:
         """With --noise, replace the training labels (after the subset and validation split; evaluation labels
         stay clean) by noisy ones drawn from --noise-seed; a resumed run reads the labels saved in last.pt."""
-        cfg = self.cfg
-        if not cfg.noise:
+        if not self.cfg.noise:
             return None
         saved = (checkpoint or {}).get("noise")
         if saved is not None:
-            noise = {"clean": saved["clean"].numpy(), "noisy": saved["noisy"].numpy(),
-                     "description": saved["description"]}
+            noise = TrainingNoise.from_payload(saved)
         else:
-            kind, rate = parse_noise_spec(cfg.noise)
-            clean = dataset_labels(self.bundle.train)
-            images = instance_images(self.bundle.train) if kind == "instance" else None
-            drawn = make_noisy_labels(clean, kind, rate, cfg.seed if cfg.noise_seed is None else cfg.noise_seed,
-                                      self.bundle.num_classes, images=images, noise_map=cfg.noise_map,
-                                      dataset=cfg.dataset)
-            noise = {"clean": drawn.clean, "noisy": drawn.noisy, "description": drawn.to_json()}
-            self.log(f"label noise {cfg.noise}: {100 * drawn.rate_realised:.2f}% of "
-                     f"{len(clean)} training labels changed")
-        self.bundle.train = Relabelled(self.bundle.train, noise["noisy"])
+            noise = TrainingNoise.draw(self.cfg, self.bundle.train, self.bundle.num_classes)
+            self.log(f"label noise {self.cfg.noise}: {100 * noise.description['rate_realised']:.2f}% of "
+                     f"{len(noise.clean)} training labels changed")
+        self.bundle.train = Relabelled(self.bundle.train, noise.noisy)
         return noise
 
     def _set_given_transition(self) -> None:
@@ -354,7 +344,7 @@ class Trainer:
             if self.noise is None:
                 raise UserInputError(f"method {self.cfg.method} with transition=known needs --noise (the matrix is "
                                      f"the realised one of the run's label noise); give a file or transition=estimate")
-            matrix = torch.tensor(self.noise["description"]["transition"], dtype=torch.float32)
+            matrix = torch.tensor(self.noise.description["transition"], dtype=torch.float32)
         else:
             matrix = read_transition(source, self.bundle.num_classes)
         try:
@@ -389,43 +379,17 @@ class Trainer:
     def _corrupted_loader(self) -> DataLoader:
         """The training samples whose label the noise changed, with evaluation transforms; each batch's labels
         encode clean * K + noisy (both are needed per sample, and the loader yields one label)."""
-        K = self.bundle.num_classes
-        changed = np.flatnonzero(self.noise["clean"] != self.noise["noisy"])
-        codes = self.noise["clean"][changed] * K + self.noise["noisy"][changed]
-        data = Relabelled(self._plain_training_samples(changed), codes)
+        data = Relabelled(self._plain_training_samples(self.noise.changed), self.noise.codes(self.bundle.num_classes))
         return eval_loader(data, self.cfg.batch_size * 2, self.cfg.workers, self.dist)
 
-    @torch.no_grad()
     def memorisation(self) -> dict[str, float]:
-        """On the training samples with a corrupted label: the % the model predicts as their clean label
-        (`noisy_fit_clean`) and as their noisy label (`noisy_fit_noisy`, how much noise it memorises); for OLS
-        also `ols_noise_mass`, the mean mass row y of S puts on the clean classes samples labelled y came from
-        (the true share is `noise_source_mass`)."""
-        K = self.bundle.num_classes
+        """How the model predicts the training samples with a corrupted label (`fit_on_corrupted`), and for OLS
+        the soft labels' mass on the noise's source classes (`TrainingNoise.soft_label_mass`)."""
         broadcast_state(self.model, buffers_only=True)
-        self.model.eval()
-        counts = torch.zeros(3, dtype=torch.float64, device=self.dist.device)  # samples, as clean, as noisy
-        for images, codes in self.corrupted_loader:
-            images, codes = images.to(self.dist.device), codes.to(self.dist.device)
-            if self.cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_context(self.dist.device, self.cfg.amp):
-                predicted = self.model(images).argmax(dim=1)
-            counts += torch.stack([torch.tensor(float(len(codes)), device=counts.device),
-                                   (predicted == codes // K).sum(), (predicted == codes % K).sum()]).double()
-        n, as_clean, as_noisy = all_reduce_sum(counts).tolist()
-        result = {"noisy_fit_clean": 100.0 * as_clean / max(n, 1.0), "noisy_fit_noisy": 100.0 * as_noisy / max(n, 1.0)}
+        result = fit_on_corrupted(self.model, self.corrupted_loader, self.bundle.num_classes, self.dist,
+                                  self.cfg.amp, self.cfg.channels_last)
         soft = getattr(self.criterion, "soft_labels", None)
-        if soft is not None:
-            clean, noisy = self.noise["clean"], self.noise["noisy"]
-            sources = np.zeros((K, K))
-            np.add.at(sources, (noisy, clean), 1.0)  # row y: where the samples labelled y truly come from
-            sources /= np.maximum(sources.sum(axis=1, keepdims=True), 1.0)
-            off = (sources > 0) & ~np.eye(K, dtype=bool)
-            S = soft.detach().double().cpu().numpy()
-            result.update(ols_noise_mass=float((S * off).sum(axis=1).mean()),
-                          noise_source_mass=float((sources * off).sum(axis=1).mean()))
-        return result
+        return result if soft is None else {**result, **self.noise.soft_label_mass(soft)}
 
     def _draw_indices(self, train: Dataset) -> dict[str, np.ndarray]:
         cfg = self.cfg
@@ -518,9 +482,7 @@ class Trainer:
                            history=self.state.history,
                            data_indices={k: torch.from_numpy(v) for k, v in self.indices.items()})
             if self.noise is not None:
-                payload["noise"] = {"clean": torch.from_numpy(self.noise["clean"]),
-                                    "noisy": torch.from_numpy(self.noise["noisy"]),
-                                    "description": self.noise["description"]}
+                payload["noise"] = self.noise.payload()
         return payload
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
