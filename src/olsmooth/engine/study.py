@@ -397,9 +397,11 @@ def _markdown_text(study: Study, groups: Sequence[Group], out: Path) -> str:
     lines = [f"# Study {study.name}\n"]
     if study.description:
         lines.append(study.description.strip() + "\n")
+    chosen = ("validation top-1 (its test figures)" if any(cell.config.val_fraction for cell in study.cells)
+              else "test top-1")
     lines.append(f"{len(study.cells)} cell(s) x {len(study.seeds)} seed(s) = {runs} runs; run folders under `{out}`; "
                  f"shared options: {option_text(study.base) if study.base else 'none'}. Mean ± sample std over seeds "
-                 "of the last epoch (top1, nll, ece) and of each run's epoch with the highest test top-1 (best_*); "
+                 f"of the last epoch's test top1, nll, ece and of each run's epoch with the highest {chosen} (best_*); "
                  "top-1 and ECE in %, NLL in nats.\n")
     lines.append(markdown_report(groups, TABLE_KEYS, baseline_pairs(study)))
     lines.append(f"\n![test top-1 per cell]({FIGURE_NAME})\n")
