@@ -515,3 +515,40 @@ def plot_noise_groups(groups: Sequence[Group], key: str = "top1", ylabel: str = 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_noise_curves(curves: Sequence[tuple[Mapping[str, Any], Sequence[Sequence[float]]]], ylabel: str,
+                      title: str | None = None) -> Figure:
+    """Per-epoch curves of cells with label noise, one panel per noise setting and one line per setting of the
+    other options (mean with a ± sample-std band over the runs): `curves` holds (cell options, runs' curves)."""
+    from matplotlib.figure import Figure
+
+    panels: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for options, runs in curves:
+        rest = ", ".join(f"{k}={option_text(v)}" for k, v in options.items() if k != NOISE_OPTION) or "all"
+        length = max(len(r) for r in runs)
+        table = np.full((len(runs), length), np.nan)
+        for i, run in enumerate(runs):
+            table[i, : len(run)] = run
+        panels.setdefault(option_text(options.get(NOISE_OPTION)), []).append((rest, table))
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(5.2 * columns, 3.8 * rows + 1.4))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (noise, lines) in zip(axes, panels.items()):
+        for name, table in lines:
+            x = np.arange(1, table.shape[1] + 1)
+            mean = np.nanmean(table, axis=0)
+            std = np.nanstd(table, axis=0, ddof=1) if table.shape[0] > 1 else np.zeros_like(mean)
+            (line,) = ax.plot(x, mean, label=name)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set(title=f"noise {noise}", xlabel="epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize="small", frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 3), 1, 1))
+    return fig

@@ -20,7 +20,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..analysis.plots import plot_curves
 from ..analysis.report import (
     CONFIG_FILE,
     NOISE_OPTION,
@@ -31,6 +30,7 @@ from ..analysis.report import (
     markdown_report,
     option_text,
     plot_groups,
+    plot_noise_curves,
     plot_noise_groups,
     read_metrics,
     read_run_config,
@@ -436,13 +436,13 @@ def write_results(study: Study, plan: Sequence[PlannedRun], out: str | Path) -> 
     title = f"{study.name}: final test top-1, mean ± std over {len(study.seeds)} seed(s)"
     figures = {FIGURE_NAME: plot_noise_groups(groups, "top1", title=title) if _is_noise_study(study) else
                plot_groups(groups, "top1", _numeric_axis(study), ylabel="final test top-1 (%)", title=title)}
-    curves = {cell.name: [read_metrics(run.folder) for run in plan if run.cell.name == cell.name]
-              for cell in study.cells}
-    curves = {name: [[r["noisy_fit_noisy"] for r in records] for records in runs] for name, runs in curves.items()
-              if runs and all("noisy_fit_noisy" in records[-1] for records in runs)}
+    records = [(cell, [read_metrics(run.folder) for run in plan if run.cell.name == cell.name])
+               for cell in study.cells]
+    curves = [(cell.options, [[r["noisy_fit_noisy"] for r in rows] for rows in runs]) for cell, runs in records
+              if runs and all("noisy_fit_noisy" in rows[-1] for rows in runs)]
     if curves:
-        figures[MEMORISATION_FIGURE] = plot_curves(curves, None, ylabel="% of corrupted training samples predicted "
-                                                   "as their noisy label", title="memorised noise per epoch")
+        figures[MEMORISATION_FIGURE] = plot_noise_curves(curves, "% predicted as their noisy label",
+                                                         "memorised noise: training samples with a corrupted label")
     paths = [out / CSV_NAME, out / MARKDOWN_NAME]
     for path, text in zip(paths, (csv_text, markdown)):
         atomic_write_file(path, lambda handle, text=text: handle.write(text.encode("utf-8")))
