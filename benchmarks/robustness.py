@@ -36,13 +36,15 @@ def parse_args(argv: Sequence[str] | None) -> Any:
                               device="cpu | cuda | cuda:N for training and attacks", threads=1)
     parser.add_argument("--study", default="robustness-fashion-mnist", help="study file or shipped name")
     parser.add_argument("--runs", help="where the study's run folders go (default OUT/STUDY)")
-    parser.add_argument("--n", type=int, default=1000, help="attack the first N test samples (default 1000)")
+    parser.add_argument("--n", type=int, help="attack the first N test samples (default 1000; 100 with --quick)")
     parser.add_argument("--eps", nargs="+", default=["2/255", "8/255"], help="linf budgets in pixel space")
     parser.add_argument("--steps", type=int, default=10, help="PGD and APGD iterations (default 10)")
     parser.add_argument("--markdown", help="also write the page here (e.g. docs/results/robustness-fashion-mnist.md)")
     args = parse_benchmark_args(parser, argv)
     if args.quick:
-        args.study, args.n = "digits-quick", 100
+        args.study = "digits-quick"
+    if args.n is None:
+        args.n = 100 if args.quick else 1000
     return args
 
 
