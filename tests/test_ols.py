@@ -68,6 +68,18 @@ def epoch_batches(K: int, epoch: int, batches: int = 4, B: int = 16, confident: 
         yield logits, y
 
 
+def assert_same_step(ols: OnlineLabelSmoothing, ref: ReferenceOLS, logits: torch.Tensor, y: torch.Tensor) -> None:
+    """One training step of both: the same loss value and the same gradient of the logits."""
+    ours_in = logits.clone().requires_grad_(True)
+    ref_in = logits.clone().requires_grad_(True)
+    ours = ols(ours_in, y)
+    expected = ref.loss(ref_in, y)
+    assert ours.item() == pytest.approx(expected.item(), abs=1e-5)
+    ours.backward()
+    expected.backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("preset", ["paper-cifar", "paper-fine-grained"])
 def test_presets_match_the_released_code_over_several_epochs(preset):
     K = 6
@@ -75,14 +87,7 @@ def test_presets_match_the_released_code_over_several_epochs(preset):
     ols = OnlineLabelSmoothing.from_preset(preset, num_classes=K)
     for epoch in range(5):
         for logits, y in epoch_batches(K, epoch, confident=0):
-            ours_in = logits.clone().requires_grad_(True)
-            ref_in = logits.clone().requires_grad_(True)
-            ours = ols(ours_in, y)
-            expected = ref.loss(ref_in, y)
-            assert ours.item() == pytest.approx(expected.item(), abs=1e-5)
-            ours.backward()
-            expected.backward()
-            torch.testing.assert_close(ours_in.grad, ref_in.grad, atol=1e-6, rtol=1e-5)
+            assert_same_step(ols, ref, logits, y)
         ols.next_epoch()
         ref.epoch_end()
         torch.testing.assert_close(ols.soft_labels, ref.S, atol=1e-5, rtol=0)
@@ -103,14 +108,7 @@ def test_presets_match_the_released_code_on_tied_predictions(preset):
                torch.randn(10, K, generator=torch.Generator().manual_seed(0)).round()]
     for _ in range(2):
         for logits in batches:
-            ours_in = logits.clone().requires_grad_(True)
-            ref_in = logits.clone().requires_grad_(True)
-            ours = ols(ours_in, y)
-            expected = ref.loss(ref_in, y)
-            assert ours.item() == pytest.approx(expected.item(), abs=1e-5)
-            ours.backward()
-            expected.backward()
-            torch.testing.assert_close(ours_in.grad, ref_in.grad, atol=1e-6, rtol=1e-5)
+            assert_same_step(ols, ref, logits, y)
             torch.testing.assert_close(ols.counts, ref.n)
         ols.next_epoch()
         ref.epoch_end()

@@ -37,6 +37,7 @@ from .report import (
     one_factor_pairs,
     option_text,
     paired_rows,
+    read_json_object,
     summary_stats,
     summary_table,
 )
@@ -118,16 +119,7 @@ class SavedResult:
 def read_results(run_dir: PathLike) -> list[tuple[Path, dict[str, Any]]]:
     """The JSON objects of a run folder's results/*.json (written by `eval` and `attack` with --save-to-run)."""
     folder = Path(run_dir) / RESULTS_DIR
-    found = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UserInputError(f"{path}: malformed JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise UserInputError(f"{path}: expected a JSON object")
-        found.append((path, data))
-    return found
+    return [(path, read_json_object(path)) for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])]
 
 
 def find_predictions(run_dir: PathLike) -> list[tuple[Path, np.ndarray, np.ndarray]]:

@@ -182,15 +182,18 @@ def load_run(run_dir: Union[str, os.PathLike]) -> FinishedRun:
 def _read_summary(folder: Path) -> dict[str, Any]:
     """summary.json of a run folder, or {} where there is none (runs of older versions)."""
     path = folder / SUMMARY_FILE
-    if not path.is_file():
-        return {}
+    return read_json_object(path) if path.is_file() else {}
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding one object; malformed content is a one-line user error naming the file."""
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserInputError(f"{path}: malformed JSON ({error})") from None
-    if not isinstance(summary, dict):
+    if not isinstance(data, dict):
         raise UserInputError(f"{path}: expected a JSON object")
-    return summary
+    return data
 
 
 def _progress(status: RunStatus) -> str:
