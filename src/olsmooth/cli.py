@@ -275,16 +275,15 @@ def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .analysis.report import results_folder
+    from .engine.checkpoint import run_checkpoint
     from .engine.inference import evaluate_calibrated
     from .fileio import atomic_write_text
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    path = run_checkpoint(args.checkpoint)
     folder = Path(args.reliability) if args.reliability else None
     if folder is not None and folder.exists() and not folder.is_dir():
         raise UserInputError(f"--reliability {folder}: not a folder")
-    if args.save_to_run and not (path.parent / "config.yaml").is_file():
-        raise UserInputError(f"--save-to-run: {path.parent} is not a run folder (it has no config.yaml)")
+    results = results_folder(path, required=args.save_to_run)
     evaluation = evaluate_calibrated([path], args.data_root, args.batch_size, args.workers, args.device,
                                      ema=args.ema, calibration_data=args.calibration_data,
                                      shift_consistency=args.shift_consistency, max_shift=args.max_shift,
@@ -301,7 +300,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              title=f"after temperature scaling (T = {evaluation.fit.temperature:.3f})")
     if args.save_to_run:
         record = {"command": "eval", "checkpoint": str(path.resolve()), "ema": args.ema, **evaluation.metrics}
-        atomic_write_text(path.parent / "results" / f"eval-{path.stem}.json", json.dumps(record, indent=2) + "\n")
+        atomic_write_text(results / f"eval-{path.stem}.json", json.dumps(record, indent=2) + "\n")
     return 0
 
 

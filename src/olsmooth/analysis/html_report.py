@@ -29,6 +29,7 @@ from .report import (
     PAIRED_COLUMNS,
     PAIRED_FORMATS,
     PAIRED_KEYS,
+    RESULTS_DIR,
     FinishedRun,
     Group,
     cell_text,
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 
 PathLike = Union[str, os.PathLike]
 ClassNames = Callable[[Path], Union[Sequence[str], None]]
-RESULTS_DIR = "results"
 FIGURE_DPI = 96
 CURVES = (("top1", "test top-1 (%)"), ("val_top1", "validation top-1 (%)"), ("train_loss", "training loss"),
           ("nll", "test NLL"), ("ece", "test ECE (%)"))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
+RESULTS_DIR = "results"  # eval and attack results saved with --save-to-run
 DEFAULT_KEYS = ("top1", "top5", "nll", "ece")
 PAIRED_KEYS = ("top1", "nll", "ece")
 MIN_WILCOXON_PAIRS = 5
@@ -555,3 +556,15 @@ def plot_noise_curves(curves: Sequence[tuple[Mapping[str, Any], Sequence[Sequenc
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 3), 1, 1))
     return fig
+
+
+def results_folder(checkpoint: Path, required: bool) -> Path | None:
+    """The results/ folder of the run folder a checkpoint lies in; outside one, None, or with `required` (the
+    --save-to-run flag) a one-line user error."""
+    folder = Path(checkpoint).parent
+    if (folder / CONFIG_FILE).is_file():
+        return folder / RESULTS_DIR
+    if required:
+        raise UserInputError(f"--save-to-run: {folder}, where {Path(checkpoint).name} lies, is not a run folder "
+                             f"(it has no {CONFIG_FILE})")
+    return None

@@ -35,20 +35,20 @@ from ..analysis.attacks import (
     project,
     to_pixels,
 )
+from ..analysis.report import results_folder
 from ..data.transforms import RepeatChannels
 from ..errors import UserInputError
 from ..fileio import atomic_write_text
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, run_checkpoint
 from .distributed import DistInfo, setup
 from .evaluate import eval_loader
-from .inference import _same_data, data_for_checkpoint, model_from_checkpoint
+from .inference import data_for_checkpoint, model_from_checkpoint, same_data
 
 WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "autoattack")  # on the attacked model's own gradients
 DEFAULT_STEPS = {"fgsm": 1, "pgd": 20, "apgd-ce": 100, "apgd-dlr": 100, "square": 5000}  # square: queries
 LIBRARY_LOSS = {"apgd-ce": "ce", "apgd-dlr": "dlr", "square": "margin", "autoattack": None}
 LARGE_EPS_MAX_TOP1 = 2.0  # % of samples a working attack may leave robust when the eps ball holds the whole box
 TOLERANCE = 1e-5  # float rounding allowed outside the eps ball and the box
-RESULTS = "results"
 
 
 @dataclass(frozen=True)
@@ -153,14 +153,6 @@ def craft(settings: AttackSettings, model: torch.nn.Module, pixels: Tensor, labe
 
 
 # -- the checkpoints and their pixel-space test data -------------------------------------------------------------
-def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's best.pt (last.pt when it has none)."""
-    path = Path(path)
-    if path.is_dir():
-        return path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
-    return path
-
-
 def channel_repeat(dataset: Dataset) -> int:
     """How many times the dataset's transform repeats the image channels (grayscale fed to RGB models), else 1."""
     while isinstance(dataset, Subset):
@@ -254,16 +246,6 @@ def result_name(settings: AttackSettings, transfer: bool) -> str:
     return f"attack-{settings.attack}-{settings.norm}-{settings.eps_text.replace('/', '_')}{suffix}.json"
 
 
-def _results_dir(path: Path, required: bool) -> Path | None:
-    """The results/ folder of the checkpoint's run folder (None, or an error when required, outside one)."""
-    folder = path.parent
-    if (folder / "config.yaml").is_file():
-        return folder / RESULTS
-    if required:
-        raise UserInputError(f"--save-to-run: {path} is not in a run folder (no config.yaml beside it)")
-    return None
-
-
 def _check_options(settings: AttackSettings, surrogate: str | Path | None, n: int | None, batch_size: int | None,
                    workers: int) -> None:
     for flag, number in (("--n", n), ("--batch-size", batch_size)):
@@ -281,9 +263,9 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
                n: int | None = None, batch_size: int | None = None, workers: int = 0, device: str | None = None,
                data_root: str | None = None, check_sanity: bool = False, save_to_run: bool = False) -> AttackReport:
     """Attack the first n test samples of a checkpoint (crafted on `surrogate` when given) and check the result."""
-    path = checkpoint_file(checkpoint)
+    path = run_checkpoint(checkpoint)
     _check_options(settings, surrogate, n, batch_size, workers)
-    results = _results_dir(path, required=save_to_run)
+    results = results_folder(path, required=save_to_run)
     dist = setup(device)
     target = load_subject(path, n, batch_size, workers, dist, data_root)
     num_classes = int(target.ckpt["num_classes"])
@@ -292,9 +274,9 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
                              f"{path} has {num_classes}")
     source = None
     if surrogate is not None:
-        source_path = checkpoint_file(surrogate)
+        source_path = run_checkpoint(surrogate)
         source = load_subject(source_path, n, target.loader.batch_size, workers, dist, data_root)
-        _same_data(target.ckpt, source.ckpt, source_path)
+        same_data(target.ckpt, source.ckpt, source_path)
     counts = _attack_batches(settings, target, source, num_classes, dist, check_sanity)
     record = _record(settings, target, source, counts)
     report = AttackReport(record, sanity_warnings(settings, counts, record))

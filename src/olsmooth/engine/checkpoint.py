@@ -15,7 +15,7 @@ import torch
 from ..errors import UserInputError
 from ..fileio import atomic_write_bytes, atomic_write_file, io_error
 
-__all__ = ["FORMAT", "atomic_write_file", "load_checkpoint", "require", "rng_state",
+__all__ = ["FORMAT", "atomic_write_file", "load_checkpoint", "require", "run_checkpoint", "rng_state",
            "save_checkpoint", "set_rng_state"]
 
 FORMAT = "olsmooth-checkpoint-1"
@@ -35,6 +35,14 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def _first_line(err: BaseException, limit: int = 200) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0][:limit] if lines else type(err).__name__
+
+
+def run_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run folder's best.pt (its last.pt when it has none), for eval and attack."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    return path
 
 
 def load_checkpoint(path: str | Path, keys: tuple[str, ...] = EVAL_KEYS) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def data_for_checkpoint(ckpt: dict[str, Any], data_root: str | None = None, augm
                           image_size=cfg.get("image_size"), channels=ckpt["channels"], augment=augment)
 
 
-def _same_data(first: dict[str, Any], ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+def same_data(first: dict[str, Any], ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
     """`ckpt`, after checking that it was trained on the dataset and classes of `first`."""
     a, b = first["config"], ckpt["config"]
     if (b["dataset"], ckpt["num_classes"]) != (a["dataset"], first["num_classes"]):
@@ -76,7 +76,7 @@ def evaluate_checkpoints(paths: Sequence[str | Path], data_root: str | None = No
                          collect: bool = False) -> Evaluation:
     """Evaluate one checkpoint, or the average of the softmax outputs of several trained on the same data."""
     first = load_checkpoint(paths[0])
-    ckpts = [first] + [_same_data(first, load_checkpoint(p), p) for p in paths[1:]]
+    ckpts = [first] + [same_data(first, load_checkpoint(p), p) for p in paths[1:]]
     dist = setup(device)
     models = [model_from_checkpoint(c, ema).to(dist.device) for c in ckpts]
     loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
@@ -93,7 +93,7 @@ def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, bat
     first = load_checkpoint(paths[0])
     dist = setup(device)
     loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
-    ckpts = chain([first], (_same_data(first, load_checkpoint(p), p) for p in paths[1:]))  # loaded one by one
+    ckpts = chain([first], (same_data(first, load_checkpoint(p), p) for p in paths[1:]))  # loaded one by one
     return [evaluate([model_from_checkpoint(c, ema).to(dist.device)], loader, dist, collect=True,
                      progress=f"evaluating checkpoint {i + 1} of {len(paths)}") for i, c in enumerate(ckpts)]
 
@@ -249,7 +249,7 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
     if seed < 0:
         raise UserInputError(f"--seed must be non-negative, got {seed}")
     first = load_checkpoint(paths[0])
-    ckpts = [first] + [_same_data(first, load_checkpoint(p), p) for p in paths[1:]]
+    ckpts = [first] + [same_data(first, load_checkpoint(p), p) for p in paths[1:]]
     val_indices = _shared_validation_split(ckpts, paths) if source.kind in ("auto", "validation") else None
     if source.kind == "validation" and val_indices is None:
         raise UserInputError(f"{paths[0]} was trained without a validation split (--val-fraction); "

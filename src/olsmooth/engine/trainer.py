@@ -7,6 +7,7 @@ schedule with checkpoints; `load_resume()` continues a run from its last.pt. Fil
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -302,7 +303,7 @@ class Trainer:
         saved = (checkpoint or {}).get("data_indices")
         indices = ({k: v.numpy() for k, v in saved.items()} if saved is not None
                    else self._draw_indices(bundle.train))
-        val = Subset(self._datasets("none").train, indices["val"].tolist()) if "val" in indices else None
+        val = Subset(self._plain_train, indices["val"].tolist()) if "val" in indices else None
         if "train" in indices:
             bundle.train = Subset(bundle.train, indices["train"].tolist())
         return bundle, val, indices
@@ -314,10 +315,16 @@ class Trainer:
                               channels=None if accepts_in_chans(cfg.model) else 3, download=cfg.download,
                               augment=augment)
 
+    @functools.cached_property
+    def _plain_train(self) -> Dataset:
+        """The dataset's whole training split with evaluation transforms, built once for the validation split,
+        the memorisation view and the transition estimate."""
+        return self._datasets("none").train
+
     def _plain_training_samples(self, positions: np.ndarray) -> Dataset:
         """Samples of the training set (after --train-subset), given by position, with evaluation transforms."""
         indices = self.indices["train"][positions] if "train" in self.indices else positions
-        return Subset(self._datasets("none").train, indices.tolist())
+        return Subset(self._plain_train, indices.tolist())
 
     def _corrupt_labels(self, checkpoint: dict[str, Any] | None) -> TrainingNoise | None:
         """With --noise, replace the training labels (after the subset and validation split; evaluation labels
