@@ -20,6 +20,7 @@ from typing import Any
 
 from olsmooth.analysis.report import Group, markdown_report
 from olsmooth.cli import main as olsmooth
+from olsmooth.engine.attack import attack_settings, result_name
 from olsmooth.engine.study import load_study, plan_runs, run_study
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_text
@@ -69,8 +70,7 @@ def evaluate_run(folder: Path, surrogate: Path | None, args: Any) -> dict[str, A
     for eps in args.eps:
         for attack in (*WHITE_BOX, *(("transfer",) if surrogate else ())):
             name = "pgd" if attack == "transfer" else attack
-            suffix = "-transfer" if attack == "transfer" else ""
-            path = results / f"attack-{name}-linf-{eps.replace('/', '_')}{suffix}.json"
+            path = results / result_name(attack_settings(name, "linf", eps, args.steps), attack == "transfer")
             saved = json.loads(path.read_text()) if path.is_file() else None
             if saved is not None and (saved["n"], saved["steps"]) == (args.n, args.steps):
                 record[(attack, eps)] = saved  # the same attack at the same budget: reused
