@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     ens.add_argument("checkpoints", nargs="*", help="checkpoint files")
     ens.add_argument("--from-run", metavar="DIR", help="take snapshots from this run folder")
     ens.add_argument("--count", type=int, help="with --from-run: how many snapshots, spread uniformly")
+    ens.add_argument("--after", type=int, default=0, metavar="EPOCH",
+                     help="with --from-run: spread them over the epochs after this one only (default 0: all of "
+                          "training), e.g. the first learning-rate decay, to ensemble near-converged snapshots")
     ens.add_argument("--save-predictions", metavar="FILE.npz", help="write probs (N, K) and labels (N,)")
     _add_eval_flags(ens)
 
@@ -307,10 +310,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from .engine.inference import evaluate_checkpoints, pick_snapshots
     paths = list(args.checkpoints)
+    if args.after and not args.from_run:
+        raise UserInputError("--after needs --from-run DIR")
     if args.from_run:
         if args.count is None:
             raise UserInputError("--from-run needs --count N")
-        paths += pick_snapshots(args.from_run, args.count)
+        paths += pick_snapshots(args.from_run, args.count, args.after)
     if not paths:
         raise UserInputError("give checkpoint files, or --from-run DIR --count N")
     evaluation = evaluate_checkpoints(paths, args.data_root, args.batch_size, args.workers, args.device,

@@ -303,20 +303,25 @@ def snapshot_epochs(run_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def pick_snapshots(run_dir: str | Path, count: int) -> list[Path]:
-    """`count` snapshots spread uniformly over training: those nearest to epochs E/count, 2E/count, ..., E."""
+def pick_snapshots(run_dir: str | Path, count: int, after: int = 0) -> list[Path]:
+    """`count` snapshots spread uniformly over the epochs after `after`: those nearest to epochs
+    A + (E - A) i / count for i = 1..count (A = after, E the last snapshot's epoch), so the last is always one;
+    `after` 0 spreads them over all of training, a later epoch keeps early, unconverged snapshots out."""
     run_dir = Path(run_dir)
-    snaps = snapshot_epochs(run_dir)
     if count < 1:
         raise UserInputError("--count must be at least 1")
+    if after < 0:
+        raise UserInputError(f"--after must be an epoch (0 or more), got {after}")
+    snaps = {epoch: path for epoch, path in snapshot_epochs(run_dir).items() if epoch > after}
     if len(snaps) < count:
-        raise UserInputError(f"{run_dir} has {len(snaps)} epoch snapshots, fewer than --count {count} "
+        where = f" after epoch {after}" if after else ""
+        raise UserInputError(f"{run_dir} has {len(snaps)} epoch snapshots{where}, fewer than --count {count} "
                              f"(train with --save-every)")
     epochs = list(snaps)
     last = epochs[-1]
     chosen: list[int] = []
     for i in range(1, count + 1):
-        goal = last * i / count
+        goal = after + (last - after) * i / count
         free = [e for e in epochs if e not in chosen]
         chosen.append(min(free, key=lambda e: (abs(e - goal), -e)))
     return [snaps[e] for e in sorted(chosen)]
