@@ -354,7 +354,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     pairs = one_factor_pairs(groups)
     if args.html:
         from .analysis.html_report import write_html_report
-        path = write_html_report(args.html, runs, args.which, _checkpoint_class_names, note=note)
+        from .engine.checkpoint import checkpoint_class_names
+        path = write_html_report(args.html, runs, args.which, checkpoint_class_names, note=note)
         print(f"olsmooth: wrote {path}", file=sys.stderr)
     if args.json:
         print(json.dumps({"summary": summary_rows(groups, DEFAULT_KEYS), "paired_tests": paired_rows(groups, pairs)}))
@@ -378,23 +379,14 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_class_names(run_dir: Path) -> list[str] | None:
-    """The class names a run folder's best.pt (else last.pt) carries, or None where it has no checkpoint."""
-    from .engine.checkpoint import load_checkpoint
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / name).is_file():
-            names = load_checkpoint(run_dir / name, keys=()).get("class_names")
-            return [str(n) for n in names] if isinstance(names, (list, tuple)) else None
-    return None
-
-
 def cmd_soft_labels(args: argparse.Namespace) -> int:
     from .analysis.soft_labels import soft_label_figures, soft_label_files, soft_label_summary, summary_text
+    from .engine.checkpoint import checkpoint_class_names
     run = Path(args.run)
     soft_label_files(run)  # a run without soft labels stops here, before a checkpoint is read
     if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
         raise UserInputError(f"--figures {args.figures}: exists and is not a folder")
-    names = _checkpoint_class_names(run)
+    names = checkpoint_class_names(run)
     summary = soft_label_summary(run, args.epoch, args.top, names)
     if args.figures:
         for path in soft_label_figures(run, args.figures, args.epochs, args.view, names,

@@ -114,3 +114,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_class_names(run_dir: str | Path) -> list[str] | None:
+    """The class names a run folder's best.pt (else last.pt) carries, or None where it has no checkpoint."""
+    for name in ("best.pt", "last.pt"):
+        if (Path(run_dir) / name).is_file():
+            names = load_checkpoint(Path(run_dir) / name, keys=()).get("class_names")
+            return [str(n) for n in names] if isinstance(names, (list, tuple)) else None
+    return None
