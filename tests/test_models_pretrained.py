@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from olsmooth.cli import main as cli
+from olsmooth.engine.resolve import FINETUNE_MIN_SIDE, small_input_note
 from olsmooth.errors import UserInputError
 from olsmooth.models import LoadReport, create_model, load_pretrained
 
@@ -160,3 +163,22 @@ def test_unreadable_inputs_are_user_errors(tmp_path: Path, tv_resnet18: dict) ->
         load_pretrained(model, save(torch.ones(3), tmp_path / "tensor.pth"))
     with pytest.raises(UserInputError, match="not found"):
         create_model("small_cnn", num_classes=10, pretrained=str(tmp_path / "absent.pth"))
+
+
+def test_small_input_note_by_hand() -> None:
+    assert "on 28 x 28 inputs" in small_input_note(28) and "last feature map is 1 x 1" in small_input_note(28)
+    assert "last feature map is 1 x 1" in small_input_note(63)
+    assert small_input_note(FINETUNE_MIN_SIDE) is None and small_input_note(224) is None
+
+
+@pytest.mark.parametrize("model", ["resnet18", "small_cnn"])
+def test_fine_tuning_an_imagenet_network_on_small_inputs_warns(tmp_path: Path, caplog, tv_resnet18: dict,
+                                                               model: str) -> None:
+    """A torchvision network on 8 x 8 digits gets the warning; our own small network (made for such inputs) not."""
+    weights = tmp_path / "w.pth"
+    torch.save(tv_resnet18 if model == "resnet18" else create_model("small_cnn", 10, 1).state_dict(), weights)
+    with caplog.at_level(logging.WARNING, logger="olsmooth"):
+        assert cli(["train", "--model", model, "--pretrained", str(weights), "--epochs", "1", "--train-subset", "64",
+                    "--out", str(tmp_path / "run")]) == 0
+    notes = [r.getMessage() for r in caplog.records if "fine-tuning pretrained weights" in r.getMessage()]
+    assert notes == ([f"olsmooth: warning: {small_input_note(8)}"] if model == "resnet18" else [])

@@ -255,6 +255,16 @@ def test_baseline_pairs_keep_the_other_axes_fixed():
     assert pairs == expected
 
 
+def test_a_cell_that_leaves_an_option_to_the_base_shows_the_base_value():
+    """A cell setting lr: null (the dataset default) and one leaving lr to the base's 0.2 must not look alike."""
+    study = parse_study({"base": {"dataset": "digits", "lr": 0.2},
+                         "grid": {"method": ["ce", {"method": "ce", "lr": None}, {"method": "ls", "ls_eps": 0.1}]}},
+                        "shown", "test")
+    assert [study.shown_options(cell) for cell in study.cells] == [
+        {"method": "ce", "lr": 0.2}, {"method": "ce", "lr": None}, {"method": "ls", "lr": 0.2, "ls_eps": 0.1}]
+    assert [cell.name for cell in study.cells] == ["method=ce", "method=ce,lr=-", "method=ls,ls_eps=0.1"]
+
+
 def test_shipped_studies_are_valid():
     shipped = {p.stem: load_study(p) for p in studies_dir().glob("*.yaml")}
     accuracy = shipped["accuracy-fashion-mnist"]

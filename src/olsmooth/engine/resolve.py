@@ -19,6 +19,9 @@ from .config import TrainConfig
 FINETUNE_LR = 0.01
 """Peak learning rate when starting from pretrained weights and none is given: from-scratch rates (0.05-0.1)
 wreck ImageNet features in the first epochs (docs/models.md, fine-tuning)."""
+FINETUNE_MIN_SIDE = 64
+"""Input side under which fine-tuning pretrained weights gets a warning: an ImageNet network's stride-32 features
+end in a 1 x 1 map there, and most of the transfer is lost (docs/models.md, fine-tuning)."""
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -47,3 +50,12 @@ def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("split") is not None and not dataset_spec(str(config.get("dataset"))).splits:
         config["split"] = None
     return config
+
+
+def small_input_note(side: int) -> str | None:
+    """The warning for fine-tuning pretrained weights on `side` x `side` inputs, or None from FINETUNE_MIN_SIDE on."""
+    if side >= FINETUNE_MIN_SIDE:
+        return None
+    return (f"fine-tuning pretrained weights on {side} x {side} inputs: an ImageNet network's last feature map is "
+            f"{max(1, side // 32)} x {max(1, side // 32)} there and most of the transfer is lost; consider "
+            f"--image-size {FINETUNE_MIN_SIDE} or more (docs/models.md, fine-tuning)")

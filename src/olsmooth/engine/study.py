@@ -88,6 +88,14 @@ class Study:
     seeds: tuple[int, ...]
     baselines: tuple[dict[str, Any], ...]
 
+    def shown_options(self, cell: Cell) -> dict[str, Any]:
+        """The cell's value of every option some cell sets, in the grid's order: a cell that leaves one to the base
+        shows the base's value (so that `pretrained: null` in one cell is not shown like the base's file in
+        another); options neither sets stay out."""
+        keys = dict.fromkeys(k for other in self.cells for k in other.options)
+        return {k: cell.options[k] if k in cell.options else self.base[k] for k in keys
+                if k in cell.options or k in self.base}
+
     def config(self, cell: Cell, seed: int, folder: Path) -> TrainConfig:
         """The run's configuration: defaults < base < cell < {seed, out}."""
         return dataclasses.replace(cell.config, seed=seed, out=str(folder))
@@ -364,7 +372,7 @@ def _is_noise_study(study: Study) -> bool:
 def cell_groups(study: Study, plan: Sequence[PlannedRun]) -> list[Group]:
     """Per cell, each seed's last-epoch and best-epoch figures, read from the finished run folders (and, for runs
     with label noise, the last epoch's memorisation figures)."""
-    groups = {cell.name: Group(dict(cell.options)) for cell in study.cells}
+    groups = {cell.name: Group(study.shown_options(cell)) for cell in study.cells}
     for run in plan:
         folder = load_run(run.folder)
         figures = {**folder.figures("last", RESULT_KEYS),
@@ -387,7 +395,8 @@ def _csv_text(study: Study, plan: Sequence[PlannedRun], out: Path) -> str:
         last, best = folder.figures("last", metric_keys), folder.figures("best", RESULT_KEYS)
         best_epoch = folder.record("best")["epoch"]
         writer.writerow([run.cell.name, run.seed, run.folder.relative_to(out).as_posix(),
-                         *(option_text(run.cell.options.get(k)) for k in option_keys), len(folder.records),
+                         *(option_text(study.shown_options(run.cell).get(k)) for k in option_keys),
+                         len(folder.records),
                          *(repr(last[k]) for k in metric_keys), best_epoch, *(repr(best[k]) for k in RESULT_KEYS)])
     return buffer.getvalue()
 

@@ -8,6 +8,7 @@ schedule with checkpoints; `load_resume()` continues a run from its last.pt. Fil
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import random
 import time
@@ -33,7 +34,7 @@ from ..data.samplers import ClassPairBatchSampler
 from ..errors import UserInputError
 from ..losses import EpochLoss, TrainingRun, build_loss
 from ..losses.correction import estimate_transition, read_transition
-from ..models import accepts_in_chans
+from ..models import accepts_in_chans, model_source
 from .checkpoint import EVAL_KEYS, RESUME_KEYS, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig, build_config, read_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, broadcast_tensor, setup
@@ -43,7 +44,7 @@ from .inference import build_model, model_from_checkpoint
 from .label_noise import TrainingNoise, fit_on_corrupted
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress
-from .resolve import resolve, upgrade_stored_config
+from .resolve import resolve, small_input_note, upgrade_stored_config
 from .run_folder import CONFIG, ESTIMATE_FOLDER, SUMMARY, RunFolder
 
 Log = Callable[[str], None]
@@ -424,6 +425,9 @@ class Trainer:
         report = getattr(model, "pretrained_report", None)
         if report is not None:
             self.log(f"pretrained weights {pretrained}: {report.summary()}")
+            small = model_source(self.cfg.model) != "olsmooth" and small_input_note(self.bundle.image_size)
+            if small and self.dist.is_main:  # torchvision and timm networks are ImageNet architectures
+                logging.getLogger("olsmooth").warning("olsmooth: warning: %s", small)
         if self.cfg.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(self.dist.device)

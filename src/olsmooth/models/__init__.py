@@ -7,7 +7,7 @@
 
 from . import cifar, san, small
 from .pretrained import LoadReport, load_pretrained
-from .registry import accepts_in_chans, create_model, list_models, register_model
+from .registry import accepts_in_chans, create_model, list_models, model_source, register_model
 
-__all__ = ["LoadReport", "accepts_in_chans", "cifar", "create_model", "list_models", "load_pretrained",
+__all__ = ["LoadReport", "accepts_in_chans", "cifar", "create_model", "list_models", "load_pretrained", "model_source",
            "register_model", "san", "small"]

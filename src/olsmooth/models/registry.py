@@ -98,6 +98,11 @@ def _resolve(name: str) -> tuple[str, str]:
     raise _unknown(name, list_models("all"), "olsmooth, torchvision or timm")
 
 
+def model_source(name: str) -> str:
+    """Which library builds `name`: "olsmooth", "torchvision" or "timm" (UserInputError for unknown names)."""
+    return _resolve(name)[0]
+
+
 def accepts_in_chans(name: str) -> bool:
     """Whether `create_model(name, in_chans=C)` works for C other than 3, so the data layer need not make RGB.
 
