@@ -256,6 +256,18 @@ def test_model_options_reach_the_network_and_its_checkpoint(tmp_path, capsys):
     assert "colour" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
 
 
+def test_input_norm_reaches_the_training_data_and_the_checkpoints_evaluation(tmp_path, capsys):
+    from olsmooth.engine.inference import data_for_checkpoint
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--input-norm", "imagenet", "--out", str(out)]) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["config"]["input_norm"] == "imagenet"
+    assert data_for_checkpoint(ckpt).mean == pytest.approx((0.449,))
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--json", "--calibration-data", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["nll"] == pytest.approx(metrics(out)[-1]["nll"])
+
+
 def test_cskd_trains_on_batches_of_same_class_pairs(tmp_path):
     from olsmooth.engine.config import build_config
     from olsmooth.engine.trainer import Trainer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 
@@ -198,3 +199,11 @@ def test_exponent_notation_without_a_dot_in_yaml_is_a_number(tmp_path):
     assert cfg.weight_decay == 0.0005 and cfg.loss_options == {"momentum": 0.1}
     with pytest.raises(UserInputError, match="must be a number"):
         build_config({"weight_decay": "5e-4x"}, {})
+
+
+def test_data_choices_are_the_data_packages_own():
+    """The config keeps its choices literal (it imports without torchvision); they must not drift from the data's."""
+    from olsmooth.data.spec import AUGMENT_LEVELS, INPUT_NORMS
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(fields["augment"].metadata["choices"]) == set(AUGMENT_LEVELS)
+    assert set(fields["input_norm"].metadata["choices"]) == set(INPUT_NORMS)

@@ -82,6 +82,19 @@ def test_channels_and_image_size_overrides():
     assert build_datasets("digits", image_size=16).train[0][0].shape == (1, 16, 16)
 
 
+def test_imagenet_normalisation_per_channel_for_rgb_and_averaged_for_grey(bundle):
+    raw = bundle.test.items[0].float()  # digits are stored in [0, 1]
+    grey = build_datasets("digits", input_norm="imagenet")
+    assert (grey.mean, grey.std) == (pytest.approx((0.449,)), pytest.approx((0.226,)))
+    assert torch.allclose(grey.test[0][0], (raw - 0.449) / 0.226, atol=1e-6)
+    rgb = build_datasets("digits", input_norm="imagenet", channels=3)
+    x = rgb.test[0][0]
+    for c, (m, s) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))):
+        assert torch.allclose(x[c], (raw[0] - m) / s, atol=1e-6)
+    with pytest.raises(UserInputError, match="unknown input normalisation 'imagenet1k'"):
+        build_datasets("digits", input_norm="imagenet1k")
+
+
 def test_pickle_round_trip(bundle):
     clone = pickle.loads(pickle.dumps(bundle.train))
     assert len(clone) == len(bundle.train)

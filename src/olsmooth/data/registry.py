@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import UserInputError
 from .sources import cifar, digits, fashion_mnist, fine_grained, folders, listfile
-from .spec import AUGMENT_LEVELS, BuildOptions, DatasetBundle, DatasetSpec
+from .spec import AUGMENT_LEVELS, INPUT_NORMS, BuildOptions, DatasetBundle, DatasetSpec
 
 PathLike = str | os.PathLike[str]
 
@@ -74,19 +74,21 @@ def _image_size(image_size: int | None) -> int | None:
 
 def build_datasets(name: str, data_root: PathLike | None = None, split: str | None = None,
                    image_size: int | None = None, channels: int | None = None, download: bool = False,
-                   augment: str = "default") -> DatasetBundle:
+                   augment: str = "default", input_norm: str = "dataset") -> DatasetBundle:
     """Train and test datasets of a registered dataset, with its preset transforms and any overrides.
 
     split=None is the dataset's default split; augment is one of AUGMENT_LEVELS ('none' trains with the test
-    transform).
+    transform); input_norm one of INPUT_NORMS.
     """
     spec = dataset_spec(name)
     if channels not in (None, 1, 3):
         raise UserInputError(f"channels must be 1 or 3 (or unset for the native count), got {channels!r}")
     if augment not in AUGMENT_LEVELS:
         raise UserInputError(f"unknown augment level {augment!r}; use one of {', '.join(AUGMENT_LEVELS)}")
+    if input_norm not in INPUT_NORMS:
+        raise UserInputError(f"unknown input normalisation {input_norm!r}; use one of {', '.join(INPUT_NORMS)}")
     opts = BuildOptions(_root(data_root), _split(name, spec, split), _image_size(image_size), channels, download,
-                        augment)
+                        augment, input_norm)
     return spec.build(opts)
 
 

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 # Training-set augmentation levels, mildest first; what each does per dataset is in docs/datasets.md.
 AUGMENT_LEVELS = ("none", "light", "default")
+# Input normalisations: each dataset's own mean/std, or ImageNet's, which pretrained weights were trained with.
+INPUT_NORMS = ("dataset", "imagenet")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class BuildOptions:
     channels: int | None
     download: bool
     augment: str
+    input_norm: str = "dataset"
 
 
 @dataclass

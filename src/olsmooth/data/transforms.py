@@ -86,12 +86,25 @@ def output_channels(native: int, requested: int | None) -> int:
     raise UserInputError(f"channels={requested} is not available for {native}-channel data; use {allowed}")
 
 
+def normalisation(mean: Sequence[float], std: Sequence[float], native_channels: int, out_channels: int,
+                  input_norm: str = "dataset") -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std of the output tensors: the dataset's own (repeated with the channels), or ImageNet's, per channel
+    for RGB output and averaged over RGB for single-channel output (what a summed RGB stem sees of a grey image)."""
+    if input_norm == "imagenet":
+        if out_channels == 3:
+            return IMAGENET_MEAN, IMAGENET_STD
+        return (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
+    repeat = out_channels // native_channels
+    return tuple(mean) * repeat, tuple(std) * repeat
+
+
 def _preset(size: int, native_channels: int, channels: int | None, mean: Sequence[float],
-            std: Sequence[float], train_steps: list, light_steps: list, test_steps: list) -> Preset:
-    """Finish every pipeline with the optional channel repeat and the normalisation (mean/std repeated too)."""
+            std: Sequence[float], train_steps: list, light_steps: list, test_steps: list,
+            input_norm: str = "dataset") -> Preset:
+    """Finish every pipeline with the optional channel repeat and the normalisation."""
     out = output_channels(native_channels, channels)
     repeat = out // native_channels
-    mean_out, std_out = tuple(mean) * repeat, tuple(std) * repeat
+    mean_out, std_out = normalisation(mean, std, native_channels, out, input_norm)
     tail = ([RepeatChannels(repeat)] if repeat > 1 else []) + [T.Normalize(mean_out, std_out)]
     train, light, test = (T.Compose(steps + tail) for steps in (train_steps, light_steps, test_steps))
     return Preset(train, light, test, mean_out, std_out, out, size)
@@ -107,7 +120,8 @@ def light_padding(size: int) -> int:
     return max(1, size // 16)
 
 
-def imagenet_preset(image_size: int | None, channels: int | None, color_augment: bool) -> Preset:
+def imagenet_preset(image_size: int | None, channels: int | None, color_augment: bool,
+                    input_norm: str = "dataset") -> Preset:
     """RandomResizedCrop + flip (+ ColorJitter 0.4 and PCA lighting 0.1); test resize 256, centre crop 224.
 
     Light: resize 256, random (not centre) crop 224, no flip.
@@ -119,10 +133,10 @@ def imagenet_preset(image_size: int | None, channels: int | None, color_augment:
     resize = T.Resize(_resize_side(size))
     light = [resize, T.RandomCrop(size), T.ToTensor()]
     test = [resize, T.CenterCrop(size), T.ToTensor()]
-    return _preset(size, 3, channels, IMAGENET_MEAN, IMAGENET_STD, train, light, test)
+    return _preset(size, 3, channels, IMAGENET_MEAN, IMAGENET_STD, train, light, test, input_norm)
 
 
-def fine_grained_preset(image_size: int | None, channels: int | None) -> Preset:
+def fine_grained_preset(image_size: int | None, channels: int | None, input_norm: str = "dataset") -> Preset:
     """The paper's fine-grained recipe: Resize((256, 256)), RandomCrop 224 + flip; test CenterCrop 224.
 
     Light: the same random crop without the flip.
@@ -132,10 +146,10 @@ def fine_grained_preset(image_size: int | None, channels: int | None) -> Preset:
     train = [resize, T.RandomCrop(size), T.RandomHorizontalFlip(), T.ToTensor()]
     light = [resize, T.RandomCrop(size), T.ToTensor()]
     test = [resize, T.CenterCrop(size), T.ToTensor()]
-    return _preset(size, 3, channels, IMAGENET_MEAN, IMAGENET_STD, train, light, test)
+    return _preset(size, 3, channels, IMAGENET_MEAN, IMAGENET_STD, train, light, test, input_norm)
 
 
-def cifar_preset(image_size: int | None, channels: int | None) -> Preset:
+def cifar_preset(image_size: int | None, channels: int | None, input_norm: str = "dataset") -> Preset:
     """Random crop with 4-pixel padding (scaled with the size) + flip; resized first when image_size != 32.
 
     Light: random crop with `light_padding` (2 pixels at 32), no flip.
@@ -145,11 +159,11 @@ def cifar_preset(image_size: int | None, channels: int | None) -> Preset:
     train = [*resize, T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(), T.ToTensor()]
     light = [*resize, T.RandomCrop(size, padding=light_padding(size)), T.ToTensor()]
     test = [*resize, T.ToTensor()]
-    return _preset(size, 3, channels, CIFAR_MEAN, CIFAR_STD, train, light, test)
+    return _preset(size, 3, channels, CIFAR_MEAN, CIFAR_STD, train, light, test, input_norm)
 
 
 def array_preset(native_size: int, image_size: int | None, channels: int | None, mean: Sequence[float],
-                 std: Sequence[float], crop_and_flip: bool) -> Preset:
+                 std: Sequence[float], crop_and_flip: bool, input_norm: str = "dataset") -> Preset:
     """For in-memory 1-channel tensors (uint8 or float in [0, 1]): optional resize; the default level crops
     (padding size/14) and flips when `crop_and_flip`, else equals the test transform; light: crop with
     `light_padding`, no flip."""
@@ -159,4 +173,4 @@ def array_preset(native_size: int, image_size: int | None, channels: int | None,
         base.append(T.Resize((size, size), antialias=True))
     default = [T.RandomCrop(size, padding=max(1, size // 14)), T.RandomHorizontalFlip()] if crop_and_flip else []
     light = [T.RandomCrop(size, padding=light_padding(size))]
-    return _preset(size, 1, channels, mean, std, base + default, base + light, list(base))
+    return _preset(size, 1, channels, mean, std, base + default, base + light, list(base), input_norm)

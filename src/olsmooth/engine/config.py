@@ -50,6 +50,10 @@ class TrainConfig:
     augment: str = field(default="default", metadata={"help": "training augmentation (docs/datasets.md says what "
                                                               "each level does per dataset)",
                                                       "choices": ("none", "light", "default")})
+    input_norm: str = field(default="dataset", metadata={"help": "normalise inputs with the dataset's mean/std or "
+                                                                 "with ImageNet's, the statistics pretrained weights "
+                                                                 "were trained with (docs/datasets.md)",
+                                                         "choices": ("dataset", "imagenet")})
     val_fraction: float = field(default=0.0, metadata={"help": "hold out this stratified, seeded fraction of the "
                                                                "training data for validation: best.pt is chosen on it "
                                                                "and the test split is evaluated at the best and last "

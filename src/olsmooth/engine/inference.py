@@ -59,7 +59,8 @@ def data_for_checkpoint(ckpt: dict[str, Any], data_root: str | None = None, augm
     the training split the evaluation transforms (as the run's validation split has them)."""
     cfg = upgrade_stored_config(ckpt["config"])
     return build_datasets(cfg["dataset"], data_root=data_root or cfg.get("data_root"), split=cfg.get("split"),
-                          image_size=cfg.get("image_size"), channels=ckpt["channels"], augment=augment)
+                          image_size=cfg.get("image_size"), channels=ckpt["channels"], augment=augment,
+                          input_norm=cfg.get("input_norm", "dataset"))
 
 
 def same_data(first: dict[str, Any], ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:

@@ -314,7 +314,7 @@ class Trainer:
         cfg = self.cfg
         return build_datasets(cfg.dataset, data_root=cfg.data_root, split=cfg.split, image_size=cfg.image_size,
                               channels=None if accepts_in_chans(cfg.model) else 3, download=cfg.download,
-                              augment=augment)
+                              augment=augment, input_norm=cfg.input_norm)
 
     @functools.cached_property
     def _plain_train(self) -> Dataset:

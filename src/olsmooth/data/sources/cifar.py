@@ -38,7 +38,7 @@ def locate_root(cls: type[CIFAR10], data_root: Path | None, download: bool) -> P
 def _build(name: str, opts: BuildOptions) -> DatasetBundle:
     cls = _CLASSES[name]
     root = locate_root(cls, opts.data_root, opts.download)
-    preset = cifar_preset(opts.image_size, opts.channels)
+    preset = cifar_preset(opts.image_size, opts.channels, opts.input_norm)
     try:
         train = cls(str(root), train=True, transform=preset.train_transform(opts.augment),
                     download=opts.download)

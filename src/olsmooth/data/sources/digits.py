@@ -40,7 +40,8 @@ def _load() -> tuple[torch.Tensor, np.ndarray]:
 def _build(opts: BuildOptions) -> DatasetBundle:
     images, labels = _load()
     train_idx, test_idx = split_indices(labels)
-    preset = array_preset(8, opts.image_size, opts.channels, MEAN, STD, crop_and_flip=False)
+    preset = array_preset(8, opts.image_size, opts.channels, MEAN, STD, crop_and_flip=False,
+                          input_norm=opts.input_norm)
     train = LabelledDataset(images[train_idx], labels[train_idx].tolist(), preset.train_transform(opts.augment))
     test = LabelledDataset(images[test_idx], labels[test_idx].tolist(), preset.test)
     return DatasetBundle.from_preset("digits", preset, train, test, [str(i) for i in range(10)])

@@ -66,7 +66,8 @@ def load_split(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, list
 def _build(opts: BuildOptions) -> DatasetBundle:
     paths = locate_files(opts.data_root, opts.download)
     (train_x, train_y), (test_x, test_y) = (load_split(*paths[split]) for split in ("train", "test"))
-    preset = array_preset(train_x.shape[-1], opts.image_size, opts.channels, MEAN, STD, crop_and_flip=True)
+    preset = array_preset(train_x.shape[-1], opts.image_size, opts.channels, MEAN, STD, crop_and_flip=True,
+                          input_norm=opts.input_norm)
     train = LabelledDataset(train_x, train_y, preset.train_transform(opts.augment))
     test = LabelledDataset(test_x, test_y, preset.test)
     return DatasetBundle.from_preset("fashion-mnist", preset, train, test, list(CLASS_NAMES))

@@ -152,7 +152,7 @@ class FineGrainedSource:
         image_dir = self.image_dir(opts.data_root)
         samples = self.read_split(image_dir, opts.split)
         samples.require_images(image_dir, f"{self.name} ({opts.split} split)")
-        preset = fine_grained_preset(opts.image_size, opts.channels)
+        preset = fine_grained_preset(opts.image_size, opts.channels, opts.input_norm)
         return samples.to_bundle(self.name, image_dir, preset, opts.augment)
 
     def info(self, data_root: Path | None, split: str) -> dict[str, int]:

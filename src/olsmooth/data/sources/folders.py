@@ -50,7 +50,7 @@ def read_folder_split(data_root: Path | None, dataset: str) -> tuple[Path, Split
 
 def _build(dataset: str, color_augment: bool, opts: BuildOptions) -> DatasetBundle:
     root, split = read_folder_split(opts.data_root, dataset)
-    preset = imagenet_preset(opts.image_size, opts.channels, color_augment)
+    preset = imagenet_preset(opts.image_size, opts.channels, color_augment, opts.input_norm)
     return split.to_bundle(dataset, root, preset, opts.augment)
 
 

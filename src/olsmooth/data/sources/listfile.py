@@ -28,7 +28,7 @@ def _build(opts: BuildOptions) -> DatasetBundle:
     root, split = _read_split(opts.data_root)
     image_dir = _image_dir(root)
     split.require_images(image_dir, str(root))
-    preset = fine_grained_preset(opts.image_size, opts.channels)
+    preset = fine_grained_preset(opts.image_size, opts.channels, opts.input_norm)
     return split.to_bundle("listfile", image_dir, preset, opts.augment)
 
 
