@@ -313,4 +313,23 @@ def test_plot_groups_line_per_setting_for_a_numeric_option():
     lines = figure.axes[0].get_lines()
     data = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in lines if line.get_linestyle() != "None"]
     assert data == [((0.01, 0.1), (51.01, 51.1))] * 2  # mean of 50 + lr and 52 + lr, sorted by lr
-    assert len(plot_groups(groups).axes[0].get_xticklabels()) == 4
+    assert len(plot_groups(groups).axes[0].get_yticklabels()) == 4
+
+
+def test_plot_groups_tick_labels_and_title_stay_apart_and_inside_the_figure():
+    """Long cell labels (a weights path on every cell) neither overlap each other nor leave the canvas."""
+    path = "weights/mobilenet_v2-imagenet.pt"
+    groups = [Group({"method": m, "pretrained": path, "ols_preset": p}, {0: {"top1": 80.0}, 1: {"top1": 81.0}})
+              for m, p in (("ce", "-"), ("ls", "-"), ("ols", "paper-cifar"), ("ols", "paper-fine-grained"),
+                           ("ols", "-"), ("ce", "-"))]
+    figure = plot_groups(groups, "top1", title="family-transfer-64px-fashion-mnist: final test top-1, mean ± std "
+                                               "over 3 seed(s)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    ax = figure.axes[0]
+    boxes = [label.get_window_extent(renderer) for label in ax.get_yticklabels()]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    canvas = figure.bbox
+    suptitle = next(text for text in figure.texts if text.get_text().startswith("family-transfer-64px"))
+    for box in [*boxes, suptitle.get_window_extent(renderer)]:
+        assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and canvas.y0 <= box.y0 and box.y1 <= canvas.y1

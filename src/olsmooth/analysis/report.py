@@ -445,18 +445,25 @@ def markdown_report(groups: Sequence[Group], keys: Sequence[str], pairs: Sequenc
 
 def plot_groups(groups: Sequence[Group], key: str = "top1", x_option: str | None = None,
                 ylabel: str = "test top-1 (%)", title: str | None = None) -> Figure:
-    """Mean ± sample std of `key` per group: points with error bars, or with `x_option` (a numeric option) one line
-    per setting of the other options against it."""
+    """Mean ± sample std of `key` per group: a row per group with a horizontal error bar (labels of any length
+    stay readable, one per row), or with `x_option` (a numeric option) one line per setting of the other options
+    against it."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(6.5, 0.6 * len(groups) + 2), 4.5))
-    ax = fig.add_subplot()
     stats = [summary_stats([g.runs[s] for s in sorted(g.runs)], [key], g.label)[key] for g in groups]
+    title = title or f"{ylabel}, mean ± std over seeds"
     if x_option is None:
-        ax.errorbar(range(len(groups)), [s["mean"] for s in stats], yerr=[s["std"] for s in stats], fmt="o",
+        longest = max((len(g.label) for g in groups), default=0)
+        fig = Figure(figsize=(max(7.0, 3.5 + 0.075 * longest, 1.0 + 0.075 * len(title)), 1.5 + 0.35 * len(groups)))
+        ax = fig.add_subplot()
+        ax.errorbar([s["mean"] for s in stats], range(len(groups)), xerr=[s["std"] for s in stats], fmt="o",
                     capsize=4)
-        ax.set_xticks(range(len(groups)), [g.label.replace(", ", "\n") for g in groups], fontsize="small")
+        ax.set_yticks(range(len(groups)), [g.label for g in groups], fontsize="small")
+        ax.invert_yaxis()  # the first group on top, as in the tables
+        ax.set_xlabel(ylabel)
     else:
+        fig = Figure(figsize=(6.5, 4.5))
+        ax = fig.add_subplot()
         lines: dict[str, list[tuple[float, dict[str, float]]]] = {}
         for group, stat in zip(groups, stats):
             rest = ", ".join(f"{k}={option_text(v)}" for k, v in group.options.items() if k != x_option)
@@ -465,10 +472,10 @@ def plot_groups(groups: Sequence[Group], key: str = "top1", x_option: str | None
             points.sort(key=lambda p: p[0])
             ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points], yerr=[p[1]["std"] for p in points],
                         marker="o", capsize=4, label=name or None)
-        ax.set_xlabel(x_option)
+        ax.set(xlabel=x_option, ylabel=ylabel)
         if any(lines):
             ax.legend(fontsize="small")
-    ax.set(ylabel=ylabel, title=title or f"{ylabel}, mean ± std over seeds")
+    fig.suptitle(title, fontsize="medium")  # centred on the figure, which is sized to hold it
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
