@@ -87,7 +87,7 @@ def test_second_writer_and_force_are_refused_while_a_run_writes_and_a_kill_leave
         fails_with(capsys, [*args, "--out", str(broken)], "already exists")
         fails_with(capsys, [*args, "--out", str(broken), "--force"], "in use by another olsmooth process")
         fails_with(capsys, ["train", "--resume", str(broken)], "in use by another olsmooth process")
-        assert (broken / "last.pt").exists() and not (broken / ".previous-run").exists()
+        assert (broken / "last.pt").exists() and not (tmp_path / ".broken.olsmooth-replacing").exists()
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -151,7 +151,8 @@ def test_force_with_a_run_that_fails_in_its_first_epoch_keeps_the_old_run(finish
 def test_force_replaces_the_run_after_the_new_one_checkpoints(finished, tmp_path):
     run = copy_of(finished, tmp_path)
     assert main(["train", *QUICK, "--epochs", "1", "--out", str(run), "--force"]) == 0
-    assert len(rows(run)) == 1 and not (run / "epoch-002.pt").exists() and not (run / ".previous-run").exists()
+    assert len(rows(run)) == 1 and not (run / "epoch-002.pt").exists()
+    assert [p.name for p in run.parent.iterdir()] == [run.name]  # nothing left beside it
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, capsys):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from olsmooth import fileio
-from olsmooth.engine.run_folder import LOCK, PREVIOUS, RunFolder
+from olsmooth.engine import run_folder
+from olsmooth.engine.run_folder import LOCK, RunFolder
 from olsmooth.errors import UserInputError
 
 
@@ -43,44 +44,73 @@ def test_a_lock_file_left_by_a_killed_process_does_not_block(tmp_path):
     assert not (folder / LOCK).exists()
 
 
-def test_force_moves_the_old_run_aside_and_a_failure_puts_it_back(tmp_path):
-    folder = tmp_path / "run"
-    populate(folder)
-    run = RunFolder(folder)
-    run.open(resume=False, force=True)
-    assert sorted(p.name for p in run.entries()) == [PREVIOUS]
-    (folder / "epoch-001.pt").write_text("new, unfinished")
-    run.close(failed=True)
-    assert sorted(p.name for p in folder.iterdir()) == ["epoch-001.pt", "last.pt", "metrics.jsonl"]
-    assert (folder / "epoch-001.pt").read_text() == "old epoch-001.pt"
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
-def test_force_deletes_the_old_run_once_the_new_one_has_its_first_checkpoint(tmp_path):
-    folder = tmp_path / "run"
-    populate(folder)
-    run = RunFolder(folder)
-    run.open(resume=False, force=True)
+def save_one_epoch(run: RunFolder) -> None:
     run.save_epoch(1, last={"epoch": 1}, light={"epoch": 1}, history=[{"epoch": 1, "top1": 50.0}], is_best=True,
                    snapshot=False, final=False, soft_labels=None, class_names=[])
-    run.close()
-    names = sorted(p.name for p in folder.iterdir())
-    assert PREVIOUS not in names and "epoch-001.pt" not in names and {"last.pt", "best.pt"} <= set(names)
 
 
-@pytest.mark.parametrize("finished", [False, True])
-def test_a_replacement_cut_short_by_a_kill_is_finished_or_undone_on_the_next_open(tmp_path, finished):
+def test_force_writes_beside_the_old_run_and_a_failure_leaves_it_untouched(tmp_path):
     folder = tmp_path / "run"
-    populate(folder / PREVIOUS)
-    (folder / "epoch-001.pt").write_text("new")
-    if finished:
-        (folder / "last.pt").write_text("new last")
+    populate(folder)
     run = RunFolder(folder)
-    assert run.check_resumable() == folder / ("last.pt" if finished else f"{PREVIOUS}/last.pt")
+    run.open(resume=False, force=True)
+    assert run.work == tmp_path / ".run.olsmooth-replacing" and run.work.is_dir()
+    run.write_config({"method": "new"})
+    (run.work / "epoch-001.pt").write_text("new, unfinished")
+    assert names(folder) == [LOCK, "epoch-001.pt", "last.pt", "metrics.jsonl"]
+    assert (folder / "epoch-001.pt").read_text() == "old epoch-001.pt"
+    run.close(failed=True)
+    assert names(folder) == ["epoch-001.pt", "last.pt", "metrics.jsonl"] and names(tmp_path) == ["run"]
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_force_switches_to_the_new_run_at_its_first_checkpoint(tmp_path, monkeypatch, exchange):
+    folder = tmp_path / "run"
+    populate(folder)
+    if not exchange:  # a file system without renameat2's exchange: two renames
+        monkeypatch.setattr(run_folder, "exchange_paths", lambda first, second: False)
+    run = RunFolder(folder)
+    run.open(resume=False, force=True)
+    save_one_epoch(run)
+    assert run.work == folder and names(tmp_path) == ["run"]
+    assert set(names(folder)) == {LOCK, "best.pt", "last.pt", "metrics.jsonl", "tensorboard"}
+    with pytest.raises(UserInputError, match="in use by another olsmooth process"):
+        RunFolder(folder).open(resume=True)  # the lock moved with the new run
+    run.write_summary({"epochs": 1})
+    run.close()
+    assert "summary.json" in names(folder) and LOCK not in names(folder)
+
+
+@pytest.mark.parametrize("left", [".run.olsmooth-replacing", ".run.olsmooth-replaced"])
+def test_what_a_killed_replacement_left_beside_the_folder_is_deleted_on_the_next_open(tmp_path, left):
+    folder = tmp_path / "run"
+    populate(folder)
+    populate(tmp_path / left, "other")
+    run = RunFolder(folder)
+    assert run.check_resumable() == folder / "last.pt"
     run.open(resume=True)
     run.close()
-    assert not (folder / PREVIOUS).exists()
-    assert (folder / "last.pt").read_text() == ("new last" if finished else "old last.pt")
-    assert (folder / "epoch-001.pt").read_text() == ("new" if finished else "old epoch-001.pt")
+    assert names(tmp_path) == ["run"] and (folder / "last.pt").read_text() == "old last.pt"
+
+
+def test_a_kill_between_the_two_renames_of_a_switch_without_exchange_is_finished_on_the_next_open(tmp_path):
+    populate(tmp_path / ".run.olsmooth-replaced", "old")
+    populate(tmp_path / ".run.olsmooth-replacing", "new")
+    run = RunFolder(tmp_path / "run")
+    run.open(resume=True)
+    run.close()
+    assert names(tmp_path) == ["run"] and (tmp_path / "run" / "last.pt").read_text() == "new last.pt"
+
+
+def test_force_is_refused_from_inside_the_folder(tmp_path, monkeypatch):
+    populate(tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(UserInputError, match="from inside it"):
+        RunFolder(".").check_new(force=True)
 
 
 def test_a_stub_is_reused_without_force_but_a_foreign_folder_is_not(tmp_path):

@@ -4,8 +4,15 @@ The training loop only says what happened (`save_epoch`, `finish`); this object 
 order that survives a kill at any moment: the files of an epoch first, then `last.pt`, then `metrics.jsonl`, so a
 run resumed from `last.pt` redoes at most one epoch and rewrites the same files. An exclusive lock (`flock` on
 `.lock`, released by the kernel when the process dies, so a killed run never blocks its resume) keeps a second
-writer out for the whole run. A forced replacement moves the old run aside into `.previous-run/` and deletes it
-only once the new run has written its first checkpoint; a failure before that puts it back.
+writer out for the whole run.
+
+A forced replacement never touches the old run until the new one stands on its own: the new run is written into a
+hidden sibling folder (`.NAME.olsmooth-replacing`) and, once its first checkpoint is there, one atomic exchange
+(renameat2 RENAME_EXCHANGE) swaps the two folders, so at every instant the folder's name holds one whole run, old
+or new, for every reader. What is left beside it (the unfinished new run, or the old run being deleted) is
+deleted by the next command that locks the folder. Where the file system cannot exchange, the switch is two
+renames (the old run aside to `.NAME.olsmooth-replaced`, the new one in); a kill between them leaves the name
+empty until the next `train` on it finishes the switch.
 """
 
 from __future__ import annotations
@@ -23,11 +30,18 @@ import numpy as np
 import yaml
 
 from ..errors import UserInputError
-from ..fileio import atomic_write_file, atomic_write_text, io_error, remove_stale_temporaries
+from ..fileio import (
+    atomic_write_file,
+    atomic_write_text,
+    exchange_paths,
+    fsync_dir,
+    io_error,
+    remove_stale_temporaries,
+)
 from .checkpoint import save_checkpoint
 
 LOCK = ".lock"
-PREVIOUS = ".previous-run"
+STAGING, REPLACED = ".olsmooth-replacing", ".olsmooth-replaced"  # suffixes of the hidden siblings of a replacement
 CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
 # names a run writes: a folder holding only these and no last.pt is what a run that stopped before its first
 # checkpoint left behind (a stub), which a new run may reuse without --force
@@ -42,16 +56,64 @@ def snapshot_name(epoch: int) -> str:
     return f"epoch-{epoch:03d}.pt"
 
 
+def _sibling(path: Path, suffix: str) -> Path:
+    """The hidden folder beside `path` that a replacement of `path` uses (skipped by shell globs and readers)."""
+    path = Path(os.path.abspath(path))
+    return path.parent / f".{path.name}{suffix}"
+
+
+def _lock_file(lock: Path, folder: Path) -> int:
+    """An exclusive flock on `lock` (created if needed), holding this process's pid; one line if another holds it."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise io_error(lock, err, "create") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserInputError(f"run folder {folder} is in use by another olsmooth process (pid {holder}); "
+                                 f"wait for it to end or choose another --out") from None
+        try:  # the previous holder may have removed the file between our open and flock: lock the new one
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or a folder tree if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 class RunFolder:
-    """The files of one run in `path`; `active=False` (non-zero ranks under torchrun) makes every write a no-op."""
+    """The files of one run in `path`; `active=False` (non-zero ranks under torchrun) makes every write a no-op.
+
+    `work` is where the run's files are written: `path`, or during a forced replacement the hidden staging folder
+    until the switch."""
 
     def __init__(self, path: str | os.PathLike[str], active: bool = True) -> None:
         self.path = Path(path)
+        self.work = self.path
         self.active = active
-        self._lock_fd: int | None = None
+        self._locks: list[int] = []  # the folder's lock; during a replacement also the staging folder's
         self._created = False
         self._writer: Any = None
-        self._replacing = False
+
+    @property
+    def replacing(self) -> bool:
+        """True between the start of a forced replacement and its switch."""
+        return self.work != self.path
 
     # -- state of the folder ---------------------------------------------------------------------------------
     def entries(self) -> list[Path]:
@@ -65,34 +127,43 @@ class RunFolder:
         return not (self.path / LAST).exists() and all(_RUN_ENTRY.fullmatch(p.name) for p in self.entries())
 
     def check_new(self, force: bool) -> None:
-        """Fail early, before anything is built, when a new run could not use this folder."""
+        """Fail early, before anything is built, when a new run could not use this folder; with `force` and a run
+        there, the new run will be written beside it (`work`) until it replaces it."""
         if self.path.exists() and not self.path.is_dir():
             raise UserInputError(f"run folder {self.path} exists and is not a folder")
-        if not force and self.entries() and not self.is_stub():
+        if not (self.entries() and not self.is_stub()):
+            return
+        if not force:
             raise UserInputError(f"run folder {self.path} already exists; use --force to replace it or --resume "
                                  f"to continue")
+        here, folder = Path.cwd().resolve(), self.path.resolve()
+        if here == folder or folder in here.parents:
+            raise UserInputError(f"cannot replace run folder {self.path} from inside it; run the command from "
+                                 f"another folder")
+        self.work = _sibling(self.path, STAGING)
 
     def check_resumable(self) -> Path:
         """The path of last.pt, or a one-line error saying why this folder cannot be resumed."""
+        self._finish_switch()
         if not self.path.is_dir():
             raise UserInputError(f"cannot resume: run folder {self.path} not found")
-        for last in (self.path / LAST, self.path / PREVIOUS / LAST):  # the second: a replacement a kill cut short
-            if last.is_file():
-                return last
-        raise UserInputError(f"cannot resume {self.path}: it holds no checkpoint (the run stopped before its "
-                             f"first epoch ended); start it again without --resume")
+        if not (self.path / LAST).is_file():
+            raise UserInputError(f"cannot resume {self.path}: it holds no checkpoint (the run stopped before its "
+                                 f"first epoch ended); start it again without --resume")
+        return self.path / LAST
 
     # -- the lock and the life of a run ----------------------------------------------------------------------
     def open(self, resume: bool, force: bool = False) -> None:
         """Lock the folder for this process, repair what an earlier kill left, and prepare it for the run."""
         if not self.active:
             return
+        self._finish_switch()
         try:
             self._created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise io_error(self.path, err, "create") from None
-        self._lock()
+        self._locks.append(_lock_file(self.path / LOCK, self.path))
         try:
             self._recover()
             if resume:
@@ -103,123 +174,112 @@ class RunFolder:
             self.close(failed=True)
             raise
 
-    def _lock(self) -> None:
-        lock = self.path / LOCK
-        while True:
-            try:
-                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as err:
-                raise io_error(lock, err, "create") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise UserInputError(f"run folder {self.path} is in use by another olsmooth process (pid {holder}); "
-                                     f"wait for it to end or choose another --out") from None
-            try:  # the previous holder may have removed the file between our open and flock: lock the new one
-                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+    def _finish_switch(self) -> None:
+        """A kill between the two renames of a switch without exchange left the name empty: put the new run in."""
+        staging, replaced = _sibling(self.path, STAGING), _sibling(self.path, REPLACED)
+        if not self.path.exists() and staging.is_dir() and replaced.is_dir():
+            os.replace(staging, self.path)
 
     def _recover(self) -> None:
-        """Finish or undo a forced replacement a kill interrupted, and delete stale temporary files."""
-        previous = self.path / PREVIOUS
-        if previous.is_dir():
-            if (self.path / LAST).exists():
-                shutil.rmtree(previous)
-            else:
-                self._clear()
-                self._move(previous, self.path)
-                previous.rmdir()
+        """Delete what a replacement a kill cut short left beside the folder, and stale temporary files in it."""
+        for suffix in (STAGING, REPLACED):
+            _remove(_sibling(self.path, suffix))
         remove_stale_temporaries(self.path)
 
     def _prepare_new(self, force: bool) -> None:
+        self.work = self.path
         if not self.entries():
             return
         if self.is_stub():
             self._clear()
-        elif not force:
-            raise UserInputError(f"run folder {self.path} already exists; use --force to replace it or --resume "
-                                 f"to continue")
-        else:
-            previous = self.path / PREVIOUS
-            previous.mkdir()
-            self._move(self.path, previous, skip={LOCK, PREVIOUS})
-            self._replacing = True
+            return
+        self.check_new(force)  # sets `work` to the staging folder
+        try:
+            self.work.mkdir()
+        except OSError as err:
+            raise io_error(self.work, err, "create") from None
+        self._locks.append(_lock_file(self.work / LOCK, self.path))
 
     def _clear(self) -> None:
         for entry in self.entries():
-            if entry.name != PREVIOUS:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            _remove(entry)
 
-    @staticmethod
-    def _move(source: Path, target: Path, skip: frozenset[str] | set[str] = frozenset()) -> None:
-        for entry in sorted(source.iterdir()):
-            if entry.name not in skip:
-                os.replace(entry, target / entry.name)
+    def _switch(self) -> None:
+        """Make the new run the folder's in one atomic step, then delete the old run beside it."""
+        if self._writer is not None:  # its files are in the staging folder; it reopens under the folder's name
+            self._writer.close()
+            self._writer = None
+        try:
+            if exchange_paths(self.work, self.path):
+                old = self.work
+            else:
+                old = _sibling(self.path, REPLACED)
+                os.replace(self.path, old)
+                os.replace(self.work, self.path)
+        except OSError as err:
+            raise io_error(self.path, err, "replace") from None
+        fsync_dir(Path(os.path.abspath(self.path)).parent)
+        self.work = self.path
+        old_lock = self._locks.pop(0)  # the folder's first lock file now lies in the old run
+        shutil.rmtree(old, ignore_errors=True)
+        os.close(old_lock)
 
     def close(self, failed: bool = False) -> None:
-        """End the run: close TensorBoard, undo an unfinished replacement after a failure, release the lock."""
-        if not self.active or self._lock_fd is None:
+        """End the run: close TensorBoard, drop an unfinished replacement or new folder after a failure, unlock."""
+        if not self.active or not self._locks:
             return
         try:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-            if failed and not (self.path / LAST).exists():
-                self._recover()  # puts a run moved aside back; a stub left in a folder that existed may be reused
-                if self._created:  # a folder this run made and never checkpointed in holds nothing of value
-                    self._clear()
-                    (self.path / LOCK).unlink(missing_ok=True)
-                    self.path.rmdir()
-                    return
+            if failed and self.replacing:  # the old run was never touched
+                shutil.rmtree(self.work, ignore_errors=True)
+            elif failed and self._created and not (self.path / LAST).exists():
+                self._clear()  # a folder this run made and never checkpointed in holds nothing of value
+                (self.path / LOCK).unlink(missing_ok=True)
+                self.path.rmdir()
+                return
             (self.path / LOCK).unlink(missing_ok=True)
         finally:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            self.work = self.path
+            while self._locks:
+                os.close(self._locks.pop())
 
     # -- what the loop reports -------------------------------------------------------------------------------
     def tensorboard(self, purge_step: int) -> Any:
         """The run's SummaryWriter, created on first use; steps from `purge_step` on are dropped from old files."""
         if self._writer is None and self.active:
             from torch.utils.tensorboard import SummaryWriter
-            self._writer = SummaryWriter(str(self.path / "tensorboard"), purge_step=purge_step)
+            self._writer = SummaryWriter(str(self.work / "tensorboard"), purge_step=purge_step)
         return self._writer
 
     def write_config(self, config: dict[str, Any]) -> None:
         """config.yaml: the resolved options."""
         if self.active:
-            atomic_write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
+            atomic_write_text(self.work / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
     def write_indices(self, name: str, indices: np.ndarray) -> None:
         """`NAME_indices.npy`: which samples of the dataset's training split a run trains (or validates) on."""
         if self.active:
-            atomic_write_file(self.path / f"{name}_indices.npy", lambda handle: np.save(handle, indices))
+            atomic_write_file(self.work / f"{name}_indices.npy", lambda handle: np.save(handle, indices))
 
     def write_noise(self, clean: np.ndarray, noisy: np.ndarray, description: dict[str, Any]) -> None:
         """clean_labels.npy, noisy_labels.npy and noise.json (kind, rate, rate_realised, seed, transition)."""
         if self.active:
             for name, labels in (("clean", clean), ("noisy", noisy)):
-                atomic_write_file(self.path / f"{name}_labels.npy", lambda handle, a=labels: np.save(handle, a))
-            atomic_write_text(self.path / "noise.json", json.dumps(description, indent=1) + "\n")
+                atomic_write_file(self.work / f"{name}_labels.npy", lambda handle, a=labels: np.save(handle, a))
+            atomic_write_text(self.work / "noise.json", json.dumps(description, indent=1) + "\n")
 
     def write_transition(self, matrix: np.ndarray, source: str) -> None:
         """transition.json: the K x K matrix a loss-corrected loss uses (rows = clean classes) and its source."""
         if self.active:
             text = json.dumps({"source": source, "transition": matrix.tolist()}, indent=1)
-            atomic_write_text(self.path / "transition.json", text + "\n")
+            atomic_write_text(self.work / "transition.json", text + "\n")
 
     def write_metrics(self, history: Sequence[dict[str, Any]]) -> None:
         """metrics.jsonl: one JSON object per finished epoch."""
         if self.active:
-            atomic_write_text(self.path / METRICS, "".join(json.dumps(row) + "\n" for row in history))
+            atomic_write_text(self.work / METRICS, "".join(json.dumps(row) + "\n" for row in history))
 
     def save_epoch(self, epoch: int, last: dict[str, Any], light: dict[str, Any], history: Sequence[dict[str, Any]],
                    is_best: bool, snapshot: bool, final: bool, soft_labels: np.ndarray | None,
@@ -228,9 +288,9 @@ class RunFolder:
         if not self.active:
             return
         if is_best:
-            save_checkpoint(self.path / BEST, light)
+            save_checkpoint(self.work / BEST, light)
         if snapshot:
-            save_checkpoint(self.path / snapshot_name(epoch), light)
+            save_checkpoint(self.work / snapshot_name(epoch), light)
         writer = self.tensorboard(epoch)
         for key, value in history[-1].items():
             if key != "epoch" and isinstance(value, (int, float)):
@@ -238,11 +298,10 @@ class RunFolder:
         if soft_labels is not None:
             self._save_soft_labels(epoch, soft_labels, class_names, keep=snapshot or final)
         writer.flush()
-        save_checkpoint(self.path / LAST, last)
+        save_checkpoint(self.work / LAST, last)
         self.write_metrics(history)
-        if self._replacing:  # the new run now stands on its own: the old one can go
-            shutil.rmtree(self.path / PREVIOUS, ignore_errors=True)
-            self._replacing = False
+        if self.replacing:  # the new run now stands on its own: it becomes the folder's
+            self._switch()
 
     def _save_soft_labels(self, epoch: int, matrix: np.ndarray, class_names: Sequence[str], keep: bool) -> None:
         """The OLS matrix as .npy and a heatmap, every epoch for K <= 200, else at snapshots and at the end."""
@@ -252,7 +311,7 @@ class RunFolder:
         import torch
 
         from ..analysis import plot_soft_labels
-        folder = self.path / "soft_labels"
+        folder = self.work / "soft_labels"
         atomic_write_file(folder / f"epoch-{epoch:03d}.npy", lambda handle: np.save(handle, matrix))
         plot_soft_labels(matrix, class_names=list(class_names) if K <= 30 else None,
                          path=folder / f"epoch-{epoch:03d}.png", title=f"OLS soft labels after epoch {epoch}")
@@ -267,10 +326,10 @@ class RunFolder:
         from ..analysis import plot_curves
         series = {"as their clean label": [r["noisy_fit_clean"] for r in history],
                   "as their noisy label (memorised)": [r["noisy_fit_noisy"] for r in history]}
-        plot_curves(series, self.path / "memorisation.png", ylabel="% of corrupted training samples",
+        plot_curves(series, self.work / "memorisation.png", ylabel="% of corrupted training samples",
                     title="predictions on the training samples whose label was corrupted")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json: the final and best figures, written when the run ends (its presence marks a finished run)."""
         if self.active:
-            atomic_write_text(self.path / SUMMARY, json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(self.work / SUMMARY, json.dumps(summary, indent=2) + "\n")

@@ -364,7 +364,7 @@ class Trainer:
         """Patrini et al.'s two-stage estimate: train this configuration with cross-entropy into the run folder's
         `transition-estimate/` (resumed or reused when it is there), then the anchor-point estimator on that
         model's softmax over the training samples gives the matrix (computed by rank 0, shared with all ranks)."""
-        folder = self.out / ESTIMATE_FOLDER
+        folder = self.run.work / ESTIMATE_FOLDER
         if not (folder / SUMMARY).exists():
             if (folder / "last.pt").exists():
                 stage, checkpoint = load_resume(folder, {})
