@@ -75,33 +75,48 @@ def test_run_with_validation_split_fits_on_it_and_reports_the_whole_test_set(run
     assert result["top1"] == pytest.approx(100 * (test_log_probs.argmax(1) == test_labels).double().mean().item())
 
 
-def test_run_without_validation_split_fits_on_a_test_fraction_and_reports_the_rest(runs, capsys, tmp_path):
+def test_run_without_validation_split_reports_unscaled_figures_on_the_whole_test_set_and_scaled_on_the_rest(
+        runs, capsys, tmp_path):
     npz = tmp_path / "pred.npz"
-    result = eval_json(capsys, "--checkpoint", str(runs["plain"]), "--save-predictions", str(npz))
+    result = eval_json(capsys, "--checkpoint", str(runs["plain"] / "last.pt"), "--save-predictions", str(npz))
     test = build_datasets("digits").test
     n, held = len(test), round(0.5 * len(test))
-    assert result["samples"] == n - held
-    assert result["calibration_data"] == f"test fraction 0.5 ({held} samples, seed 0); reported on the other {n - held}"
-    saved = np.load(npz)
+    assert result["samples"] == n and result["samples_ts"] == n - held
+    assert result["calibration_data"] == (f"test fraction 0.5 ({held} samples, seed 0); scaled figures on the other "
+                                          f"{n - held}")
+    log_probs, labels = log_probs_of(runs["plain"] / "last.pt", test)
+    # unscaled: the whole test set, hence the figures training logged for its last epoch
+    logged = json.loads((runs["plain"] / "metrics.jsonl").read_text().splitlines()[-1])
+    whole_top1 = 100 * (log_probs.argmax(1) == labels).double().mean().item()
+    assert result["top1"] == pytest.approx(whole_top1) == pytest.approx(logged["top1"])
+    assert result["nll"] == pytest.approx(F.nll_loss(log_probs.double(), labels).item(), rel=1e-5)
+    assert result["nll"] == pytest.approx(logged["nll"], rel=1e-5)
+    # scaled: the samples T was not fitted on, with T fitted on the others
     calibration = stratified_subset(dataset_labels(test), held, 0)
-    assert len(saved["indices"]) == n - held and not np.intersect1d(saved["indices"], calibration).size
-    assert saved["probs"].shape == saved["probs_ts"].shape == (n - held, 10)
-    log_probs, labels = log_probs_of(runs["plain"] / "best.pt", test)
-    np.testing.assert_array_equal(saved["labels"], labels.numpy()[saved["indices"]])
-    np.testing.assert_allclose(saved["probs"], log_probs[saved["indices"]].exp().numpy(), atol=1e-5)
-    assert result["temperature"] == pytest.approx(scipy_temperature(log_probs[calibration], labels[calibration]),
-                                                  rel=1e-4)
-    assert result["top1"] == pytest.approx(100 * np.mean(saved["probs"].argmax(1) == saved["labels"]))
+    rest = np.setdiff1d(np.arange(n), calibration)
+    T = scipy_temperature(log_probs[calibration], labels[calibration])
+    assert result["temperature"] == pytest.approx(T, rel=1e-4)
+    scaled_nll = F.cross_entropy(log_probs[rest].double() / T, labels[rest]).item()
+    assert result["nll_ts"] == pytest.approx(scaled_nll, rel=1e-4)
+    saved = np.load(npz)
+    assert saved["probs"].shape == (n, 10) and saved["probs_ts"].shape == (n - held, 10)
+    np.testing.assert_array_equal(saved["indices_ts"], rest)
+    np.testing.assert_array_equal(saved["labels"], labels.numpy())
+    np.testing.assert_allclose(saved["probs"], log_probs.exp().numpy(), atol=1e-5)
     other = eval_json(capsys, "--checkpoint", str(runs["plain"]), "--calibration-data", "test-fraction:0.3",
                       "--seed", "5")
-    assert other["samples"] == n - round(0.3 * n) and "seed 5" in other["calibration_data"]
+    assert other["samples_ts"] == n - round(0.3 * n) and "seed 5" in other["calibration_data"]
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(runs["plain"] / "last.pt")]) == 0
+    table = capsys.readouterr().out
+    assert f"on {n} test samples" in table and table.rstrip().endswith(str(n - held))
 
 
 def test_keys_and_calibration_none(runs, capsys):
     result = eval_json(capsys, "--checkpoint", str(runs["val"]))
     scaled = {f"{k}_ts" for k in ("nll", "ece", "adaptive_ece", "mce", "classwise_ece", "brier")}
     plain = {"top1", "top5", "nll", "ece", "adaptive_ece", "mce", "classwise_ece", "brier"}
-    assert set(result) == plain | scaled | {"temperature", "samples", "calibration_data"}
+    assert set(result) == plain | scaled | {"temperature", "samples", "samples_ts", "calibration_data"}
     assert result["nll_ts"] <= result["nll"] + 0.05  # fitted on other samples, so not always below
     unscaled = eval_json(capsys, "--checkpoint", str(runs["plain"]), "--calibration-data", "none")
     assert set(unscaled) == plain | {"samples", "calibration_data"} and unscaled["calibration_data"] == "none"

@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt)")
     ev.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     ev.add_argument("--save-predictions", metavar="FILE.npz",
-                    help="write probs (N, K) and labels (N,) of the reported samples, their indices in the test set "
-                         "and, when scaled, probs_ts")
+                    help="write probs (N, K) and labels (N,) of the whole test set and, when scaled, probs_ts of the "
+                         "samples T was not fitted on with their positions, indices_ts")
     ev.add_argument("--calibration-data", default="auto", metavar="SPEC",
                     help="where the temperature is fitted: auto (the run's validation split, else test-fraction:0.5), "
                          "validation, test-fraction:F (a seeded stratified fraction F of the test set; the rest is "
@@ -250,10 +250,8 @@ def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
     if args.save_predictions:
         import numpy as np
         arrays = {"probs": evaluation.probs.numpy(), "labels": evaluation.labels.numpy()}
-        if calibrated:
-            arrays["indices"] = evaluation.indices.numpy()
-            if evaluation.probs_ts is not None:
-                arrays["probs_ts"] = evaluation.probs_ts.numpy()
+        if calibrated and evaluation.probs_ts is not None:
+            arrays.update(probs_ts=evaluation.probs_ts.numpy(), indices_ts=evaluation.indices_ts.numpy())
         atomic_write_file(Path(args.save_predictions), lambda handle: np.savez(handle, **arrays))
     m = evaluation.metrics
     if calibrated and evaluation.fit is not None and evaluation.fit.at_bound:
@@ -262,16 +260,18 @@ def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(m if calibrated else {k: m[k] for k in ("top1", "top5", "nll", "ece")}))
         return
-    print(f"top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  nll {m['nll']:.4f}  ece {m['ece']:.2f}%")
+    on = f"  on {m['samples']} test samples" if calibrated else ""
+    print(f"top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  nll {m['nll']:.4f}  ece {m['ece']:.2f}%{on}")
     if not calibrated:
         return
-    print(f"{m['samples']} test samples reported; temperature fitted on: {m['calibration_data']}")
+    print(f"temperature fitted on: {m['calibration_data']}")
     columns = {"nll": 8, "ece": 8, "adaptive_ece": 14, "mce": 8, "classwise_ece": 15, "brier": 8}
-    print(" " * 20 + "".join(f"{name.replace('_', ' '):>{width}}" for name, width in columns.items()))
+    print(" " * 20 + "".join(f"{name.replace('_', ' '):>{width}}" for name, width in columns.items()) + "  samples")
     rows = [("before scaling", "")] + ([(f"after T = {m['temperature']:.3f}", "_ts")] if "temperature" in m else [])
     for name, suffix in rows:
         cells = [f"{m[key + suffix]:.4f}" if key in ("nll", "brier") else f"{m[key + suffix]:.2f}%" for key in columns]
-        print(f"{name:<20}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, columns.values())))
+        print(f"{name:<20}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, columns.values()))
+              + f"  {m['samples' + suffix]:>7}")
     if "shift_consistency" in m:
         print(f"shift consistency {m['shift_consistency']:.2f}% (two circular shifts of 0..{m['max_shift']} px "
               f"per image, seed {args.seed})")
@@ -299,7 +299,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         plot_reliability(evaluation.probs, evaluation.labels, folder / f"{path.stem}-reliability.png",
                          title="before temperature scaling")
         if evaluation.fit is not None:
-            plot_reliability(evaluation.probs_ts, evaluation.labels, folder / f"{path.stem}-reliability-ts.png",
+            plot_reliability(evaluation.probs_ts, evaluation.labels[evaluation.indices_ts],
+                             folder / f"{path.stem}-reliability-ts.png",
                              title=f"after temperature scaling (T = {evaluation.fit.temperature:.3f})")
     if args.save_to_run:
         record = {"command": "eval", "checkpoint": str(path.resolve()), "ema": args.ema, **evaluation.metrics}

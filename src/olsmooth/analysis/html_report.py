@@ -67,7 +67,7 @@ RESULT_COMMANDS = {"eval": "Evaluation", "attack": "Adversarial robustness"}
 RESULT_METRICS = {"attack": ("clean_top1", "robust_top1", "adversarial_top1", "fgsm_top1")}
 """Per command, the figures averaged over seeds; for the others every number not in RESULT_SETTINGS."""
 RESULT_SETTINGS = ("attack", "norm", "eps", "eps_text", "steps", "restarts", "loss", "step_size", "seed", "n",
-                   "max_shift", "samples", "calibration_data", "checkpoint", "surrogate")
+                   "max_shift", "samples", "samples_ts", "calibration_data", "checkpoint", "surrogate")
 """Entries of a result that say how it was measured rather than what: shown per run, never averaged."""
 TOP_SIMILAR = 3
 """Similar classes listed per class in the soft-label table."""

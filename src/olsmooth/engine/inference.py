@@ -131,16 +131,18 @@ def parse_calibration_data(text: str) -> CalibrationData:
 
 @dataclass
 class CalibratedEvaluation:
-    """What `olsmooth eval` reports. `metrics` (JSON-ready): those of `calibration_report` on the reported samples,
-    `samples` (how many), `calibration_data` (where T was fitted), and `shift_consistency` (%) with `max_shift`
-    when asked. `indices`: the reported samples' positions in the test set; their probabilities before and (with
-    a fit) after temperature scaling and their labels; `fit`; `is_main`: whether this process should write."""
+    """What `olsmooth eval` reports. `metrics` (JSON-ready): those of `calibration_metrics` before scaling on the
+    whole evaluation split (`samples` of them), and with a fit `temperature` and the scaled ones (KEY_ts) on the
+    samples T was not fitted on (`samples_ts` of them); `calibration_data` (where T was fitted), and
+    `shift_consistency` (%) with `max_shift` when asked. `probs` and `labels`: every sample of the split, in order;
+    `indices_ts` and `probs_ts`: the positions and scaled probabilities of the samples the scaled figures are on
+    (None without a fit); `fit`; `is_main`: whether this process should write."""
 
     metrics: dict[str, Any]
-    indices: Tensor
     probs: Tensor
-    probs_ts: Tensor | None
     labels: Tensor
+    indices_ts: Tensor | None
+    probs_ts: Tensor | None
     fit: TemperatureFit | None
     is_main: bool
 
@@ -239,9 +241,10 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
     """Evaluate one checkpoint, or the ensemble of several from the log of their averaged probabilities, with every
     metric of `calibration_report` before and after temperature scaling.
 
-    T is never fitted on the samples it is reported on: it is fitted on the run's validation split (the held-out
-    training samples, with evaluation transforms) and the whole test set is reported, or on a seeded (`seed`),
-    stratified fraction of the test set and the rest is reported (`calibration_data`, see CalibrationData).
+    The unscaled figures are on the whole test set (those training logged); the scaled ones are never on the
+    samples T was fitted on: T is fitted on the run's validation split (the held-out training samples, with
+    evaluation transforms) and the scaled figures are on the whole test set too, or on a seeded (`seed`),
+    stratified fraction of the test set and they are on the rest (`calibration_data`, see CalibrationData).
     With `shift_consistency`, also Zhang's shift consistency over the whole test set (max shift P: `max_shift`,
     default `default_max_shift` of the image size; the shifts drawn from `seed`)."""
     source = parse_calibration_data(calibration_data)
@@ -261,7 +264,7 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
     test = data_for_checkpoint(first, data_root).test
     what = "evaluating" if len(models) == 1 else f"evaluating an ensemble of {len(models)}"
     scores, labels = _predict(models, test, num_classes, batch_size, workers, dist, what)
-    reported = torch.arange(len(labels))
+    reported = torch.arange(len(labels))  # the samples the scaled figures are on: those T was not fitted on
     fit, described = None, "none"
     if val_indices is not None:
         train = data_for_checkpoint(first, data_root, augment="none").train
@@ -282,16 +285,21 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
         reported = reported[keep]
         fit = fit_temperature(scores[held], labels[held])
         described = (f"test fraction {source.fraction:g} ({size} samples, seed {seed}); "
-                     f"reported on the other {len(reported)}")
-    kept_scores, kept_labels = scores[reported], labels[reported]
-    metrics: dict[str, Any] = {**calibration_report(kept_scores, kept_labels, fit), "samples": len(reported),
-                               "calibration_data": described}
+                     f"scaled figures on the other {len(reported)}")
+    metrics: dict[str, Any] = {**calibration_report(scores, labels), "samples": len(labels)}
+    probs_ts = None
+    if fit is not None:
+        scaled = calibration_report(scores[reported], labels[reported], fit)
+        metrics.update({k: v for k, v in scaled.items() if k == "temperature" or k.endswith("_ts")},
+                       samples_ts=len(reported))
+        probs_ts = scaled_log_probs(scores[reported].double(), fit.temperature).exp().float()
+    metrics["calibration_data"] = described
     if shift_consistency:
         shift = default_max_shift(*test[0][0].shape[-2:]) if max_shift is None else max_shift
         metrics["shift_consistency"] = _shift_consistency(models, test, batch_size, workers, dist, shift, seed)
         metrics["max_shift"] = shift
-    probs_ts = None if fit is None else scaled_log_probs(kept_scores.double(), fit.temperature).exp().float()
-    return CalibratedEvaluation(metrics, reported, kept_scores.exp(), probs_ts, kept_labels, fit, dist.is_main)
+    return CalibratedEvaluation(metrics, scores.exp(), labels, None if fit is None else reported, probs_ts, fit,
+                                dist.is_main)
 
 
 def snapshot_epochs(run_dir: Path) -> dict[int, Path]:
