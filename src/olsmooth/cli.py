@@ -7,10 +7,19 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._extras import toolkit_required
 from .errors import UserInputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a bad flag or value raises UserInputError (exit 2) instead of printing the
+    usage block; `--help` still prints it. Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("olsmooth").strip()
+        raise UserInputError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
 
 def _parse_loss_option(text: str) -> tuple[str, Any]:
@@ -62,7 +71,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="olsmooth", description="Online Label Smoothing toolkit.")
+    parser = _Parser(prog="olsmooth", description="Online Label Smoothing toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model (defaults: digits, small_cnn, OLS)")

@@ -12,7 +12,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 from .errors import UserInputError
 
@@ -35,6 +35,19 @@ def io_error(path: str | os.PathLike[str], err: OSError, action: str = "write") 
     """A one-line user error for a failed read or write of `path`, naming the reason (disk full, read-only...)."""
     reason = _REASONS.get(err.errno or -1) or (err.strerror or str(err)).strip().lower()
     return UserInputError(f"cannot {action} {path}: {reason}")
+
+
+def read_array(path: str | os.PathLike[str]) -> Any:
+    """np.load of a .npy (an array) or .npz (a mapping) without unpickling; a missing, empty, truncated or foreign
+    file is a one-line error naming it."""
+    import numpy as np
+    try:
+        return np.load(path, allow_pickle=False)
+    except OSError as err:
+        raise io_error(path, err, "read") from None
+    except (ValueError, EOFError) as err:
+        reason = str(err).splitlines()[0].strip().rstrip(".").lower() if str(err).strip() else type(err).__name__
+        raise UserInputError(f"cannot read {path}: {reason} (empty, truncated or not a numpy file)") from None
 
 
 def fsync_dir(folder: Path) -> None:

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import os
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ def find_predictions(run_dir: PathLike) -> list[tuple[Path, np.ndarray, np.ndarr
                     if not {"probs", "labels"} <= set(data.files):
                         continue
                     probs, labels = data["probs"], data["labels"]
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
                 raise UserInputError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
             if probs.ndim != 2 or labels.shape != (probs.shape[0],):
                 raise UserInputError(f"{path}: expected probs (N, K) and labels (N,), got {probs.shape} and "

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from ..errors import UserInputError
+from ..fileio import read_array
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,11 +57,7 @@ def soft_label_files(run_dir: PathLike) -> dict[int, Path]:
 
 def load_matrix(path: PathLike) -> np.ndarray:
     """A saved soft-label matrix as float64, checked to be square, finite and non-negative."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else 'not a .npy file'}") \
-            from None
+    array = read_array(path)
     if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
         raise UserInputError(f"{path}: expected a square (K, K) matrix, got shape {array.shape}")
     array = array.astype(np.float64)

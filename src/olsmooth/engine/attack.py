@@ -41,7 +41,7 @@ from ..errors import UserInputError
 from ..fileio import atomic_write_text
 from .checkpoint import load_checkpoint, run_checkpoint
 from .distributed import DistInfo, setup
-from .evaluate import eval_loader
+from .evaluate import check_loader_options, eval_loader
 from .inference import data_for_checkpoint, model_from_checkpoint, same_data
 
 WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "autoattack")  # on the attacked model's own gradients
@@ -248,11 +248,9 @@ def result_name(settings: AttackSettings, transfer: bool) -> str:
 
 def _check_options(settings: AttackSettings, surrogate: str | Path | None, n: int | None, batch_size: int | None,
                    workers: int) -> None:
-    for flag, number in (("--n", n), ("--batch-size", batch_size)):
-        if number is not None and number < 1:
-            raise UserInputError(f"{flag} must be at least 1, got {number}")
-    if workers < 0:
-        raise UserInputError(f"--workers must be at least 0, got {workers}")
+    if n is not None and n < 1:
+        raise UserInputError(f"--n must be at least 1, got {n}")
+    check_loader_options(batch_size, workers)
     if surrogate is not None and settings.attack == "square":
         raise UserInputError("square is a black-box attack on the target itself; --surrogate does not apply")
     if settings.attack in LIBRARY_ATTACKS:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..analysis import MetricAccumulator
+from ..errors import UserInputError
 from .distributed import DistInfo, all_reduce_sum
 from .progress import Progress
 
@@ -22,6 +23,14 @@ class Evaluation:
     metrics: dict[str, float]
     probs: Tensor | None = None
     labels: Tensor | None = None
+
+
+def check_loader_options(batch_size: int | None, workers: int) -> None:
+    """One-line errors for a batch size below 1 or a negative worker count given to eval, ensemble or attack."""
+    if batch_size is not None and batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise UserInputError(f"--workers must be at least 0, got {workers}")
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist: DistInfo) -> DataLoader:

@@ -20,10 +20,11 @@ from ..analysis.shift import default_max_shift, draw_offsets, shift_agreement
 from ..analysis.temperature import TemperatureFit, calibration_report, fit_temperature, scaled_log_probs
 from ..data import DatasetBundle, build_datasets, stratified_subset
 from ..errors import UserInputError
+from ..fileio import read_array
 from ..models import create_model
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, all_reduce_sum, setup
-from .evaluate import Evaluation, eval_loader, evaluate
+from .evaluate import Evaluation, check_loader_options, eval_loader, evaluate
 from .progress import Progress
 from .resolve import upgrade_stored_config
 
@@ -76,6 +77,7 @@ def evaluate_checkpoints(paths: Sequence[str | Path], data_root: str | None = No
                          workers: int = 0, device: str | None = None, ema: bool = False,
                          collect: bool = False) -> Evaluation:
     """Evaluate one checkpoint, or the average of the softmax outputs of several trained on the same data."""
+    check_loader_options(batch_size, workers)
     first = load_checkpoint(paths[0])
     ckpts = [first] + [same_data(first, load_checkpoint(p), p) for p in paths[1:]]
     dist = setup(device)
@@ -91,6 +93,7 @@ def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, bat
 
     Averaging any subset of the returned `probs` gives that subset's ensemble without evaluating it again;
     only one model is in memory at a time."""
+    check_loader_options(batch_size, workers)
     first = load_checkpoint(paths[0])
     dist = setup(device)
     loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
@@ -159,10 +162,7 @@ def validation_indices(ckpt: dict[str, Any], path: str | Path) -> np.ndarray | N
     if not stored.is_file():
         raise UserInputError(f"{path} was trained with a validation split but {stored} is missing; "
                              f"pass --calibration-data test-fraction:F")
-    try:
-        return np.load(stored, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"cannot read {stored}: {err}") from None
+    return read_array(stored)
 
 
 def _shared_validation_split(ckpts: Sequence[dict[str, Any]], paths: Sequence[str | Path]) -> np.ndarray | None:
@@ -248,6 +248,7 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
     With `shift_consistency`, also Zhang's shift consistency over the whole test set (max shift P: `max_shift`,
     default `default_max_shift` of the image size; the shifts drawn from `seed`)."""
     source = parse_calibration_data(calibration_data)
+    check_loader_options(batch_size, workers)
     if max_shift is not None and max_shift < 0:
         raise UserInputError(f"--max-shift must be at least 0 pixels, got {max_shift}")
     if seed < 0:

@@ -38,7 +38,16 @@ from ..analysis.report import (
 )
 from ..errors import UserInputError
 from .checkpoint import atomic_write_file
-from .config import FIELDS, LOSS_OPTION_ALIASES, TrainConfig, build_config, load_recipe, read_yaml, resolve_recipe_path
+from .config import (
+    FIELDS,
+    LOSS_OPTION_ALIASES,
+    OPTIONS,
+    TrainConfig,
+    build_config,
+    load_recipe,
+    read_yaml,
+    resolve_recipe_path,
+)
 from .resolve import resolve
 from .trainer import Trainer, load_resume
 
@@ -218,7 +227,7 @@ def _seeds(seeds: Any, where: str) -> tuple[int, ...]:
         raise UserInputError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise UserInputError(f"{where}: seeds repeat: {seeds}")
-    return tuple(seeds)
+    return tuple(OPTIONS["seed"].check(seed, f"{where}: seed") for seed in seeds)  # each a valid run seed
 
 
 def parse_study(data: Any, name: str, where: str, seeds: Sequence[int] | None = None) -> Study:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserInputError
-from ..fileio import io_error
+from ..fileio import io_error, read_array
 from .common import EpochLoss, autocast_off
 
 CLIP = 1e-7
@@ -68,10 +68,7 @@ def read_transition(path: str | Path, num_classes: int) -> Tensor:
     path = Path(path)
     try:
         if path.suffix == ".npy":
-            try:
-                matrix: Any = np.load(path, allow_pickle=False)
-            except ValueError as err:
-                raise UserInputError(f"{path}: not a numeric .npy array ({err})") from None
+            matrix: Any = read_array(path)
         elif path.suffix == ".json":
             try:
                 matrix = json.loads(path.read_text(encoding="utf-8"))
