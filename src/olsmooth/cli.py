@@ -330,6 +330,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         raise UserInputError("give checkpoint files, or --from-run DIR --count N")
     evaluation = evaluate_checkpoints(paths, args.data_root, args.batch_size, args.workers, args.device,
                                       collect=bool(args.save_predictions))
+    if not evaluation.is_main:  # under torchrun rank 0 prints and writes
+        return 0
     if not args.json:
         print(f"ensemble of {len(paths)}: " + ", ".join(str(p) for p in paths))
     _report_evaluation(evaluation, args)
@@ -412,6 +414,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                args.step_size, args.seed)
     report = run_attack(args.checkpoint, settings, args.surrogate, args.n, args.batch_size, args.workers,
                         args.device, args.data_root, args.check_sanity, args.save_to_run)
+    if not report.is_main:  # under torchrun rank 0 prints and writes
+        return 0
     for line in report.warnings:
         print(f"olsmooth: warning: {line}", file=sys.stderr)
     r = report.record
@@ -450,11 +454,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("olsmooth: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as err:
-        from .engine.distributed import is_peer_timeout
-        if not is_peer_timeout(err):
+        from .engine.distributed import is_peer_failure
+        if not is_peer_failure(err):
             raise
-        print("olsmooth: error: another process of this torchrun job stopped answering within --dist-timeout "
-              f"({' '.join(str(err).split())[:160]})", file=sys.stderr)
+        print("olsmooth: error: another process of this torchrun job died or stopped answering within "
+              f"--dist-timeout ({' '.join(str(err).split())[:160]})", file=sys.stderr)
         return 1
 
 

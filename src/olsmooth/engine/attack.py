@@ -40,8 +40,8 @@ from ..data.transforms import RepeatChannels
 from ..errors import UserInputError
 from ..fileio import atomic_write_text
 from .checkpoint import load_checkpoint, run_checkpoint
-from .distributed import DistInfo, setup
-from .evaluate import check_loader_options, eval_loader
+from .distributed import DistInfo, all_reduce_max, all_reduce_sum, setup
+from .evaluate import batch_shards, check_loader_options
 from .inference import data_for_checkpoint, model_from_checkpoint, same_data
 
 WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "autoattack")  # on the attacked model's own gradients
@@ -188,7 +188,7 @@ def load_subject(path: Path, n: int | None, batch_size: int | None, workers: int
     model.requires_grad_(False)  # gradients are taken with respect to the images only
     count = len(bundle.test) if n is None else min(n, len(bundle.test))
     size = batch_size or int(ckpt["config"].get("batch_size") or 256)
-    loader = eval_loader(Subset(bundle.test, range(count)), size, workers, dist)
+    loader = batch_shards(Subset(bundle.test, range(count)), size, workers, dist)
     return Subject(path, ckpt, model, loader, tuple(bundle.mean), tuple(bundle.std), repeat)
 
 
@@ -209,6 +209,13 @@ class Counts:
 
     def percent(self, count: int) -> float:
         return 100.0 * count / max(self.n, 1)
+
+    def reduced(self, device: torch.device) -> Counts:
+        """The counts of all processes: summed, `outside` the largest (a no-op in a single process)."""
+        names = ("n", "clean", "adversarial", "robust", "fgsm", "large", "pipeline_mismatch")
+        sums = all_reduce_sum(torch.tensor([getattr(self, k) for k in names], dtype=torch.float64, device=device))
+        outside = all_reduce_max(torch.tensor([self.outside], dtype=torch.float64, device=device))
+        return replace(self, **{k: int(v) for k, v in zip(names, sums.tolist())}, outside=float(outside))
 
 
 def _correct(model: torch.nn.Module, images: Tensor, labels: Tensor) -> Tensor:
@@ -234,10 +241,12 @@ def _robust(settings: AttackSettings, crafter: torch.nn.Module, target: torch.nn
 # -- the command --------------------------------------------------------------------------------------------------
 @dataclass
 class AttackReport:
-    """The result object (as `--json` prints and results/ keeps it) and the sanity checks that failed."""
+    """The result object (as `--json` prints and results/ keeps it), the sanity checks that failed, and whether
+    this process prints and writes it (rank 0 under torchrun)."""
 
     record: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    is_main: bool = True
 
 
 def result_name(settings: AttackSettings, transfer: bool) -> str:
@@ -277,11 +286,11 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
         same_data(target.ckpt, source.ckpt, source_path)
     counts = _attack_batches(settings, target, source, num_classes, dist, check_sanity)
     record = _record(settings, target, source, counts)
-    report = AttackReport(record, sanity_warnings(settings, counts, record))
+    report = AttackReport(record, sanity_warnings(settings, counts, record), is_main=dist.is_main)
     report.warnings += masking_warnings([*_saved_results(results, result_name(settings, source is not None)),
                                          record])
     record["warnings"] = report.warnings
-    if save_to_run and results is not None:
+    if save_to_run and results is not None and dist.is_main:
         atomic_write_text(results / result_name(settings, source is not None), json.dumps(record, indent=2) + "\n")
     return report
 
@@ -289,11 +298,14 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
 def _attack_batches(settings: AttackSettings, target: Subject, source: Subject | None, num_classes: int,
                     dist: DistInfo, check_sanity: bool) -> Counts:
     counts = Counts()
-    generator = torch.Generator().manual_seed(settings.seed)  # on the CPU: the same random starts on any device
-    check_generator = torch.Generator().manual_seed(settings.seed + 1)  # the result is the same with --check-sanity
     crafter = (source or target).model
     batches = zip(target.loader, source.loader) if source else ((batch, batch) for batch in target.loader)
-    for (images, labels), (source_images, source_labels) in batches:
+    for k, ((images, labels), (source_images, source_labels)) in enumerate(batches):
+        # the random starts of batch b come from (seed, b), drawn on the CPU: the same on any device and any
+        # number of processes; the sanity check's from their own generator, so it changes nothing else
+        generator, check_generator = (torch.Generator().manual_seed(batch_seed(settings.seed + extra,
+                                                                               dist.rank + k * dist.world_size))
+                                      for extra in (0, 1))
         images, labels = images.to(dist.device), labels.to(dist.device)
         pixels = target.pixels(images)
         if source is not None:
@@ -316,7 +328,12 @@ def _attack_batches(settings: AttackSettings, target: Subject, source: Subject |
             counts.large_eps = big
             counts.large += _robust(at_eps(settings, big), crafter, target.model, pixels, labels, clean_ok,
                                     check_generator, num_classes)
-    return counts
+    return counts.reduced(dist.device)
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of batch `batch`'s random starts under `--seed seed`."""
+    return (seed * 1_000_003 + batch) % 2**63
 
 
 def _same_pixels(pixels: Tensor, labels: Tensor, other: Tensor, other_labels: Tensor, path: Path) -> None:

@@ -122,7 +122,7 @@ class TrainConfig:
     dist_timeout: float | None = field(default=None, metadata={"help": "under torchrun, seconds a process waits for "
                                                                        "a hung peer before stopping with an error",
                                                                "min": 0.0, "min_exclusive": True,
-                                                               "default_text": "torch's, 10-30 minutes"})
+                                                               "default_text": "600 (10 minutes)"})
     # run folder
     out: str | None = field(default=None, metadata={"help": "run folder",
                                                     "default_text": "runs/DATE-dataset-method"})

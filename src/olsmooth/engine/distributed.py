@@ -10,6 +10,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+DEFAULT_TIMEOUT_S = 600.0
+"""How long, under torchrun, a process waits in a collective for a peer that stopped answering, unless
+`--dist-timeout` says otherwise: 10 minutes, longer than any step, evaluation or checkpoint save that one process
+does while the others wait, and far shorter than torch's 30 minutes for gloo. (A killed peer is noticed at once.)"""
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,7 +38,7 @@ def setup(device: str | None = None, timeout_s: float | None = None) -> DistInfo
     """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1), else a single process.
 
     NCCL on CUDA, gloo on CPU; each process takes the GPU of its LOCAL_RANK. `timeout_s` bounds how long a
-    collective waits for a hung peer (torch's default, 10 or 30 minutes, when None).
+    collective waits for a hung peer (DEFAULT_TIMEOUT_S when None).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -48,8 +53,8 @@ def setup(device: str | None = None, timeout_s: float | None = None) -> DistInfo
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        extra = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **extra)
+        timeout = timedelta(seconds=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
     return DistInfo(rank, world, local, dev)
 
 
@@ -63,6 +68,13 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all processes in place (a no-op in a single process) and return it."""
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor)
+    return tensor
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of a tensor over all processes, in place (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor
 
 
@@ -86,11 +98,16 @@ def broadcast_state(module: nn.Module, buffers_only: bool = False) -> None:
             dist.broadcast(tensor, src=0)
 
 
-def is_peer_timeout(err: BaseException) -> bool:
-    """True for the error a collective raises when a peer did not answer in time (gloo: a RuntimeError saying
-    it timed out; NCCL: a DistBackendError)."""
+_PEER_LOST = ("timed out", "connection closed by peer", "connection reset by peer", "broken pipe")
+"""What gloo's RuntimeError says when a peer did not answer in time, or died (killed, crashed) mid-collective."""
+
+
+def is_peer_failure(err: BaseException) -> bool:
+    """True for the error a collective raises when a peer died or did not answer in time (gloo: a RuntimeError
+    saying so; NCCL: a DistBackendError)."""
     backend_error = getattr(dist, "DistBackendError", ())
-    return isinstance(err, backend_error) or (isinstance(err, RuntimeError) and "timed out" in str(err).lower())
+    text = str(err).lower()
+    return isinstance(err, backend_error) or (isinstance(err, RuntimeError) and any(s in text for s in _PEER_LOST))
 
 
 def broadcast_tensor(tensor: torch.Tensor) -> torch.Tensor:

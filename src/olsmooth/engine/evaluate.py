@@ -18,11 +18,13 @@ from .progress import Progress
 
 @dataclass
 class Evaluation:
-    """Metrics (top1, top5 and ece in %, nll in nats) and, when collected, the probabilities and labels."""
+    """Metrics (top1, top5 and ece in %, nll in nats) and, when collected, the probabilities and labels of every
+    sample in order (gathered from all processes); `is_main`: whether this process should print and write."""
 
     metrics: dict[str, float]
     probs: Tensor | None = None
     labels: Tensor | None = None
+    is_main: bool = True
 
 
 def check_loader_options(batch_size: int | None, workers: int) -> None:
@@ -39,6 +41,26 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, dist: DistInfo)
         dataset = Subset(dataset, range(dist.rank, len(dataset), dist.world_size))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       pin_memory=dist.device.type == "cuda")
+
+
+def batch_shards(dataset: Dataset, batch_size: int, workers: int, dist: DistInfo) -> DataLoader:
+    """The batches one process would make (samples 0..B-1, B..2B-1, ...), every W-th of them from this process's
+    rank: its k-th batch is batch rank + k * W, so per-batch work (a seeded attack) equals one process's."""
+    starts = range(dist.rank * batch_size, len(dataset), dist.world_size * batch_size)
+    batches = [list(range(start, min(start + batch_size, len(dataset)))) for start in starts]
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=dist.device.type == "cuda")
+
+
+def gather_in_order(local: Tensor, total: int, dist: DistInfo) -> Tensor:
+    """The rows of every process in dataset order (`eval_loader` gives rank r the samples r, r + W, ...)."""
+    if not dist.enabled:
+        return local
+    rows = -(-total // dist.world_size)
+    padded = local.new_zeros((rows, *local.shape[1:])).to(dist.device)
+    padded[: len(local)] = local.to(dist.device)
+    parts = [torch.empty_like(padded) for _ in range(dist.world_size)]
+    torch.distributed.all_gather(parts, padded)
+    return torch.stack(parts, dim=1).reshape(rows * dist.world_size, *local.shape[1:])[:total].cpu()
 
 
 def autocast_context(device: torch.device, amp: str):
@@ -78,8 +100,11 @@ def evaluate(models: Sequence[nn.Module], loader: DataLoader, dist: DistInfo, am
     metrics = MetricAccumulator.from_sum_tensor(all_reduce_sum(acc.sum_tensor().to(dist.device)).cpu(),
                                                 from_logits=False).compute()
     if not collect:
-        return Evaluation(metrics)
-    return Evaluation(metrics, torch.cat(kept_probs), torch.cat(kept_labels))
+        return Evaluation(metrics, is_main=dist.is_main)
+    probs, labels = torch.cat(kept_probs), torch.cat(kept_labels)
+    total = int(all_reduce_sum(torch.tensor(len(labels), device=dist.device)))
+    probs, labels = gather_in_order(probs, total, dist), gather_in_order(labels, total, dist)
+    return Evaluation(metrics, probs, labels, dist.is_main)
 
 
 @torch.no_grad()

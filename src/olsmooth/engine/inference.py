@@ -24,7 +24,7 @@ from ..fileio import read_array
 from ..models import create_model
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, all_reduce_sum, setup
-from .evaluate import Evaluation, check_loader_options, eval_loader, evaluate
+from .evaluate import Evaluation, check_loader_options, eval_loader, evaluate, gather_in_order
 from .progress import Progress
 from .resolve import upgrade_stored_config
 
@@ -183,18 +183,6 @@ def ensemble_log_probs(models: Sequence[nn.Module], images: Tensor) -> Tensor:
     return torch.logsumexp(stacked, dim=0) - math.log(len(models))
 
 
-def _gather_in_order(local: Tensor, total: int, dist: DistInfo) -> Tensor:
-    """The rows of every process in dataset order (`eval_loader` gives rank r the samples r, r + W, ...)."""
-    if not dist.enabled:
-        return local
-    rows = -(-total // dist.world_size)
-    padded = local.new_zeros((rows, *local.shape[1:])).to(dist.device)
-    padded[: len(local)] = local.to(dist.device)
-    parts = [torch.empty_like(padded) for _ in range(dist.world_size)]
-    torch.distributed.all_gather(parts, padded)
-    return torch.stack(parts, dim=1).reshape(rows * dist.world_size, *local.shape[1:])[:total].cpu()
-
-
 @torch.no_grad()
 def _predict(models: Sequence[nn.Module], dataset: Dataset, num_classes: int, batch_size: int, workers: int,
              dist: DistInfo, what: str) -> tuple[Tensor, Tensor]:
@@ -210,7 +198,7 @@ def _predict(models: Sequence[nn.Module], dataset: Dataset, num_classes: int, ba
         bar.update()
     bar.close()
     total = len(dataset)
-    return _gather_in_order(torch.cat(scores), total, dist), _gather_in_order(torch.cat(labels), total, dist)
+    return gather_in_order(torch.cat(scores), total, dist), gather_in_order(torch.cat(labels), total, dist)
 
 
 @torch.no_grad()
