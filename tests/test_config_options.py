@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,23 @@ def test_declared_loss_options_match_the_constructor_defaults(method):
     if method in ("bootsoft", "boothard"):  # beta's default depends on the mode the method fixes
         expected["beta"] = build_loss(method, 3).beta
     assert declared == expected
+
+
+def test_every_method_has_a_card_that_names_each_of_its_options():
+    """The method cards follow the registry: each method (but plain cross-entropy) has a card in docs/methods/ that
+    shows `--method NAME` and names every declared option, so a new loss or option without its docs fails here."""
+    cards = {path.name: path.read_text() for path in (Path(__file__).parents[1] / "docs" / "methods").glob("*.md")}
+    for method in sorted(set(list_losses()) - {"ce"}):
+        text = "".join(card for card in cards.values() if f"--method {method}" in card)
+        assert text, f"no card in docs/methods/ shows --method {method}"
+        missing = [o.name for o in loss_options(method) if f"`{o.name}`" not in text]
+        assert not missing, f"the card of {method} does not name {missing}"
+
+
+def test_method_help_points_at_the_registry_instead_of_listing_methods():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    method = next(action for action in train._actions if "--method" in action.option_strings)
+    assert "--list-methods" in method.help and "tfkd" not in method.help
 
 
 def test_build_loss_passes_options_and_refuses_bad_ones_in_one_line():
@@ -178,7 +196,11 @@ def test_exponent_notation_without_a_dot_in_yaml_is_a_number(tmp_path):
 
 def test_data_choices_are_the_data_packages_own():
     """The config keeps its choices literal (it imports without torchvision); they must not drift from the data's."""
-    from olsmooth.data.spec import AUGMENT_LEVELS, INPUT_NORMS
+    from olsmooth.data.spec import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     assert set(fields["augment"].metadata["choices"]) == set(AUGMENT_LEVELS)
     assert set(fields["input_norm"].metadata["choices"]) == set(INPUT_NORMS)
+    assert set(fields["split"].metadata["choices"]) == set(SPLITS)
+    info = build_parser()._subparsers._group_actions[0].choices["dataset-info"]
+    split = next(action for action in info._actions if "--split" in action.option_strings)
+    assert set(split.choices) == set(SPLITS)  # the second place the choices are offered reads the config's

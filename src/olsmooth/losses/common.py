@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import register_loss
+from .registry import check_declared, register_loss
 
 __all__ = ["CrossEntropy", "EpochLoss", "LossInputError", "TrainingRun", "cross_entropy", "validate_inputs"]
 
@@ -229,6 +229,11 @@ class EpochLoss(nn.Module):
     def from_options(cls, num_classes: int, **options: Any) -> EpochLoss:
         """The loss from its declared options (checked by the registry); a loss with presets overrides this."""
         return cls(num_classes, **options)
+
+    def checked_options(self, **values: Any) -> dict[str, Any]:
+        """Constructor arguments checked against the options this class declared when it registered, so a loss
+        states each rule once (`olsmooth.losses.registry.check_declared`)."""
+        return check_declared(type(self), values)
 
     def _prepare(self, logits: Tensor, target: Tensor, values: bool = True) -> tuple[Tensor, bool]:
         """Validate (unless disabled); return the target (class indices as int64) and whether it is dense.

@@ -216,6 +216,16 @@ def _from_signature(cls: type, option: Option) -> Option:
                                nullable=option.nullable or nullable)
 
 
+def check_declared(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments of a registered class checked against its declared options (the rule the command line
+    and recipes are checked with), in the declared types; a UserInputError (a ValueError) names a bad one."""
+    entry = next((e for e in _REGISTRY.values() if e.cls is cls), None)
+    if entry is None:
+        raise TypeError(f"{cls.__name__} is not a registered loss")
+    declared = {option.name: option for option in entry.options}
+    return {key: declared[key].check(value, f"{cls.__name__} option {key}") for key, value in values.items()}
+
+
 def _registered() -> dict[str, LossEntry]:
     """The registry, after importing every module of the losses package (each registers its own losses)."""
     package = importlib.import_module(__package__)
