@@ -9,7 +9,6 @@ The authors' optional schedules of alpha are not used in their paper and are not
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
