@@ -20,6 +20,7 @@ from olsmooth.engine.config import (
 )
 from olsmooth.errors import UserInputError
 from olsmooth.losses import build_loss, list_losses, loss_entry, loss_options, validate_loss_options
+
 # Constructor arguments that are not user options: the class count comes from the data, the sample count from the
 # run (bind), a process group, a generator and a prior tensor are Python objects, bootstrapping's mode is the method.
 NOT_OPTIONS = {"self", "num_classes", "process_group", "num_samples", "generator", "prior", "mode"}

@@ -10,8 +10,8 @@ import pkgutil as _pkgutil
 from .common import CrossEntropy, EpochLoss, LossInputError, TrainingRun, cross_entropy, validate_inputs
 from .registry import Option, build_loss, list_losses, loss_entry, loss_options, register_loss, validate_loss_options
 
-__all__ = ["CrossEntropy", "EpochLoss", "LossInputError", "Option", "TrainingRun", "build_loss", "cross_entropy", "list_losses",
-           "loss_entry", "loss_options", "register_loss", "validate_inputs", "validate_loss_options"]
+__all__ = ["CrossEntropy", "EpochLoss", "LossInputError", "Option", "TrainingRun", "build_loss", "cross_entropy",
+           "list_losses", "loss_entry", "loss_options", "register_loss", "validate_inputs", "validate_loss_options"]
 
 for _module in _pkgutil.iter_modules(__path__):
     _loaded = _importlib.import_module(f"{__name__}.{_module.name}")
