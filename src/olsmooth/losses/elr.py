@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .common import EpochLoss, LossInputError, TrainingRun, autocast_off
 from .correction import float32_or_wider
-from .per_sample import distributed, share_written_rows
+from .per_sample import checked_sample_index, distributed, share_written_rows
 from .registry import Option, register_loss
 
 __all__ = ["ELR", "ELR_PRESETS", "elr_loss"]
@@ -127,22 +127,11 @@ class ELR(EpochLoss):
         if dense:
             raise LossInputError("ELR takes class-index targets only, not the dense targets of mixup/cutmix (the "
                              "authors' ELR+ mixes the stored targets of the mixed pairs, which they do not identify)")
-        index = self._checked_index(index, logits.size(0))
+        index = checked_sample_index(index, logits.size(0), self._targets.size(0), self.check_inputs)
         self.move_state(logits.device)
         if self.training and torch.is_grad_enabled():
             self._update(logits.detach(), index)
         return elr_loss(logits, target, self._targets.index_select(0, index), self.lam)
-
-    def _checked_index(self, index: Tensor, batch: int) -> Tensor:
-        if index.shape != (batch,) or index.dtype.is_floating_point or index.dtype == torch.bool:
-            raise ValueError(f"index must be ({batch},) integers, got {tuple(index.shape)} {index.dtype}")
-        index = index.long()
-        if self.check_inputs:
-            low, high = torch.stack(torch.aminmax(index)).tolist()
-            if not 0 <= low <= high < self._targets.size(0):
-                raise ValueError(f"sample indices must lie in [0, {self._targets.size(0) - 1}], got values from "
-                                 f"{low} to {high}")
-        return index
 
     @torch.no_grad()
     def _update(self, logits: Tensor, index: Tensor) -> None:
