@@ -191,12 +191,6 @@ class TrainingRun:
     steps_per_epoch: int
 
 
-LOOP_INPUTS = ("index", "class_pairs", "transition")
-"""What a loss may ask of a training loop, each by a flag on EpochLoss: `needs_index` (each sample's position in the
-training set, passed as `index=`), `needs_class_pairs` (batches [a_1..a_n, b_1..b_n] with b_i a same-label partner of
-a_i) and `needs_transition` (a noise transition matrix, given once with `set_transition`)."""
-
-
 @dataclass(frozen=True)
 class _StateSpec:
     persistent: bool
@@ -206,8 +200,10 @@ class _StateSpec:
 class EpochLoss(nn.Module):
     """Base of the toolkit's losses: fixed class count, input checks, declared state, and the hooks a loop calls.
 
-    What a loss asks of the loop (see LOOP_INPUTS): `needs_index`, `needs_class_pairs`, `needs_transition`. The loop
-    calls `bind(run)` once before the first step and `next_epoch()` after every epoch. What a loss hands back:
+    What a loss asks of the loop, each by a flag: `needs_index` (each sample's position in the training set, passed as
+    `index=`), `needs_class_pairs` (batches [a_1..a_n, b_1..b_n] with b_i a same-label partner of a_i) and
+    `needs_transition` (a noise transition matrix, given once with `set_transition`). The loop calls `bind(run)`
+    once before the first step and `next_epoch()` after every epoch. What a loss hands back:
     `epoch_metrics()` (figures for the epoch's metrics row) and `epoch_matrices()` (matrices the run folder keeps
     per epoch), read after `next_epoch()`. State kept outside parameters and buffers is declared with `add_state`.
     """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import inspect
 import math
@@ -226,11 +227,17 @@ def check_declared(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     return {key: declared[key].check(value, f"{cls.__name__} option {key}") for key, value in values.items()}
 
 
-def _registered() -> dict[str, LossEntry]:
-    """The registry, after importing every module of the losses package (each registers its own losses)."""
+@functools.cache
+def _import_loss_modules() -> None:
+    """Import every module of the losses package once: each registers its own losses."""
     package = importlib.import_module(__package__)
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{__package__}.{module.name}")
+
+
+def _registered() -> dict[str, LossEntry]:
+    """The registry, every module of the losses package imported."""
+    _import_loss_modules()
     return _REGISTRY
 
 
