@@ -8,7 +8,7 @@ STAMP := $(VENV)/.olsmooth-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[toolkit,attacks,dev]'
+	$(PY) -m pip install -q -e '.[toolkit,attacks,dev,lightning]'
 	touch $(STAMP)
 
 run: $(STAMP)

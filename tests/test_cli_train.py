@@ -240,6 +240,30 @@ def test_a_loss_that_keeps_per_sample_state_receives_each_training_index_once_pe
     assert sorted(trainer.criterion.seen) == list(range(200))
 
 
+@pytest.mark.parametrize("bad_input", [False, True])
+def test_only_a_loss_input_error_becomes_a_one_line_user_error(tmp_path, monkeypatch, bad_input):
+    """A loss's ValueError from a bug keeps its type and traceback; LossInputError (labels out of range, non-finite
+    logits) is the user's problem and becomes one line naming the step. The old trainer turned both into the latter."""
+    from olsmooth.engine import trainer as trainer_module
+    from olsmooth.engine.config import build_config
+    from olsmooth.engine.trainer import Trainer
+    from olsmooth.errors import UserInputError
+    from olsmooth.losses import CrossEntropy, LossInputError
+
+    class Failing(CrossEntropy):
+        def forward(self, logits, target):  # type: ignore[override]
+            raise (LossInputError if bad_input else ValueError)("something is off")
+
+    monkeypatch.setattr(trainer_module, "build_loss", lambda name, num_classes, **options: Failing(num_classes))
+    trainer = Trainer(build_config(None, {"train_subset": 50, "method": "ce", "out": str(tmp_path / "r")}))
+    trainer.start_epoch(0)
+    with pytest.raises(ValueError, match="something is off") as caught:
+        trainer.train_one_epoch()
+    assert isinstance(caught.value, UserInputError) == bad_input
+    if bad_input:
+        assert str(caught.value) == "epoch 1, step 1: something is off"
+
+
 def test_model_options_reach_the_network_and_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--epochs", "1", "--model", "mlp", "--model-opt", "grid=4", "--model-opt", "hidden=[32]",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -18,37 +19,17 @@ from olsmooth.engine.config import (
     validate_config,
 )
 from olsmooth.errors import UserInputError
-from olsmooth.losses import (
-    CrossEntropy,
-    LabelSmoothingCrossEntropy,
-    OnlineLabelSmoothing,
-    TfKDRegularization,
-    build_loss,
-    list_losses,
-    loss_options,
-    validate_loss_options,
-)
-from olsmooth.losses.adaptive import MaxSuppression, ZipfLabelSmoothing
-from olsmooth.losses.correction import BackwardCorrection, ForwardCorrection
-from olsmooth.losses.elr import ELR
-from olsmooth.losses.noisy import Bootstrapping, DisturbLabel, GeneralizedCrossEntropy, SymmetricCrossEntropy
-from olsmooth.losses.regularised import JointOptimization, PairwiseConfusion
-from olsmooth.losses.selfkd import ClassWiseSelfKD, ProgressiveSelfKD
+from olsmooth.losses import build_loss, list_losses, loss_entry, loss_options, validate_loss_options
 
-CONSTRUCTORS = {"ce": CrossEntropy, "ls": LabelSmoothingCrossEntropy, "ols": OnlineLabelSmoothing,
-                "tfkd": TfKDRegularization, "cskd": ClassWiseSelfKD, "pskd": ProgressiveSelfKD,
-                "zipf": ZipfLabelSmoothing, "maxsup": MaxSuppression, "forward": ForwardCorrection,
-                "backward": BackwardCorrection, "elr": ELR, "sce": SymmetricCrossEntropy,
-                "gce": GeneralizedCrossEntropy, "bootsoft": Bootstrapping, "boothard": Bootstrapping,
-                "disturb": DisturbLabel, "jo": JointOptimization, "pc": PairwiseConfusion}
 # Constructor arguments that are not user options: the class count comes from the data, the sample count from the
 # run (bind), a process group, a generator and a prior tensor are Python objects, bootstrapping's mode is the method.
 NOT_OPTIONS = {"self", "num_classes", "process_group", "num_samples", "generator", "prior", "mode"}
 
 
-@pytest.mark.parametrize("method", sorted(CONSTRUCTORS))
+@pytest.mark.parametrize("method", sorted(list_losses()))
 def test_declared_loss_options_match_the_constructor_defaults(method):
-    signature = inspect.signature(CONSTRUCTORS[method].__init__).parameters
+    """Every constructor argument that is a user option is declared, with the constructor's default."""
+    signature = inspect.signature(loss_entry(method).cls.__init__).parameters
     expected = {name: p.default for name, p in signature.items() if name not in NOT_OPTIONS}
     declared = {option.name: option.default for option in loss_options(method)}
     if method == "ols":
@@ -58,8 +39,21 @@ def test_declared_loss_options_match_the_constructor_defaults(method):
     assert declared == expected
 
 
-def test_every_registered_loss_is_covered():
-    assert set(list_losses()) == set(CONSTRUCTORS)
+def test_every_method_has_a_card_that_names_each_of_its_options():
+    """The method cards follow the registry: each method (but plain cross-entropy) has a card in docs/methods/ that
+    shows `--method NAME` and names every declared option, so a new loss or option without its docs fails here."""
+    cards = {path.name: path.read_text() for path in (Path(__file__).parents[1] / "docs" / "methods").glob("*.md")}
+    for method in sorted(set(list_losses()) - {"ce"}):
+        text = "".join(card for card in cards.values() if f"--method {method}" in card)
+        assert text, f"no card in docs/methods/ shows --method {method}"
+        missing = [o.name for o in loss_options(method) if f"`{o.name}`" not in text]
+        assert not missing, f"the card of {method} does not name {missing}"
+
+
+def test_method_help_points_at_the_registry_instead_of_listing_methods():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    method = next(action for action in train._actions if "--method" in action.option_strings)
+    assert "--list-methods" in method.help and "tfkd" not in method.help
 
 
 def test_build_loss_passes_options_and_refuses_bad_ones_in_one_line():
@@ -203,7 +197,11 @@ def test_exponent_notation_without_a_dot_in_yaml_is_a_number(tmp_path):
 
 def test_data_choices_are_the_data_packages_own():
     """The config keeps its choices literal (it imports without torchvision); they must not drift from the data's."""
-    from olsmooth.data.spec import AUGMENT_LEVELS, INPUT_NORMS
+    from olsmooth.data.spec import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     assert set(fields["augment"].metadata["choices"]) == set(AUGMENT_LEVELS)
     assert set(fields["input_norm"].metadata["choices"]) == set(INPUT_NORMS)
+    assert set(fields["split"].metadata["choices"]) == set(SPLITS)
+    info = build_parser()._subparsers._group_actions[0].choices["dataset-info"]
+    split = next(action for action in info._actions if "--split" in action.option_strings)
+    assert set(split.choices) == set(SPLITS)  # the second place the choices are offered reads the config's

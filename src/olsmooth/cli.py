@@ -113,10 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     ens.add_argument("--save-predictions", metavar="FILE.npz", help="write probs (N, K) and labels (N,)")
     _add_eval_flags(ens)
 
+    from .engine.config import OPTIONS
     info = sub.add_parser("dataset-info", help="count the train/test samples and classes of a dataset")
     info.add_argument("--dataset", required=True)
     info.add_argument("--data-root")
-    info.add_argument("--split", choices=["paper", "official"], help="fine-grained sets only (default: paper)")
+    info.add_argument("--split", choices=OPTIONS["split"].choices, help="fine-grained sets only (default: paper)")
     info.add_argument("--json", action="store_true")
 
     rep = sub.add_parser("report", help="mean ± std over runs, grouped by the options that differ, with paired "

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 AUGMENT_LEVELS = ("none", "light", "default")
 # Input normalisations: each dataset's own mean/std, or ImageNet's, which pretrained weights were trained with.
 INPUT_NORMS = ("dataset", "imagenet")
+# Train/test splits of the datasets that offer a choice (the fine-grained sets): the paper's lists or the official one.
+SPLITS = ("paper", "official")
 
 
 @dataclass(frozen=True)

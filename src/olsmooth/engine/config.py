@@ -79,7 +79,7 @@ class TrainConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     sync_bn: bool = field(default=False, metadata={"help": "SyncBatchNorm under torchrun"})
     # method
-    method: str = field(default="ols", metadata={"help": "loss: ce | ls | ols | tfkd (see --list-methods)"})
+    method: str = field(default="ols", metadata={"help": "the loss, by its registered name (see --list-methods)"})
     loss_options: dict = field(default_factory=dict, metadata={"help": "an option of the chosen loss, repeatable "
                                                                        "(see --list-methods)"})
     # optimisation

@@ -32,7 +32,7 @@ from ..data import (
 )
 from ..data.samplers import ClassPairBatchSampler
 from ..errors import UserInputError
-from ..losses import EpochLoss, TrainingRun, build_loss
+from ..losses import EpochLoss, LossInputError, TrainingRun, build_loss
 from ..losses.correction import estimate_transition, read_transition
 from ..models import accepts_in_chans, model_source
 from .checkpoint import EVAL_KEYS, RESUME_KEYS, load_checkpoint, rng_state, set_rng_state
@@ -195,6 +195,7 @@ class Trainer:
         trained = time.perf_counter()
         prefix = "val_" if self.val_loader is not None else ""
         metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train["loss"], "train_top1": train["top1"],
+                                   **{f"loss_{k}": v for k, v in self.criterion.epoch_metrics().items()},
                                    **{prefix + k: v for k, v in self.evaluate().items()}}
         if self.ema is not None:
             metrics.update({f"ema_{prefix}{k}": v for k, v in self.evaluate(ema=True).items()})
@@ -249,7 +250,7 @@ class Trainer:
                 logits = self.train_model(images)
             try:
                 loss = self.criterion(logits, target, **extra)
-            except ValueError as err:
+            except LossInputError as err:  # the data or the settings, not a bug: other errors keep their traceback
                 raise UserInputError(f"epoch {epoch}, step {step + 1}: {err}") from None
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -396,7 +397,7 @@ class Trainer:
         broadcast_state(self.model, buffers_only=True)
         result = fit_on_corrupted(self.model, self.corrupted_loader, self.bundle.num_classes, self.dist,
                                   self.cfg.amp, self.cfg.channels_last)
-        soft = getattr(self.criterion, "soft_labels", None)
+        soft = self.criterion.epoch_matrices().get("soft_labels")
         return result if soft is None else {**result, **self.noise.soft_label_mass(soft)}
 
     def _draw_indices(self, train: Dataset) -> dict[str, np.ndarray]:
@@ -518,7 +519,7 @@ class Trainer:
 
     def _save(self, is_best: bool) -> None:
         epoch = self.state.epoch
-        matrix = getattr(self.criterion, "soft_labels", None)
+        matrix = self.criterion.epoch_matrices().get("soft_labels")
         self.run.save_epoch(epoch, last=self._payload(full=True), light=self._payload(full=False),
                             history=self.state.history, is_best=is_best,
                             snapshot=bool(self.cfg.save_every) and epoch % self.cfg.save_every == 0,

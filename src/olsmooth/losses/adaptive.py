@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import EpochLoss, TrainingRun, autocast_off, cross_entropy_from_log_probs
+from .common import EpochLoss, LossInputError, TrainingRun, autocast_off, cross_entropy_from_log_probs
+from .registry import Option, register_loss
+
+__all__ = ["MaxSuppression", "ZipfLabelSmoothing", "logit_ranks", "max_suppression", "maxsup_loss", "zipf_loss"]
 
 Schedule = Literal["epoch", "step"]
 
@@ -25,7 +28,7 @@ def at_least_float32(logits: Tensor) -> Tensor:
 def class_indices_only(target: Tensor, method: str, why: str) -> None:
     """Refuse dense (mixup/cutmix) targets with a one-line reason, for losses they do not define."""
     if target.dim() == 2:
-        raise ValueError(f"{method} needs class-index targets, not mixup/cutmix probabilities: {why}")
+        raise LossInputError(f"{method} needs class-index targets, not mixup/cutmix probabilities: {why}")
 
 
 def logit_ranks(logits: Tensor) -> Tensor:
@@ -63,6 +66,12 @@ def zipf_loss(logits: Tensor, target: Tensor, weight: float = 0.1, power: float 
         return F.cross_entropy(z, target) + weight * kl_mean
 
 
+@register_loss("zipf", "Zipf's label smoothing: CE + 0.1 KL(rank^-1 prior || non-target softmax)", [
+    Option("weight", help="weight of the KL term (the authors: 0.1 on CIFAR-100 and ImageNet, 1 on TinyImageNet and "
+           "iNaturalist)", min=0.0),
+    Option("power", help="the prior over non-target classes is rank^-power", min=0.0),
+    Option("correct_only", help="average the KL over correctly predicted samples only (the authors' --mask)"),
+])
 class ZipfLabelSmoothing(EpochLoss):
     """Zipf's label smoothing: cross-entropy plus a KL that pulls the non-target softmax towards a Zipf law over
     the ranks of the model's own logits. Defaults as the authors' code: power 1, the KL on every sample (their
@@ -109,6 +118,11 @@ def linear_ramp(start: float, end: float, position: int, length: int) -> float:
     return start + (end - start) * min(position, length - 1) / max(1, length - 1)
 
 
+@register_loss("maxsup", "max suppression: CE + lambda (z_max - mean z), lambda 0.1 to 0.2 over training", [
+    Option("lambda_start", help="lambda in the first epoch (or step)", min=0.0),
+    Option("lambda_end", help="lambda in the last epoch (or step)", min=0.0),
+    Option("schedule", help="lambda rises per epoch (the authors' code) or per training step"),
+])
 class MaxSuppression(EpochLoss):
     """MaxSup: cross-entropy plus lambda (z_max - mean z) per sample, averaged over the batch, on the logits.
 

@@ -9,8 +9,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .registry import check_declared, register_loss
+
+__all__ = ["CrossEntropy", "EpochLoss", "LossInputError", "TrainingRun", "cross_entropy", "validate_inputs"]
+
+
+class LossInputError(ValueError):
+    """Values a loss cannot use that come from the data or the run's settings, not from a bug: labels out of range,
+    non-finite logits (a diverging run), targets the method does not define (mixup with a class-index loss).
+    Training loops may show these as one-line messages; any other error is a programming error."""
 
 
 def validate_inputs(logits: Tensor, target: Tensor, num_classes: int) -> bool:
@@ -53,12 +64,12 @@ def check_input_values(logits: Tensor, target: Tensor, num_classes: int) -> None
     logit_min, logit_max, target_min, target_max = torch.stack(
         [*torch.aminmax(logits.detach()), *torch.aminmax(target.detach())]).tolist()
     if target.dim() == 1 and not 0 <= target_min <= target_max < num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values from "
+        raise LossInputError(f"labels must lie in [0, {num_classes - 1}], got values from "
                          f"{int(target_min)} to {int(target_max)}")
     if target.dim() == 2 and not (0 <= target_min and math.isfinite(target_max)):
-        raise ValueError("dense targets must be finite and non-negative")
+        raise LossInputError("dense targets must be finite and non-negative")
     if not (math.isfinite(logit_min) and math.isfinite(logit_max)):
-        raise ValueError("logits contain NaN or inf (check the learning rate, or the AMP grad scaler)")
+        raise LossInputError("logits contain NaN or inf (check the learning rate, or the AMP grad scaler)")
 
 
 def soft_cross_entropy(log_probs: Tensor, target_probs: Tensor) -> Tensor:
@@ -180,20 +191,26 @@ class TrainingRun:
     steps_per_epoch: int
 
 
-class EpochLoss(nn.Module):
-    """Base of the toolkit's losses: fixed class count, input checks, and hooks a training loop calls.
+@dataclass(frozen=True)
+class _StateSpec:
+    persistent: bool
+    reduce: str | None
 
-    `bind(run)` once before the first step and `next_epoch()` after every epoch (both no-ops here). A loss that
-    keeps per-sample state sets `needs_index = True`; the loop then passes `index=` (each sample's position in
-    the training set, 0..num_samples-1) with every batch.
+
+class EpochLoss(nn.Module):
+    """Base of the toolkit's losses: fixed class count, input checks, declared state, and the hooks a loop calls.
+
+    What a loss asks of the loop, each by a flag: `needs_index` (each sample's position in the training set, passed as
+    `index=`), `needs_class_pairs` (batches [a_1..a_n, b_1..b_n] with b_i a same-label partner of a_i) and
+    `needs_transition` (a noise transition matrix, given once with `set_transition`). The loop calls `bind(run)`
+    once before the first step and `next_epoch()` after every epoch. What a loss hands back:
+    `epoch_metrics()` (figures for the epoch's metrics row) and `epoch_matrices()` (matrices the run folder keeps
+    per epoch), read after `next_epoch()`. State kept outside parameters and buffers is declared with `add_state`.
     """
 
     needs_index: bool = False
-    needs_transition: bool = False
-    """True for losses corrected with a noise transition matrix: the loop supplies it with `set_transition`."""
     needs_class_pairs: bool = False
-    """True for losses that compare each sample with another of its class (CS-KD): the loop then draws batches
-    `[a_1..a_n, b_1..b_n]` with b_i a same-label partner of a_i (`olsmooth.data.samplers.ClassPairBatchSampler`)."""
+    needs_transition: bool = False
 
     def __init__(self, num_classes: int, check_inputs: bool = True) -> None:
         super().__init__()
@@ -201,6 +218,18 @@ class EpochLoss(nn.Module):
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.num_classes = int(num_classes)
         self.check_inputs = check_inputs
+        self._states: dict[str, _StateSpec] = {}
+        self._state_device = torch.device("cpu")
+
+    @classmethod
+    def from_options(cls, num_classes: int, **options: Any) -> EpochLoss:
+        """The loss from its declared options (checked by the registry); a loss with presets overrides this."""
+        return cls(num_classes, **options)
+
+    def checked_options(self, **values: Any) -> dict[str, Any]:
+        """Constructor arguments checked against the options this class declared when it registered, so a loss
+        states each rule once (`olsmooth.losses.registry.check_declared`)."""
+        return check_declared(type(self), values)
 
     def _prepare(self, logits: Tensor, target: Tensor, values: bool = True) -> tuple[Tensor, bool]:
         """Validate (unless disabled); return the target (class indices as int64) and whether it is dense.
@@ -217,13 +246,65 @@ class EpochLoss(nn.Module):
         return target, dense
 
     # -- state kept out of parameters and buffers --------------------------------------------------------------
+    def add_state(self, name: str, value: Tensor | None, reduce: str | None = None, persistent: bool = True) -> None:
+        """Declare the attribute `name` as state: a tensor (or None until set) kept out of parameters and buffers,
+        since DistributedDataParallel broadcasts buffers from rank 0 and `.half()` casts them. It follows the
+        module's device moves (and `move_state`) in its own dtype; when `persistent`, state_dict() saves it under
+        `name` without leading underscores; with reduce="sum", `reduce_state()` sums it over processes."""
+        if reduce not in (None, "sum"):
+            raise ValueError(f"reduce must be None or 'sum', got {reduce!r}")
+        self._states[name] = _StateSpec(persistent, reduce)
+        setattr(self, name, None if value is None else value.to(self._state_device))
+
+    @property
+    def state_device(self) -> torch.device:
+        """The device the declared state lives on."""
+        return self._state_device
+
+    def _apply(self, fn: Any, recurse: bool = True) -> EpochLoss:  # type: ignore[override]
+        super()._apply(fn, recurse)
+        self.move_state(fn(torch.empty(0, device=self._state_device)).device)
+        return self
+
+    def move_state(self, device: torch.device) -> None:
+        """Move the declared state to `device`, each tensor in its own dtype (losses call it with the logits' device,
+        so state follows the data even when the module was not moved)."""
+        if device == self._state_device:
+            return
+        tensors = {name: getattr(self, name) for name in self._states if getattr(self, name) is not None}
+        try:
+            moved = {name: tensor.to(device) for name, tensor in tensors.items()}
+        except torch.OutOfMemoryError as err:
+            gib = sum(t.numel() * t.element_size() for t in tensors.values()) / 2**30
+            raise MemoryError(f"{type(self).__name__} needs {gib:.2f} GiB on {device} for its state "
+                              f"({', '.join(tensors)}), which does not fit") from err
+        for name, tensor in moved.items():
+            setattr(self, name, tensor)
+        self._state_device = device
+
+    def reduce_state(self, process_group: Any = None) -> None:
+        """Sum the state declared with reduce="sum" over the processes of torch.distributed, in place (nothing to do
+        in one process)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        for name, spec in self._states.items():
+            if spec.reduce == "sum":
+                dist.all_reduce(getattr(self, name), group=process_group)
+
     def _state_tensors(self) -> dict[str, Tensor]:
-        """Tensors a subclass keeps as plain attributes (DDP broadcasts buffers from rank 0, `.half()` casts them)
-        and saves in its state_dict under these keys; none here."""
-        return {}
+        """What state_dict() saves besides parameters and buffers: the persistent declared state by its key (a loss
+        that saves another form, or more, overrides this and `_load_state_tensors`)."""
+        return {name.lstrip("_"): getattr(self, name) for name, spec in self._states.items()
+                if spec.persistent and getattr(self, name) is not None}
 
     def _load_state_tensors(self, state: dict[str, Tensor]) -> None:
-        """Restore what `_state_tensors` saved (every key present); raise ValueError for state that does not fit."""
+        """Restore what `_state_tensors` saved (every key present), each on the state's device in its declared dtype;
+        a loss checks the shapes first and raises ValueError for state that does not fit."""
+        for name in self._states:
+            key, current = name.lstrip("_"), getattr(self, name)
+            if key in state:
+                dtype = state[key].dtype if current is None else current.dtype
+                setattr(self, name, state[key].to(self._state_device, dtype).clone())
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -242,13 +323,23 @@ class EpochLoss(nn.Module):
         elif keys:
             self._load_state_tensors({k[len(prefix):]: state_dict[k] for k in keys})
 
+    # -- the loop's hooks --------------------------------------------------------------------------------------
     def bind(self, run: TrainingRun) -> None:
         """Called by training loops before the first step with the run's size and schedule; ignored here."""
 
     def next_epoch(self) -> None:
         """Called by training loops once per epoch; stateless losses ignore it."""
 
+    def epoch_metrics(self) -> dict[str, float]:
+        """Figures of the epoch just ended for the loop's metrics row (named without the loss's name); none here."""
+        return {}
 
+    def epoch_matrices(self) -> dict[str, Tensor]:
+        """Matrices the run folder keeps per epoch, by name (OLS: `soft_labels`, its K x K matrix); none here."""
+        return {}
+
+
+@register_loss("ce", "cross-entropy with hard labels")
 class CrossEntropy(EpochLoss):
     """Plain cross-entropy (hard labels), also accepting dense mixup/cutmix targets."""
 

@@ -21,6 +21,10 @@ from torch import Tensor
 from ..errors import UserInputError
 from ..fileio import io_error, read_array
 from .common import EpochLoss, autocast_off
+from .registry import Option, register_loss
+
+__all__ = ["BackwardCorrection", "ForwardCorrection", "backward_corrected_loss", "estimate_transition",
+           "forward_corrected_loss", "read_transition"]
 
 CLIP = 1e-7
 """Keras' epsilon: the authors clip the softmax to [CLIP, 1 - CLIP] before correcting."""
@@ -175,9 +179,8 @@ class _TransitionCorrection(EpochLoss):
             raise ValueError(f"estimate_percentile must lie in [0, 100], got {estimate_percentile}")
         self.transition_source = transition
         self.estimate_percentile = estimate_percentile
-        self._state_device = torch.device("cpu")  # where the matrices live; follows .to() / .cuda()
-        self._T: Tensor | None = None
-        self._matrix: Tensor | None = None  # what the loss multiplies by: T, or T^-1 for backward correction
+        self.add_state("_T", None, persistent=False)  # saved as "transition", see _state_tensors
+        self.add_state("_matrix", None, persistent=False)  # what the loss multiplies by: T, or T^-1 for backward
 
     @property
     def transition_matrix(self) -> Tensor | None:
@@ -187,22 +190,12 @@ class _TransitionCorrection(EpochLoss):
     def set_transition(self, matrix: Tensor) -> None:
         """Use `matrix` (K x K, finite, non-negative, rows summing to 1 within 1e-4) from now on; ValueError if not."""
         T = check_transition(matrix, self.num_classes)
-        self._matrix = self._loss_matrix(T).to(self._state_device)
-        self._T = T.to(self._state_device)
+        self._matrix = self._loss_matrix(T).to(self.state_device)
+        self._T = T.to(self.state_device)
 
     def _loss_matrix(self, T: Tensor) -> Tensor:
         """The matrix the loss multiplies by, derived from T once per `set_transition`: T itself here."""
         return T
-
-    def _apply(self, fn: Any, recurse: bool = True) -> _TransitionCorrection:  # type: ignore[override]
-        super()._apply(fn, recurse)
-        self._move_state(fn(torch.empty(0, device=self._state_device)).device)
-        return self
-
-    def _move_state(self, device: torch.device) -> None:
-        self._state_device = device
-        if self._T is not None and self._T.device != device:
-            self._T, self._matrix = self._T.to(device), self._matrix.to(device)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, transition={self.transition_source!r}"
@@ -212,7 +205,7 @@ class _TransitionCorrection(EpochLoss):
             raise ValueError(f"{type(self).__name__} has no transition matrix yet: call set_transition(T) first "
                              f"(source {self.transition_source!r})")
         target, _ = self._prepare(logits, target)
-        self._move_state(logits.device)
+        self.move_state(logits.device)
         return self._corrected(logits, target, self._matrix)
 
     def _corrected(self, logits: Tensor, target: Tensor, matrix: Tensor) -> Tensor:
@@ -228,6 +221,17 @@ class _TransitionCorrection(EpochLoss):
             self.set_transition(state["transition"])
 
 
+_OPTIONS = [
+    Option("transition", help="the matrix T[i, j] = P(noisy j | clean i): known (the realised one of the run's "
+           "--noise), estimate (anchor points of a cross-entropy model's softmax on the training data), or the path of "
+           "a .npy / .json K x K file"),
+    Option("estimate_percentile", help="with transition=estimate, the anchor of class i is the most confident sample "
+           "below this percentile of p(i|x); none takes the most confident one (the authors' CIFAR-100 setting)",
+           min=0.0, max=100.0),
+]
+
+
+@register_loss("forward", "forward loss correction: cross-entropy of p T (Patrini et al. 2017)", _OPTIONS)
 class ForwardCorrection(_TransitionCorrection):
     """Forward correction: the cross-entropy of p T against the noisy label, p the clipped float32 softmax.
 
@@ -238,6 +242,7 @@ class ForwardCorrection(_TransitionCorrection):
         return forward_corrected_loss(logits, target, matrix)
 
 
+@register_loss("backward", "backward loss correction: T^-1 times the per-class losses (Patrini et al. 2017)", _OPTIONS)
 class BackwardCorrection(_TransitionCorrection):
     """Backward correction: T^-1 applied to the vector of per-class losses -log p, read at the noisy label.
 

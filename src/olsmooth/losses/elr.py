@@ -11,12 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import EpochLoss, TrainingRun, autocast_off
+from .common import EpochLoss, LossInputError, TrainingRun, autocast_off
 from .correction import float32_or_wider
+from .per_sample import checked_sample_index, distributed, share_written_rows
+from .registry import Option, register_loss
+
+__all__ = ["ELR", "ELR_PRESETS", "elr_loss"]
 
 PRESETS: dict[str, dict[str, float]] = {
     # the authors' configs: config_cifar10.json and config_cifar100.json
@@ -24,11 +27,10 @@ PRESETS: dict[str, dict[str, float]] = {
     "cifar100": dict(beta=0.9, lam=7.0),
 }
 
+ELR_PRESETS = PRESETS
+
 CLAMP = 1e-4
 """The authors clamp the softmax to [CLAMP, 1 - CLAMP] in both the target update and the penalty."""
-
-SYNC_CHUNK_ELEMENTS = 1 << 22
-"""Rows are all-reduced across processes in chunks of about this many floats (16 MiB), bounding the extra memory."""
 
 _STATE_KEYS = ("targets", "changed")
 
@@ -43,6 +45,13 @@ def elr_loss(logits: Tensor, target: Tensor, sample_targets: Tensor, lam: float)
         return F.cross_entropy(logits, target) + lam * torch.log1p(-agreement).mean()
 
 
+@register_loss("elr", "early-learning regularisation, per-sample target EMA (cifar10 beta/lam 0.7/3, cifar100 0.9/7)", [
+    Option("preset", help="the authors' beta and lam for a dataset; beta or lam given as well override it",
+           choices=tuple(PRESETS)),
+    Option("beta", help="momentum of the per-sample target: t <- beta t + (1 - beta) p", min=0.0, max=1.0,
+           max_exclusive=True, default_text="from the preset"),
+    Option("lam", help="weight of the regulariser lam * mean log(1 - <p, t>)", min=0.0, default_text="from the preset"),
+])
 class ELR(EpochLoss):
     """ELR loss with one target row per training sample (an N x K float32 store), updated at every step.
 
@@ -79,10 +88,9 @@ class ELR(EpochLoss):
         self.preset, self.beta, self.lam = preset, beta, lam
         self.num_samples = None if num_samples is None else int(num_samples)
         self.process_group = process_group
-        # plain attributes, not buffers: DistributedDataParallel would broadcast buffers from rank 0
-        self._state_device = torch.device("cpu")
-        self._targets = torch.zeros(0, self.num_classes)
-        self._changed = torch.zeros(0, dtype=torch.bool)
+        # declared state, not buffers: DistributedDataParallel would broadcast buffers from rank 0
+        self.add_state("_targets", torch.zeros(0, self.num_classes))
+        self.add_state("_changed", torch.zeros(0, dtype=torch.bool))
         if self.num_samples is not None:
             self._allocate(self.num_samples)
 
@@ -104,19 +112,8 @@ class ELR(EpochLoss):
             self._allocate(self.num_samples)
 
     def _allocate(self, num_samples: int) -> None:
-        self._targets = torch.zeros(num_samples, self.num_classes, device=self._state_device)
-        self._changed = torch.zeros(num_samples, dtype=torch.bool, device=self._state_device)
-
-    # -- device handling: follow .to()/.cuda() moves, always float32 ---------------------------------------
-    def _apply(self, fn: Any, recurse: bool = True) -> ELR:  # type: ignore[override]
-        super()._apply(fn, recurse)
-        self._move_state(fn(torch.empty(0, device=self._state_device)).device)
-        return self
-
-    def _move_state(self, device: torch.device) -> None:
-        if self._state_device != device:
-            self._targets, self._changed = self._targets.to(device), self._changed.to(device)
-            self._state_device = device
+        self._targets = torch.zeros(num_samples, self.num_classes, device=self.state_device)
+        self._changed = torch.zeros(num_samples, dtype=torch.bool, device=self.state_device)
 
     # -- the loss ----------------------------------------------------------------------------------------
     def forward(self, logits: Tensor, target: Tensor, index: Tensor | None = None) -> Tensor:
@@ -128,24 +125,13 @@ class ELR(EpochLoss):
                              "it with num_samples")
         target, dense = self._prepare(logits, target)
         if dense:
-            raise ValueError("ELR takes class-index targets only, not the dense targets of mixup/cutmix (the "
+            raise LossInputError("ELR takes class-index targets only, not the dense targets of mixup/cutmix (the "
                              "authors' ELR+ mixes the stored targets of the mixed pairs, which they do not identify)")
-        index = self._checked_index(index, logits.size(0))
-        self._move_state(logits.device)
+        index = checked_sample_index(index, logits.size(0), self._targets.size(0), self.check_inputs)
+        self.move_state(logits.device)
         if self.training and torch.is_grad_enabled():
             self._update(logits.detach(), index)
         return elr_loss(logits, target, self._targets.index_select(0, index), self.lam)
-
-    def _checked_index(self, index: Tensor, batch: int) -> Tensor:
-        if index.shape != (batch,) or index.dtype.is_floating_point or index.dtype == torch.bool:
-            raise ValueError(f"index must be ({batch},) integers, got {tuple(index.shape)} {index.dtype}")
-        index = index.long()
-        if self.check_inputs:
-            low, high = torch.stack(torch.aminmax(index)).tolist()
-            if not 0 <= low <= high < self._targets.size(0):
-                raise ValueError(f"sample indices must lie in [0, {self._targets.size(0) - 1}], got values from "
-                                 f"{low} to {high}")
-        return index
 
     @torch.no_grad()
     def _update(self, logits: Tensor, index: Tensor) -> None:
@@ -159,29 +145,11 @@ class ELR(EpochLoss):
 
     def next_epoch(self) -> None:
         """Make every process's store equal (the rows each changed this epoch) and clear the changed mask."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1:
-            self._synchronise()
+        if distributed(self.process_group):
+            share_written_rows(self._targets, self._changed, self.process_group)
         self._changed.zero_()
 
-    @torch.no_grad()
-    def _synchronise(self) -> None:
-        """All-reduce, chunk by chunk, the sum of the rows each process changed and how many changed each; a row
-        changed anywhere becomes that sum over the count, the others stay (they are equal everywhere already)."""
-        counts = self._changed.float()
-        dist.all_reduce(counts, group=self.process_group)
-        step = max(1, SYNC_CHUNK_ELEMENTS // self.num_classes)
-        for start in range(0, self._targets.size(0), step):
-            rows = self._targets[start:start + step]
-            mask = self._changed[start:start + step].unsqueeze(1)
-            summed = rows * mask
-            dist.all_reduce(summed, group=self.process_group)
-            count = counts[start:start + step].unsqueeze(1)
-            torch.where(count > 0, summed.div_(count.clamp(min=1.0)), rows, out=rows)
-
     # -- state -------------------------------------------------------------------------------------------
-    def _state_tensors(self) -> dict[str, Tensor]:
-        return dict(zip(_STATE_KEYS, (self._targets, self._changed)))
-
     def _load_state_tensors(self, state: dict[str, Tensor]) -> None:
         targets, changed = (state[k] for k in _STATE_KEYS)
         if targets.dim() != 2 or targets.size(1) != self.num_classes or tuple(changed.shape) != (targets.size(0),):
@@ -190,6 +158,5 @@ class ELR(EpochLoss):
         if self.num_samples is not None and targets.size(0) != self.num_samples:
             raise ValueError(f"ELR state is for {targets.size(0)} samples but this loss has "
                              f"num_samples={self.num_samples}")
-        self._targets = targets.to(self._state_device, torch.float32).clone()
-        self._changed = changed.to(self._state_device, torch.bool).clone()
+        super()._load_state_tensors(state)
         self.num_samples = targets.size(0)

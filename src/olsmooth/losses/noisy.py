@@ -15,6 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .common import EpochLoss, autocast_off
+from .registry import Option, register_loss
+
+__all__ = ["SCE_PRESETS", "Bootstrapping", "DisturbLabel", "GeneralizedCrossEntropy", "SymmetricCrossEntropy",
+           "bootstrap_loss", "disturb_label_loss", "disturb_labels", "gce_loss", "hard_bootstrap_loss", "sce_loss",
+           "soft_bootstrap_loss"]
 
 # The authors' per-dataset (alpha, beta) of symmetric cross-entropy; "mnist" covers MNIST-like sets (Fashion-MNIST).
 SCE_PRESETS: dict[str, tuple[float, float]] = {"cifar10": (0.1, 1.0), "cifar100": (6.0, 0.1), "mnist": (0.01, 1.0)}
@@ -147,6 +152,17 @@ class FunctionalLoss(EpochLoss):
         return self.function(logits, target, **self.loss_kwargs())
 
 
+_FRACTION = {"min": 0.0, "max": 1.0, "min_exclusive": True, "max_exclusive": True}
+
+
+@register_loss("sce", "symmetric cross-entropy alpha CE + beta RCE (cifar10 0.1/1, cifar100 6/0.1, mnist 0.01/1)", [
+    Option("preset", help="the authors' alpha/beta for a dataset (mnist also for Fashion-MNIST); alpha or beta given "
+           "as well override it", choices=tuple(SCE_PRESETS)),
+    Option("alpha", help="weight of the cross-entropy term", min=0.0, default_text="from the preset"),
+    Option("beta", help="weight of the reverse cross-entropy term", min=0.0, default_text="from the preset"),
+    Option("label_clip", help="the one-hot label is clipped to [label_clip, 1] in the reverse term", **_FRACTION),
+    Option("pred_clip", help="the softmax is clipped to [pred_clip, 1]", **_FRACTION),
+])
 class SymmetricCrossEntropy(FunctionalLoss):
     """Symmetric cross-entropy; `preset` picks the authors' per-dataset alpha/beta, explicit values override it."""
 
@@ -169,6 +185,10 @@ class SymmetricCrossEntropy(FunctionalLoss):
         self.pred_clip = check_fraction("pred_clip", pred_clip)
 
 
+@register_loss("gce", "generalised cross-entropy, the Lq loss (1 - p_y^q)/q, q 0.7", [
+    Option("q", help="0 < q <= 1: towards 0 cross-entropy, 1 mean absolute error", min=0.0, max=1.0,
+           min_exclusive=True),
+])
 class GeneralizedCrossEntropy(FunctionalLoss):
     """The Lq loss, (1 - p_y^q) / q, with the authors' q 0.7."""
 
@@ -180,6 +200,13 @@ class GeneralizedCrossEntropy(FunctionalLoss):
         self.q = check_fraction("q", q, high_open=False)
 
 
+@register_loss("boothard", "hard bootstrapping: target beta y + (1 - beta) onehot(argmax p), beta 0.8", [
+    Option("beta", float, 0.8, "weight of the given label; 1 - beta goes to the model's arg-max class", min=0.0,
+           max=1.0),
+], mode="hard")
+@register_loss("bootsoft", "soft bootstrapping: target beta y + (1 - beta) p, beta 0.95", [
+    Option("beta", float, 0.95, "weight of the given label; 1 - beta goes to the model's softmax", min=0.0, max=1.0),
+], mode="soft")
 class Bootstrapping(FunctionalLoss):
     """Soft (beta 0.95) or hard (beta 0.8) bootstrapping: the target blends the label with the model's guess."""
 
@@ -197,6 +224,9 @@ class Bootstrapping(FunctionalLoss):
                                    low_open=False, high_open=False)
 
 
+@register_loss("disturb", "DisturbLabel: each training label redrawn uniformly from all classes at rate 0.1", [
+    Option("rate", help="probability that a label is replaced by a uniformly drawn class", min=0.0, max=1.0),
+])
 class DisturbLabel(EpochLoss):
     """DisturbLabel: cross-entropy against labels disturbed at `rate` while the module is in training mode.
 

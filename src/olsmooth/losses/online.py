@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
 from .common import EpochLoss, autocast_off, check_input_values, target_cross_entropy
+from .registry import Option, register_loss
+
+__all__ = ["OLS_PRESETS", "OnlineLabelSmoothing", "initial_soft_labels", "ols_loss"]
 
 Init = Literal["zeros", "uniform", "ls"]
 EmptyRule = Literal["uniform", "keep"]
@@ -26,6 +28,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-fine-grained": dict(init="uniform", hard_weight=1.0, soft_weight=1.0, empty_class="uniform",
                                freeze_threshold=0.88),
 }
+
+OLS_PRESETS = PRESETS
 
 _STATE_KEYS = ("soft_labels", "accumulator", "counts", "epoch", "step", "num_updates")
 
@@ -80,6 +84,20 @@ def initial_soft_labels(num_classes: int, init: Init, eps: float = 0.1) -> Tenso
     raise ValueError(f"init must be 'zeros', 'uniform' or 'ls', got {init!r}")
 
 
+@register_loss("ols", "Online Label Smoothing (preset=paper-cifar | paper-fine-grained, or our defaults)", [
+    Option("preset", str, None, f"the paper's code path: sets {', '.join(sorted(set().union(*PRESETS.values())))}; "
+           "options given as well override it", choices=tuple(PRESETS), nullable=True),
+    Option("hard_weight", help="weight of the cross-entropy with the hard label", min=0.0),
+    Option("soft_weight", help="weight of the cross-entropy with the learned soft label", min=0.0),
+    Option("init", help="soft labels before the first update"),
+    Option("init_eps", help="eps of init=ls", min=0.0, max=1.0),
+    Option("empty_class", help="row of a class with no correct prediction in an update"),
+    Option("freeze_threshold", help="freeze rows whose maximum already reaches this (off when unset)", min=0.0,
+           max=1.0, min_exclusive=True),
+    Option("momentum", help="S <- m S + (1 - m) new at each update", min=0.0, max=1.0, max_exclusive=True),
+    Option("update_every", help="update S every N training steps instead of every epoch", min=1),
+    Option("temperature", help="softmax temperature of the accumulated statistics", min=0.0, min_exclusive=True),
+])
 class OnlineLabelSmoothing(EpochLoss):
     """Online Label Smoothing loss with exact, vectorised, distributed and resumable statistics.
 
@@ -119,11 +137,13 @@ class OnlineLabelSmoothing(EpochLoss):
         self.update_every = None if update_every is None else int(update_every)
         self.temperature = float(temperature)
         self.process_group = process_group
-        # Plain tensor attributes, not buffers: DistributedDataParallel broadcasts buffers from rank 0, which
-        # would overwrite every rank's statistics; `.half()` would also degrade them. See `_apply`.
-        self._S = initial_soft_labels(self.num_classes, init, self.init_eps)
-        self._set_accumulator(torch.zeros(self.num_classes + 1, self.num_classes))
-        self._n = torch.zeros(self.num_classes)
+        # Declared state, not buffers: DistributedDataParallel broadcasts buffers from rank 0, which would overwrite
+        # every rank's statistics; `.half()` would also degrade them. The accumulator's storage has K + 1 rows: A is
+        # its first K; the last is where the statistics put the softmax of misclassified samples (no masking pass
+        # over the batch), and is never read.
+        self.add_state("_S", initial_soft_labels(self.num_classes, init, self.init_eps))
+        self.add_state("_A_rows", torch.zeros(self.num_classes + 1, self.num_classes), reduce="sum")
+        self.add_state("_n", torch.zeros(self.num_classes), reduce="sum")
         self._scratch = torch.empty(0)  # per-call work buffer, see `_scratch_for`; not state
         self.epoch = 0
         self.step = 0
@@ -135,6 +155,11 @@ class OnlineLabelSmoothing(EpochLoss):
         if name not in PRESETS:
             raise ValueError(f"unknown OLS preset {name!r}; choose from {', '.join(PRESETS)}")
         return cls(num_classes=num_classes, **{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_options(cls, num_classes: int, preset: str | None = None, **options: Any) -> OnlineLabelSmoothing:
+        """The loss from its declared options: a preset (with overrides) or our defaults."""
+        return cls.from_preset(preset, num_classes, **options) if preset else cls(num_classes, **options)
 
     @property
     def soft_labels(self) -> Tensor:
@@ -149,39 +174,25 @@ class OnlineLabelSmoothing(EpochLoss):
         """Correct predictions per class accumulated since the last update (this process only)."""
         return self._n
 
+    def epoch_matrices(self) -> dict[str, Tensor]:
+        """The soft-label matrix S, for the run folder's per-epoch record."""
+        return {"soft_labels": self._S}
+
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, hard_weight={self.hard_weight}, soft_weight={self.soft_weight}, "
                 f"init={self.init!r}, empty_class={self.empty_class!r}, freeze_threshold={self.freeze_threshold}, "
                 f"momentum={self.momentum}, update_every={self.update_every}, temperature={self.temperature}")
 
-    # -- device handling: follow .to()/.cuda() moves but always stay float32 ---------------------------------
-    def _apply(self, fn: Any, recurse: bool = True) -> OnlineLabelSmoothing:  # type: ignore[override]
-        super()._apply(fn, recurse)
-        self._move_state(fn(torch.empty(0, device=self._S.device)).device)
-        return self
-
-    def _set_accumulator(self, rows: Tensor) -> None:
-        """Hold the (K + 1, K) accumulator storage: A is its first K rows; the last is where the statistics put
-        the softmax of misclassified samples (no masking pass over the batch), and is never read."""
-        self._A_rows = rows
-        self._A = rows[:self.num_classes]
-
-    def _move_state(self, device: torch.device) -> None:
-        if self._S.device == device:
-            return
-        try:
-            self._S, rows, self._n = (t.to(device) for t in (self._S, self._A_rows, self._n))
-            self._set_accumulator(rows)
-        except torch.OutOfMemoryError as err:
-            gib = 2 * self.num_classes ** 2 * 4 / 2**30
-            raise MemoryError(f"OnlineLabelSmoothing with {self.num_classes} classes needs {gib:.2f} GiB for its "
-                              f"two K x K float32 matrices on {device}, which does not fit") from err
+    @property
+    def _A(self) -> Tensor:
+        """The accumulator A: the first K rows of its storage (a view)."""
+        return self._A_rows[:self.num_classes]
 
     # -- the loss --------------------------------------------------------------------------------------------
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss for a batch; in training mode with gradients enabled it also accumulates the statistics."""
         target, dense = self._prepare(logits, target, values=False)
-        self._move_state(logits.device)
+        self.move_state(logits.device)
         scratch = self._scratch_for(logits)
         # with checks on, labels are clamped for the computation and checked (with the loss as the witness of
         # finite logits) in one sync before anything reaches the statistics
@@ -234,9 +245,7 @@ class OnlineLabelSmoothing(EpochLoss):
         two K x K matrices. Momentum blends a row with its previous value whenever that is a distribution (not the
         all-zero rows of init="zeros"); kept rows (empty or frozen classes) stay exactly as they were.
         """
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self._A, group=self.process_group)
-            dist.all_reduce(self._n, group=self.process_group)
+        self.reduce_state(self.process_group)
         new, old, n = self._A, self._S, self._n
         seen = (n > 0).unsqueeze(1)
         new.div_(n.clamp(min=1.0).unsqueeze(1))
@@ -265,8 +274,8 @@ class OnlineLabelSmoothing(EpochLoss):
         K = self.num_classes
         if tuple(S.shape) != (K, K):
             raise ValueError(f"OLS state is for {S.shape[0]} classes but this loss has num_classes={K}")
-        device = self._S.device
+        device = self.state_device
         self._S, accumulator, self._n = (state[k].to(device=device, dtype=torch.float32).clone()
                                          for k in ("soft_labels", "accumulator", "counts"))
-        self._set_accumulator(torch.cat([accumulator, accumulator.new_zeros(1, K)]))
+        self._A_rows = torch.cat([accumulator, accumulator.new_zeros(1, K)])
         self.epoch, self.step, self.num_updates = (int(state[k]) for k in _STATE_KEYS[3:])

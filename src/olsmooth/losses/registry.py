@@ -1,29 +1,31 @@
-"""Losses by name, each with its declared options, so recipes and the command line can pick and check them.
+"""Losses by name, each with its declared options: the one place the command line, YAML recipes, `--list-methods`,
+the docs and validation read.
 
-`build_loss("ols", num_classes=K, momentum=0.5)` checks every option against what the loss declares (name,
-type, range) and turns a constructor's ValueError into a one-line `UserInputError`.
+A loss declares itself once, in its own module, with the `register_loss` class decorator: its name, a one-line
+description and its options (name, help, range). Each option's type, default and choices come from the
+constructor's signature (a `Literal[...]` annotation gives the choices, `| None` makes it nullable), so nothing is
+restated. `build_loss("ols", num_classes=K, momentum=0.5)` checks every option against the declarations and turns a
+constructor's ValueError into a one-line `UserInputError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
+import importlib
+import inspect
 import math
+import pkgutil
 import re
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UserInputError
-from .adaptive import MaxSuppression, Schedule, ZipfLabelSmoothing
-from .common import CrossEntropy, EpochLoss
-from .correction import BackwardCorrection, ForwardCorrection
-from .elr import ELR
-from .elr import PRESETS as ELR_PRESETS
-from .noisy import SCE_PRESETS, Bootstrapping, DisturbLabel, GeneralizedCrossEntropy, SymmetricCrossEntropy
-from .online import PRESETS, EmptyRule, Init, OnlineLabelSmoothing
-from .regularised import JointOptimization, PairwiseConfusion
-from .selfkd import ClassWiseSelfKD, ProgressiveSelfKD, StoreDtype
-from .smoothing import LabelSmoothingCrossEntropy, TfKDRegularization
+
+if TYPE_CHECKING:
+    from .common import EpochLoss
 
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
                list: "a list of integers"}
@@ -35,18 +37,29 @@ def did_you_mean(word: str, known: typing.Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+class _FromSignature:
+    """The default of an Option whose default is the constructor's."""
+
+    def __repr__(self) -> str:
+        return "FROM_SIGNATURE"
+
+
+FROM_SIGNATURE: Any = _FromSignature()
+
+
 @dataclass(frozen=True)
 class Option:
     """A declared option: type, default, allowed values and help. `check` returns the value in the declared type
     or raises a one-line UserInputError naming the option, the value and what is allowed.
 
     `kind` is int, float, str, bool, dict or list (a list of integers, each within the range); `default_text` says
-    what an unset (None) default means, for --help.
+    what an unset (None) default means, for --help. A loss's option may leave `kind` and `default` out: the
+    registry takes them (and choices, and whether None is allowed) from the constructor's signature.
     """
 
     name: str
-    kind: type
-    default: Any = None
+    kind: type | None = None
+    default: Any = dataclasses.field(default_factory=lambda: FROM_SIGNATURE)
     help: str = ""
     choices: tuple[Any, ...] = ()
     min: float | None = None
@@ -146,51 +159,110 @@ def _as_kind(value: Any, kind: type, label: str) -> Any:
     raise UserInputError(f"{label} must be {_KIND_NAMES[kind]}, got {value!r}")
 
 
-LossFactory = Callable[..., EpochLoss]
-
-
 @dataclass(frozen=True)
-class _Entry:
-    factory: LossFactory
+class LossEntry:
+    """A registered loss: its class, a one-line description, its options and the constructor arguments the name
+    fixes (bootstrapping's mode)."""
+
+    cls: type
     description: str
     options: tuple[Option, ...]
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, num_classes: int, options: dict[str, Any]) -> EpochLoss:
+        """The loss from already checked options, through the class's `from_options`."""
+        return self.cls.from_options(num_classes, **dict(self.fixed), **options)
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: dict[str, LossEntry] = {}
 
-# Every loss of the toolkit derives from EpochLoss and so takes this option.
-CHECK_INPUTS = Option("check_inputs", bool, True, "check shapes, label range and finite logits on every call")
+# Every loss of the toolkit derives from EpochLoss and so takes this option; the registry adds it to each.
+CHECK_INPUTS = Option("check_inputs", help="check shapes, label range and finite logits on every call")
 
 
-def register_loss(name: str, description: str,
-                  options: typing.Sequence[Option] = ()) -> Callable[[LossFactory], LossFactory]:
-    """Decorator: make a factory `fn(num_classes, **options) -> EpochLoss` available by name with its options."""
-    def wrap(fn: LossFactory) -> LossFactory:
-        _REGISTRY[name] = _Entry(fn, description, tuple(options))
-        return fn
+def register_loss(name: str, description: str, options: typing.Sequence[Option] = (),
+                  **fixed: Any) -> Callable[[type], type]:
+    """Class decorator: make an EpochLoss available by name with its declared options, in the order given, plus
+    `check_inputs`. An option's type, default and choices come from the constructor's signature unless given;
+    `fixed` are constructor arguments the name sets (not options)."""
+    def wrap(cls: type) -> type:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"loss name {name!r} is registered twice ({_REGISTRY[name].cls.__name__}, {cls.__name__})")
+        declared = tuple(_from_signature(cls, option) for option in (*options, CHECK_INPUTS))
+        _REGISTRY[name] = LossEntry(cls, description, declared, tuple(fixed.items()))
+        return cls
     return wrap
+
+
+def _from_signature(cls: type, option: Option) -> Option:
+    """`option` with what it leaves out (type, default, choices, nullable) read from `cls.__init__`."""
+    parameter = inspect.signature(cls.__init__).parameters.get(option.name)
+    if option.kind is not None and option.default is not FROM_SIGNATURE:
+        return option
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise TypeError(f"{cls.__name__} declares option {option.name!r}, which its constructor does not take "
+                        f"with a default: give its kind and default")
+    hint = typing.get_type_hints(cls.__init__)[option.name]
+    args = typing.get_args(hint)
+    nullable = type(None) in args
+    if nullable:
+        hint = next(a for a in args if a is not type(None))
+    choices = option.choices
+    if typing.get_origin(hint) is typing.Literal:
+        choices = choices or typing.get_args(hint)
+        hint = type(choices[0])
+    default = parameter.default if option.default is FROM_SIGNATURE else option.default
+    kind = option.kind or typing.get_origin(hint) or hint
+    return dataclasses.replace(option, kind=kind, default=default, choices=choices,
+                               nullable=option.nullable or nullable)
+
+
+def check_declared(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments of a registered class checked against its declared options (the rule the command line
+    and recipes are checked with), in the declared types; a UserInputError (a ValueError) names a bad one."""
+    entry = next((e for e in _REGISTRY.values() if e.cls is cls), None)
+    if entry is None:
+        raise TypeError(f"{cls.__name__} is not a registered loss")
+    declared = {option.name: option for option in entry.options}
+    return {key: declared[key].check(value, f"{cls.__name__} option {key}") for key, value in values.items()}
+
+
+@functools.cache
+def _import_loss_modules() -> None:
+    """Import every module of the losses package once: each registers its own losses."""
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{__package__}.{module.name}")
+
+
+def _registered() -> dict[str, LossEntry]:
+    """The registry, every module of the losses package imported."""
+    _import_loss_modules()
+    return _REGISTRY
 
 
 def list_losses() -> dict[str, str]:
     """Registered loss names with a one-line description each."""
-    return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
+    return {name: entry.description for name, entry in sorted(_registered().items())}
 
 
-def _entry(name: Any) -> _Entry:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        hint = did_you_mean(name, _REGISTRY) if isinstance(name, str) else ""
-        raise UserInputError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}{hint}")
-    return _REGISTRY[name]
+def loss_entry(name: Any) -> LossEntry:
+    """The registration of a loss name; an unknown one is a UserInputError that lists the names."""
+    registry = _registered()
+    if not isinstance(name, str) or name not in registry:
+        hint = did_you_mean(name, registry) if isinstance(name, str) else ""
+        raise UserInputError(f"unknown method {name!r}; available: {', '.join(sorted(registry))}{hint}")
+    return registry[name]
 
 
 def loss_options(name: str) -> tuple[Option, ...]:
     """The options a registered loss declares, in the order it lists them."""
-    return _entry(name).options
+    return loss_entry(name).options
 
 
 def validate_loss_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The options checked against the loss's declarations (names, types, ranges) and in their declared types."""
-    declared = {option.name: option for option in _entry(name).options}
+    declared = {option.name: option for option in loss_entry(name).options}
     checked = {}
     for key, value in options.items():
         if key not in declared:
@@ -204,210 +276,9 @@ def build_loss(name: str, num_classes: int, **options: Any) -> EpochLoss:
     """Build a registered loss; unknown names, unknown options and values the loss refuses are user errors."""
     checked = validate_loss_options(name, options)
     try:
-        return _entry(name).factory(num_classes, **checked)
+        return loss_entry(name).build(num_classes, checked)
     except UserInputError:
         raise
     except ValueError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"method {name}: {reason}") from err
-
-
-@register_loss("ce", "cross-entropy with hard labels", [CHECK_INPUTS])
-def _ce(num_classes: int, **options: Any) -> EpochLoss:
-    return CrossEntropy(num_classes, **options)
-
-
-@register_loss("ls", "label smoothing (eps/K convention, eps 0.1 by default)", [
-    Option("eps", float, 0.1, "smoothing: 1 - eps + eps/K on the label, eps/K elsewhere", min=0.0, max=1.0),
-    CHECK_INPUTS,
-])
-def _ls(num_classes: int, **options: Any) -> EpochLoss:
-    return LabelSmoothingCrossEntropy(num_classes, **options)
-
-
-@register_loss("ols", "Online Label Smoothing (preset=paper-cifar | paper-fine-grained, or our defaults)", [
-    Option("preset", str, None, f"the paper's code path: sets {', '.join(sorted(set().union(*PRESETS.values())))}"
-           "; options given as well override it", choices=tuple(PRESETS), nullable=True),
-    Option("hard_weight", float, 0.5, "weight of the cross-entropy with the hard label", min=0.0),
-    Option("soft_weight", float, 0.5, "weight of the cross-entropy with the learned soft label", min=0.0),
-    Option("init", str, "ls", "soft labels before the first update", choices=typing.get_args(Init)),
-    Option("init_eps", float, 0.1, "eps of init=ls", min=0.0, max=1.0),
-    Option("empty_class", str, "keep", "row of a class with no correct prediction in an update",
-           choices=typing.get_args(EmptyRule)),
-    Option("freeze_threshold", float, None, "freeze rows whose maximum already reaches this (off when unset)",
-           min=0.0, max=1.0, min_exclusive=True, nullable=True),
-    Option("momentum", float, 0.0, "S <- m S + (1 - m) new at each update", min=0.0, max=1.0, max_exclusive=True),
-    Option("update_every", int, None, "update S every N training steps instead of every epoch", min=1,
-           nullable=True),
-    Option("temperature", float, 1.0, "softmax temperature of the accumulated statistics", min=0.0,
-           min_exclusive=True),
-    CHECK_INPUTS,
-])
-def _ols(num_classes: int, preset: str | None = None, **options: Any) -> EpochLoss:
-    if preset:
-        return OnlineLabelSmoothing.from_preset(preset, num_classes, **options)
-    return OnlineLabelSmoothing(num_classes, **options)
-
-
-@register_loss("tfkd", "Tf-KD regulariser: virtual teacher 0.99, alpha 0.95, temperature 6", [
-    Option("correct_prob", float, 0.99, "the virtual teacher's probability of the label", min=0.0, max=1.0,
-           min_exclusive=True, max_exclusive=True),
-    Option("alpha", float, 0.95, "weight of the KL term; 1 - alpha goes to the cross-entropy", min=0.0, max=1.0),
-    Option("temperature", float, 6.0, "softens the teacher (the paper: 6 for ResNet-50, 40 for MobileNetV2)",
-           min=0.0, min_exclusive=True),
-    Option("multiplier", float, 1.0, "extra factor on the KL term", min=0.0),
-    Option("kl_reduction", str, "mean", "mean over all B*K elements (the released code) or per sample",
-           choices=("mean", "batchmean")),
-    CHECK_INPUTS,
-])
-def _tfkd(num_classes: int, **options: Any) -> EpochLoss:
-    return TfKDRegularization(num_classes, **options)
-
-
-@register_loss("cskd", "class-wise self-KD: KL to a same-class sample's prediction, T 4, weight 1 (3 fine-grained)", [
-    Option("temperature", float, 4.0, "softens both predictions; the KL is multiplied by T^2", min=0.0,
-           min_exclusive=True),
-    Option("weight", float, 1.0, "weight of the KL term (the authors' lambda: 1 on CIFAR, 3 on fine-grained sets)",
-           min=0.0),
-    CHECK_INPUTS,
-])
-def _cskd(num_classes: int, **options: Any) -> EpochLoss:
-    return ClassWiseSelfKD(num_classes, **options)
-
-
-@register_loss("pskd", "progressive self-KD: target (1 - a_t) onehot + a_t p_prev, a_t = 0.8 (epoch + 1) / E", [
-    Option("alpha", float, 0.8, "a_t at the last epoch (the authors' alpha_T)", min=0.0, max=1.0),
-    Option("store_dtype", str, "float32", "precision of the N x K store of last predictions (4 or 2 bytes each)",
-           choices=typing.get_args(StoreDtype)),
-    CHECK_INPUTS,
-])
-def _pskd(num_classes: int, **options: Any) -> EpochLoss:
-    return ProgressiveSelfKD(num_classes, **options)
-
-
-@register_loss("zipf", "Zipf's label smoothing: CE + 0.1 KL(rank^-1 prior || non-target softmax)", [
-    Option("weight", float, 0.1, "weight of the KL term (the authors: 0.1 on CIFAR-100 and ImageNet, 1 on "
-           "TinyImageNet and iNaturalist)", min=0.0),
-    Option("power", float, 1.0, "the prior over non-target classes is rank^-power", min=0.0),
-    Option("correct_only", bool, False, "average the KL over correctly predicted samples only (the authors' --mask)"),
-    CHECK_INPUTS,
-])
-def _zipf(num_classes: int, **options: Any) -> EpochLoss:
-    return ZipfLabelSmoothing(num_classes, **options)
-
-
-@register_loss("maxsup", "max suppression: CE + lambda (z_max - mean z), lambda 0.1 to 0.2 over training", [
-    Option("lambda_start", float, 0.1, "lambda in the first epoch (or step)", min=0.0),
-    Option("lambda_end", float, 0.2, "lambda in the last epoch (or step)", min=0.0),
-    Option("schedule", str, "epoch", "lambda rises per epoch (the authors' code) or per training step",
-           choices=typing.get_args(Schedule)),
-    CHECK_INPUTS,
-])
-def _maxsup(num_classes: int, **options: Any) -> EpochLoss:
-    return MaxSuppression(num_classes, **options)
-
-
-_CORRECTION_OPTIONS = [
-    Option("transition", str, "known", "the matrix T[i, j] = P(noisy j | clean i): known (the realised one of the "
-           "run's --noise), estimate (anchor points of a cross-entropy model's softmax on the training data), or "
-           "the path of a .npy / .json K x K file"),
-    Option("estimate_percentile", float, 97.0, "with transition=estimate, the anchor of class i is the most "
-           "confident sample below this percentile of p(i|x); none takes the most confident one (the authors' "
-           "CIFAR-100 setting)", min=0.0, max=100.0, nullable=True),
-    CHECK_INPUTS,
-]
-
-
-@register_loss("forward", "forward loss correction: cross-entropy of p T (Patrini et al. 2017)", _CORRECTION_OPTIONS)
-def _forward(num_classes: int, **options: Any) -> EpochLoss:
-    return ForwardCorrection(num_classes, **options)
-
-
-@register_loss("backward", "backward loss correction: T^-1 times the per-class losses (Patrini et al. 2017)",
-               _CORRECTION_OPTIONS)
-def _backward(num_classes: int, **options: Any) -> EpochLoss:
-    return BackwardCorrection(num_classes, **options)
-
-
-@register_loss("elr", "early-learning regularisation, per-sample target EMA (cifar10 beta/lam 0.7/3, cifar100 0.9/7)", [
-    Option("preset", str, "cifar10", "the authors' beta and lam for a dataset; beta or lam given as well override it",
-           choices=tuple(ELR_PRESETS)),
-    Option("beta", float, None, "momentum of the per-sample target: t <- beta t + (1 - beta) p", min=0.0, max=1.0,
-           max_exclusive=True, nullable=True, default_text="from the preset"),
-    Option("lam", float, None, "weight of the regulariser lam * mean log(1 - <p, t>)", min=0.0, nullable=True,
-           default_text="from the preset"),
-    CHECK_INPUTS,
-])
-def _elr(num_classes: int, **options: Any) -> EpochLoss:
-    return ELR(num_classes, **options)
-
-
-_FRACTION = {"min": 0.0, "max": 1.0, "min_exclusive": True, "max_exclusive": True}
-
-
-@register_loss("sce", "symmetric cross-entropy alpha CE + beta RCE (cifar10 0.1/1, cifar100 6/0.1, mnist 0.01/1)", [
-    Option("preset", str, "cifar10", "the authors' alpha/beta for a dataset (mnist also for Fashion-MNIST); "
-           "alpha or beta given as well override it", choices=tuple(SCE_PRESETS)),
-    Option("alpha", float, None, "weight of the cross-entropy term", min=0.0, nullable=True,
-           default_text="from the preset"),
-    Option("beta", float, None, "weight of the reverse cross-entropy term", min=0.0, nullable=True,
-           default_text="from the preset"),
-    Option("label_clip", float, 1e-4, "the one-hot label is clipped to [label_clip, 1] in the reverse term",
-           **_FRACTION),
-    Option("pred_clip", float, 1e-7, "the softmax is clipped to [pred_clip, 1]", **_FRACTION),
-    CHECK_INPUTS,
-])
-def _sce(num_classes: int, **options: Any) -> EpochLoss:
-    return SymmetricCrossEntropy(num_classes, **options)
-
-
-@register_loss("gce", "generalised cross-entropy, the Lq loss (1 - p_y^q)/q, q 0.7", [
-    Option("q", float, 0.7, "0 < q <= 1: towards 0 cross-entropy, 1 mean absolute error", min=0.0, max=1.0,
-           min_exclusive=True),
-    CHECK_INPUTS,
-])
-def _gce(num_classes: int, **options: Any) -> EpochLoss:
-    return GeneralizedCrossEntropy(num_classes, **options)
-
-
-@register_loss("bootsoft", "soft bootstrapping: target beta y + (1 - beta) p, beta 0.95", [
-    Option("beta", float, 0.95, "weight of the given label; 1 - beta goes to the model's softmax", min=0.0, max=1.0),
-    CHECK_INPUTS,
-])
-def _bootsoft(num_classes: int, **options: Any) -> EpochLoss:
-    return Bootstrapping(num_classes, mode="soft", **options)
-
-
-@register_loss("boothard", "hard bootstrapping: target beta y + (1 - beta) onehot(argmax p), beta 0.8", [
-    Option("beta", float, 0.8, "weight of the given label; 1 - beta goes to the model's arg-max class", min=0.0,
-           max=1.0),
-    CHECK_INPUTS,
-])
-def _boothard(num_classes: int, **options: Any) -> EpochLoss:
-    return Bootstrapping(num_classes, mode="hard", **options)
-
-
-@register_loss("disturb", "DisturbLabel: each training label redrawn uniformly from all classes at rate 0.1", [
-    Option("rate", float, 0.1, "probability that a label is replaced by a uniformly drawn class", min=0.0, max=1.0),
-    CHECK_INPUTS,
-])
-def _disturb(num_classes: int, **options: Any) -> EpochLoss:
-    return DisturbLabel(num_classes, **options)
-
-
-@register_loss("jo", "joint optimisation's loss: CE + 1.2 KL(uniform || batch mean p) + 0.8 entropy", [
-    Option("alpha", float, 1.2, "weight of the prior term KL(prior || mean prediction of the batch)", min=0.0),
-    Option("beta", float, 0.8, "weight of the mean entropy of the predictions", min=0.0),
-    CHECK_INPUTS,
-])
-def _jo(num_classes: int, **options: Any) -> EpochLoss:
-    return JointOptimization(num_classes, **options)
-
-
-@register_loss("pc", "pairwise confusion: CE + 10 x the distance of paired softmax outputs, from start_epoch on", [
-    Option("lam", float, 10.0, "weight of the pairwise confusion term", min=0.0),
-    Option("start_epoch", int, 0, "epochs of plain cross-entropy before the term is switched on", min=0),
-    CHECK_INPUTS,
-])
-def _pc(num_classes: int, **options: Any) -> EpochLoss:
-    return PairwiseConfusion(num_classes, **options)

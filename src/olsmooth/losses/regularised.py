@@ -11,6 +11,9 @@ from torch import Tensor
 
 from .common import EpochLoss, autocast_off
 from .noisy import FunctionalLoss, float_cross_entropy, float_log_softmax, log_prob_cross_entropy
+from .registry import Option, register_loss
+
+__all__ = ["JointOptimization", "PairwiseConfusion", "jo_loss", "pairwise_confusion", "pairwise_confusion_loss"]
 
 
 def jo_loss(logits: Tensor, target: Tensor, alpha: float = 1.2, beta: float = 0.8,
@@ -51,6 +54,10 @@ def _non_negative(name: str, value: float) -> float:
     return float(value)
 
 
+@register_loss("jo", "joint optimisation's loss: CE + 1.2 KL(uniform || batch mean p) + 0.8 entropy", [
+    Option("alpha", help="weight of the prior term KL(prior || mean prediction of the batch)", min=0.0),
+    Option("beta", help="weight of the mean entropy of the predictions", min=0.0),
+])
 class JointOptimization(FunctionalLoss):
     """Joint optimisation's regularised loss (the network step; the label-update step is not part of a loss)."""
 
@@ -72,6 +79,10 @@ class JointOptimization(FunctionalLoss):
         return {**super().loss_kwargs(), "prior": self.prior}
 
 
+@register_loss("pc", "pairwise confusion: CE + 10 x the distance of paired softmax outputs, from start_epoch on", [
+    Option("lam", help="weight of the pairwise confusion term", min=0.0),
+    Option("start_epoch", help="epochs of plain cross-entropy before the term is switched on", min=0),
+])
 class PairwiseConfusion(EpochLoss):
     """Cross-entropy plus lam times the pairwise confusion of the batch's halves, from epoch `start_epoch` on.
 

@@ -14,6 +14,10 @@ from torch import Tensor
 from .adaptive import at_least_float32, class_indices_only
 from .common import EpochLoss, TrainingRun, autocast_off, target_cross_entropy
 from .per_sample import checked_sample_index, distributed, share_written_rows
+from .registry import Option, register_loss
+
+__all__ = ["ClassWiseSelfKD", "ProgressiveSelfKD", "class_pair_kd_loss", "progressive_alpha", "pskd_loss",
+           "pskd_targets"]
 
 StoreDtype = Literal["float32", "float16"]
 
@@ -38,6 +42,10 @@ def class_pair_kd_loss(logits: Tensor, target: Tensor, temperature: float = 4.0,
         return F.cross_entropy(anchors, target[:n]) + weight * temperature ** 2 * kl
 
 
+@register_loss("cskd", "class-wise self-KD: KL to a same-class sample's prediction, T 4, weight 1 (3 fine-grained)", [
+    Option("temperature", help="softens both predictions; the KL is multiplied by T^2", min=0.0, min_exclusive=True),
+    Option("weight", help="weight of the KL term (the authors' lambda: 1 on CIFAR, 3 on fine-grained sets)", min=0.0),
+])
 class ClassWiseSelfKD(EpochLoss):
     """Class-wise self-knowledge distillation (CS-KD): each anchor is pulled towards the softened prediction on
     another sample of its class. Defaults as the authors' code: T = 4, weight (their lambda) 1; they use 3 on the
@@ -90,6 +98,10 @@ def pskd_loss(logits: Tensor, target: Tensor, previous: Tensor, alpha_t: float) 
         return target_cross_entropy(z, pskd_targets(target, previous, alpha_t, z.dtype))[0]
 
 
+@register_loss("pskd", "progressive self-KD: target (1 - a_t) onehot + a_t p_prev, a_t = 0.8 (epoch + 1) / E", [
+    Option("alpha", help="a_t at the last epoch (the authors' alpha_T)", min=0.0, max=1.0),
+    Option("store_dtype", help="precision of the N x K store of last predictions (4 or 2 bytes each)"),
+])
 class ProgressiveSelfKD(EpochLoss):
     """Progressive self-knowledge distillation (PS-KD): the target of sample i in epoch t (0-based, of E) is
     (1 - a_t) onehot(y_i) + a_t p_i, with p_i the sample's softmax when it was last trained on (the previous
@@ -115,12 +127,11 @@ class ProgressiveSelfKD(EpochLoss):
         self.process_group = process_group
         self.epochs: int | None = None
         self.epoch = 0
-        # Plain tensor attributes, not buffers: DistributedDataParallel broadcasts buffers from rank 0, which would
-        # overwrite the rows the other processes wrote. `_apply` moves them with the module.
-        self._device = torch.device("cpu")
-        self._predictions = torch.empty(0, num_classes, dtype=getattr(torch, store_dtype))
-        self._seen = torch.zeros(0, dtype=torch.bool)  # a prediction was stored in an earlier epoch
-        self._written = torch.zeros(0, dtype=torch.bool)  # written in this epoch by this process
+        # Declared state, not buffers: DistributedDataParallel broadcasts buffers from rank 0, which would overwrite
+        # the rows the other processes wrote. Saved in the module's extra state (see get_extra_state).
+        self.add_state("_predictions", torch.empty(0, num_classes, dtype=getattr(torch, store_dtype)), persistent=False)
+        self.add_state("_seen", torch.zeros(0, dtype=torch.bool), persistent=False)  # stored in an earlier epoch
+        self.add_state("_written", torch.zeros(0, dtype=torch.bool), persistent=False)  # this epoch, this process
 
     @property
     def num_samples(self) -> int:
@@ -155,22 +166,13 @@ class ProgressiveSelfKD(EpochLoss):
     def _allocate(self, num_samples: int) -> None:
         shape = (num_samples, self.num_classes)
         try:
-            self._predictions = torch.zeros(shape, dtype=getattr(torch, self.store_dtype), device=self._device)
+            self._predictions = torch.zeros(shape, dtype=getattr(torch, self.store_dtype), device=self.state_device)
         except torch.OutOfMemoryError as err:
             gib = num_samples * self.num_classes * self._predictions.element_size() / 2**30
-            raise MemoryError(f"pskd needs {gib:.2f} GiB on {self._device} for its {num_samples} x "
+            raise MemoryError(f"pskd needs {gib:.2f} GiB on {self.state_device} for its {num_samples} x "
                               f"{self.num_classes} prediction store (store_dtype='float16' halves it)") from err
-        self._seen = torch.zeros(num_samples, dtype=torch.bool, device=self._device)
+        self._seen = torch.zeros(num_samples, dtype=torch.bool, device=self.state_device)
         self._written = torch.zeros_like(self._seen)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> ProgressiveSelfKD:  # type: ignore[override]
-        super()._apply(fn, recurse)
-        device = fn(torch.empty(0, device=self._device)).device
-        if device != self._device:
-            self._device = device
-            self._predictions, self._seen, self._written = (
-                t.to(device) for t in (self._predictions, self._seen, self._written))
-        return self
 
     def previous(self, index: Tensor, target: Tensor) -> Tensor:
         """The stored predictions of the samples `index`, float32; one-hot rows for samples with none yet."""
@@ -182,13 +184,13 @@ class ProgressiveSelfKD(EpochLoss):
         class_indices_only(target, "pskd", "the loss sees the mixed target, not the prediction of each mixed sample")
         target, _ = self._prepare(logits, target)
         alpha_t = self.alpha_t
-        index = checked_sample_index(index, target.size(0), self.num_samples, self.check_inputs).to(self._device)
+        index = checked_sample_index(index, target.size(0), self.num_samples, self.check_inputs).to(self.state_device)
         with autocast_off(logits.device.type):
             z = at_least_float32(logits)
-            previous = self.previous(index, target.to(self._device)).to(logits.device)
+            previous = self.previous(index, target.to(self.state_device)).to(logits.device)
             loss, probs, _ = target_cross_entropy(z, pskd_targets(target, previous, alpha_t, z.dtype))
         if self.training and torch.is_grad_enabled():
-            self._predictions[index] = probs.to(self._device, self._predictions.dtype)
+            self._predictions[index] = probs.to(self.state_device, self._predictions.dtype)
             self._written[index] = True
         return loss
 
@@ -213,6 +215,6 @@ class ProgressiveSelfKD(EpochLoss):
         if self.num_samples and predictions.size(0) != self.num_samples:
             raise ValueError(f"pskd state is for {predictions.size(0)} samples but this loss is bound to "
                              f"{self.num_samples}")
-        self._predictions = predictions.to(self._device, getattr(torch, self.store_dtype)).clone()
-        self._seen, self._written = (state[k].to(self._device, torch.bool).clone() for k in ("seen", "written"))
+        self._predictions = predictions.to(self.state_device, getattr(torch, self.store_dtype)).clone()
+        self._seen, self._written = (state[k].to(self.state_device, torch.bool).clone() for k in ("seen", "written"))
         self.epoch = int(state["epoch"])

@@ -7,6 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .common import EpochLoss, cross_entropy_from_log_probs, float32_log_softmax, soft_cross_entropy
+from .registry import Option, register_loss
+
+__all__ = ["LabelSmoothingCrossEntropy", "TfKDRegularization", "label_smoothing_cross_entropy", "tfkd_loss",
+           "tfkd_teacher"]
 
 
 def label_smoothing_cross_entropy(logits: Tensor, target: Tensor, eps: float = 0.1) -> Tensor:
@@ -19,6 +23,9 @@ def label_smoothing_cross_entropy(logits: Tensor, target: Tensor, eps: float = 0
             eps * soft_cross_entropy(log_probs, torch.full_like(log_probs, 1.0 / num_classes))
 
 
+@register_loss("ls", "label smoothing (eps/K convention, eps 0.1 by default)", [
+    Option("eps", help="smoothing: 1 - eps + eps/K on the label, eps/K elsewhere", min=0.0, max=1.0),
+])
 class LabelSmoothingCrossEntropy(EpochLoss):
     """Label smoothing: the target puts 1 - eps + eps/K on the label and eps/K on every other class."""
 
@@ -63,6 +70,16 @@ def tfkd_loss(logits: Tensor, target: Tensor, correct_prob: float = 0.99, alpha:
         return (1.0 - alpha) * cross_entropy_from_log_probs(log_probs, target) + alpha * multiplier * kl
 
 
+@register_loss("tfkd", "Tf-KD regulariser: virtual teacher 0.99, alpha 0.95, temperature 6", [
+    Option("correct_prob", help="the virtual teacher's probability of the label", min=0.0, max=1.0,
+           min_exclusive=True, max_exclusive=True),
+    Option("alpha", help="weight of the KL term; 1 - alpha goes to the cross-entropy", min=0.0, max=1.0),
+    Option("temperature", help="softens the teacher (the paper: 6 for ResNet-50, 40 for MobileNetV2)", min=0.0,
+           min_exclusive=True),
+    Option("multiplier", help="extra factor on the KL term", min=0.0),
+    Option("kl_reduction", help="mean over all B*K elements (the released code) or per sample",
+           choices=("mean", "batchmean")),
+])
 class TfKDRegularization(EpochLoss):
     """Teacher-free knowledge distillation with a hand-made virtual teacher (the paper's Tf-KD baseline).
 

@@ -15,10 +15,9 @@ from ..formats.annotations import load_mat, lookup, parse_int, read_lines, read_
 from ..formats.list_file import parse_list
 from ..paths import require_root
 from ..samples import Samples, SplitSamples, class_name_from_folder, labelled_split, names_from_folders
-from ..spec import BuildOptions, DatasetBundle, DatasetSpec
+from ..spec import SPLITS, BuildOptions, DatasetBundle, DatasetSpec
 from ..transforms import fine_grained_preset
 
-SPLITS = ("paper", "official")
 DEFAULTS = dict(model="resnet50", epochs=100, batch_size=64, lr=0.01, weight_decay=1e-4)
 
 
