@@ -3,6 +3,7 @@
 Row c of the K x K matrix S is the soft label of class c. During an epoch the model is supervised with S while
 the statistics for the next S accumulate: for each training sample predicted correctly, its float32 softmax is
 added to A[y] and 1 to n[y]. At `next_epoch()` (after summing A and n over all processes) S[c] = A[c] / n[c].
+With `top_k=m` S and the statistics are kept sparse, in memory linear in K (see `topk.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .common import EpochLoss, autocast_off, check_input_values, target_cross_entropy
+from .topk import TopKSoftLabels
 
 Init = Literal["zeros", "uniform", "ls"]
 EmptyRule = Literal["uniform", "keep"]
@@ -91,13 +93,18 @@ class OnlineLabelSmoothing(EpochLoss):
     A sample counts as correct when the first index of its float32 softmax maximum is its label (`argmax`, as
     `torch.max(p, 1)` in the authors' code): under a tie only the first tied class counts, so an all-zero
     (zero-initialised) head counts only the samples of class 0.
+
+    `top_k=m` (for large K) keeps each row's m largest entries and its remaining mass, spread uniformly over its
+    other classes, and the statistics in a store of `candidates` (default 2m) columns per class: memory linear in
+    K, exact for m >= K; the method card states the error bound otherwise.
     """
 
     def __init__(self, num_classes: int, hard_weight: float = 0.5, soft_weight: float = 0.5,
                  init: Init = "ls", init_eps: float = 0.1, empty_class: EmptyRule = "keep",
                  freeze_threshold: float | None = None, momentum: float = 0.0,
                  update_every: int | None = None, temperature: float = 1.0,
-                 check_inputs: bool = True, process_group: Any = None) -> None:
+                 check_inputs: bool = True, process_group: Any = None, top_k: int | None = None,
+                 candidates: int | None = None) -> None:
         super().__init__(num_classes, check_inputs)
         if empty_class not in ("uniform", "keep"):
             raise ValueError(f"empty_class must be 'uniform' or 'keep', got {empty_class!r}")
@@ -109,6 +116,8 @@ class OnlineLabelSmoothing(EpochLoss):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if freeze_threshold is not None and not 0.0 < freeze_threshold <= 1.0:
             raise ValueError(f"freeze_threshold must lie in (0, 1], got {freeze_threshold}")
+        if candidates is not None and top_k is None:
+            raise ValueError("candidates sizes the top-k statistics: it needs top_k")
         self.hard_weight = float(hard_weight)
         self.soft_weight = float(soft_weight)
         self.init = init
@@ -121,9 +130,12 @@ class OnlineLabelSmoothing(EpochLoss):
         self.process_group = process_group
         # Plain tensor attributes, not buffers: DistributedDataParallel broadcasts buffers from rank 0, which
         # would overwrite every rank's statistics; `.half()` would also degrade them. See `_apply`.
-        self._S = initial_soft_labels(self.num_classes, init, self.init_eps)
-        self._set_accumulator(torch.zeros(self.num_classes + 1, self.num_classes))
-        self._n = torch.zeros(self.num_classes)
+        self._topk = None if top_k is None else TopKSoftLabels(self.num_classes, top_k, candidates, init,
+                                                                 self.init_eps)
+        if self._topk is None:
+            self._S = initial_soft_labels(self.num_classes, init, self.init_eps)
+            self._set_accumulator(torch.zeros(self.num_classes + 1, self.num_classes))
+            self._n = torch.zeros(self.num_classes)
         self._scratch = torch.empty(0)  # per-call work buffer, see `_scratch_for`; not state
         self.epoch = 0
         self.step = 0
@@ -140,24 +152,39 @@ class OnlineLabelSmoothing(EpochLoss):
     def soft_labels(self) -> Tensor:
         """The current (K, K) float32 matrix; row c is the soft label of class c.
 
-        The live tensor, overwritten in place by the next update: read it, or `.clone()` it to keep it.
+        The live tensor, overwritten in place by the next update: read it, or `.clone()` it to keep it. With
+        `top_k`, a dense copy built on each read (for K up to 4096; else a ValueError: read `sparse_soft_labels`).
         """
-        return self._S
+        return self._S if self._topk is None else self._topk.dense()
+
+    @property
+    def sparse_soft_labels(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """With `top_k`: S as (index (K, m) int32, -1 for an empty slot; value (K, m); residual (K,)), row c being
+        value at index plus residual / (K - used slots) elsewhere; None for a dense S."""
+        return None if self._topk is None else (self._topk.index, self._topk.value, self._topk.residual)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by S and the statistics (work buffers aside): 8 K^2 dense, linear in K with `top_k`."""
+        if self._topk is not None:
+            return self._topk.nbytes()
+        return sum(t.nbytes for t in (self._S, self._A_rows, self._n))
 
     @property
     def counts(self) -> Tensor:
         """Correct predictions per class accumulated since the last update (this process only)."""
-        return self._n
+        return self._n if self._topk is None else self._topk.counts
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, hard_weight={self.hard_weight}, soft_weight={self.soft_weight}, "
                 f"init={self.init!r}, empty_class={self.empty_class!r}, freeze_threshold={self.freeze_threshold}, "
-                f"momentum={self.momentum}, update_every={self.update_every}, temperature={self.temperature}")
+                f"momentum={self.momentum}, update_every={self.update_every}, temperature={self.temperature}"
+                + ("" if self._topk is None else f", top_k={self._topk.top_k}, candidates={self._topk.candidates}"))
 
     # -- device handling: follow .to()/.cuda() moves but always stay float32 ---------------------------------
     def _apply(self, fn: Any, recurse: bool = True) -> OnlineLabelSmoothing:  # type: ignore[override]
         super()._apply(fn, recurse)
-        self._move_state(fn(torch.empty(0, device=self._S.device)).device)
+        self._move_state(fn(torch.empty(0, device=self.counts.device)).device)
         return self
 
     def _set_accumulator(self, rows: Tensor) -> None:
@@ -167,6 +194,9 @@ class OnlineLabelSmoothing(EpochLoss):
         self._A = rows[:self.num_classes]
 
     def _move_state(self, device: torch.device) -> None:
+        if self._topk is not None:
+            self._topk.to(device)
+            return
         if self._S.device == device:
             return
         try:
@@ -187,8 +217,12 @@ class OnlineLabelSmoothing(EpochLoss):
         # finite logits) in one sync before anything reaches the statistics
         rows = target.clamp(0, self.num_classes - 1) if self.check_inputs and not dense else target
         counting = self.training and torch.is_grad_enabled()
-        loss, probs, top1 = ols_loss_and_probs(logits, rows, self._S, self.hard_weight, self.soft_weight, scratch,
-                                               top1=counting)
+        if self._topk is None:
+            loss, probs, top1 = ols_loss_and_probs(logits, rows, self._S, self.hard_weight, self.soft_weight,
+                                                   scratch, top1=counting)
+        else:
+            loss, probs, top1 = self._topk.loss_and_probs(logits, rows, self.hard_weight, self.soft_weight, scratch,
+                                                          top1=counting)
         if self.check_inputs:
             check_input_values(loss, target, self.num_classes)
         if counting:
@@ -214,6 +248,9 @@ class OnlineLabelSmoothing(EpochLoss):
         label: under a tie only the first tied class counts. `probs` is the loss's softmax; a statistics temperature
         changes what is added, not which samples count.
         """
+        if self._topk is not None:
+            self._topk.accumulate(logits, probs, top1, labels, self.temperature)
+            return
         correct = top1 == labels
         if self.temperature != 1.0:
             probs = torch.softmax(logits.float() / self.temperature, dim=1)
@@ -234,6 +271,12 @@ class OnlineLabelSmoothing(EpochLoss):
         two K x K matrices. Momentum blends a row with its previous value whenever that is a distribution (not the
         all-zero rows of init="zeros"); kept rows (empty or frozen classes) stay exactly as they were.
         """
+        if self._topk is not None:
+            if dist.is_available() and dist.is_initialized():
+                self._topk.reduce(self.process_group)
+            self._topk.update(self.empty_class, self.freeze_threshold, self.momentum)
+            self.num_updates += 1
+            return
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self._A, group=self.process_group)
             dist.all_reduce(self._n, group=self.process_group)
@@ -256,11 +299,17 @@ class OnlineLabelSmoothing(EpochLoss):
 
     # -- state -----------------------------------------------------------------------------------------------
     def _state_tensors(self) -> dict[str, Tensor]:
-        counters = (self.epoch, self.step, self.num_updates)
-        values = (self._S, self._A, self._n, *(torch.tensor(c, dtype=torch.int64) for c in counters))
-        return dict(zip(_STATE_KEYS, values))
+        counters = {k: torch.tensor(c, dtype=torch.int64)
+                    for k, c in zip(_STATE_KEYS[3:], (self.epoch, self.step, self.num_updates))}
+        if self._topk is not None:
+            return {**self._topk.state_tensors(), **counters}
+        return {**dict(zip(_STATE_KEYS, (self._S, self._A, self._n))), **counters}
 
     def _load_state_tensors(self, state: dict[str, Tensor]) -> None:
+        if self._topk is not None:
+            self._topk.load_state_tensors(state)
+            self.epoch, self.step, self.num_updates = (int(state[k]) for k in _STATE_KEYS[3:])
+            return
         S = state["soft_labels"]
         K = self.num_classes
         if tuple(S.shape) != (K, K):

@@ -241,6 +241,11 @@ def _ls(num_classes: int, **options: Any) -> EpochLoss:
            nullable=True),
     Option("temperature", float, 1.0, "softmax temperature of the accumulated statistics", min=0.0,
            min_exclusive=True),
+    Option("top_k", int, None, "keep each row of S as its top_k largest entries plus a uniform rest: memory "
+           "linear in the class count, for large K (exact when top_k >= K)", min=1, nullable=True,
+           default_text="dense"),
+    Option("candidates", int, None, "with top_k: columns per class in the statistics' candidate store",
+           min=1, nullable=True, default_text="2 top_k"),
     CHECK_INPUTS,
 ])
 def _ols(num_classes: int, preset: str | None = None, **options: Any) -> EpochLoss:
