@@ -518,12 +518,14 @@ class Trainer:
 
     def _save(self, is_best: bool) -> None:
         epoch = self.state.epoch
-        matrix = getattr(self.criterion, "soft_labels", None)
+        sparse = getattr(self.criterion, "sparse_soft_labels", None)  # top-k OLS: no dense view at large K
+        matrix = None if sparse is not None else getattr(self.criterion, "soft_labels", None)
         self.run.save_epoch(epoch, last=self._payload(full=True), light=self._payload(full=False),
                             history=self.state.history, is_best=is_best,
                             snapshot=bool(self.cfg.save_every) and epoch % self.cfg.save_every == 0,
                             final=epoch == self.cfg.epochs,
-                            soft_labels=None if matrix is None else matrix.detach().cpu().numpy(),
+                            soft_labels=tuple(t.cpu().numpy() for t in sparse) if sparse is not None else
+                            None if matrix is None else matrix.detach().cpu().numpy(),
                             class_names=self.bundle.class_names)
 
     # -- reporting -------------------------------------------------------------------------------------------
