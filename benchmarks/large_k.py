@@ -2,8 +2,9 @@
 
 The K sweep of `python -m benchmarks.loss_speed --large-k`: B = 256, K from 1,000 to 200,000, top_k = 32 (and 8,
 128 at K = 100,000). Forward + backward of the loss alone in training mode (statistics accumulate), methods
-interleaved per K; the peak memory of each in a child process of its own (the growth of its peak resident set
-above the inputs, on CPU; `torch.cuda.max_memory_allocated` on CUDA). Dense OLS is skipped, with the reason,
+interleaved per K (samples of at least 50 ms of back-to-back calls); the peak memory of each in a child process
+of its own: the growth of its peak resident set (VmHWM on CPU; `torch.cuda.max_memory_allocated` on CUDA) above
+the inputs and one cross-entropy step, so the CE row reads about 0 and other rows show what the loss adds. Dense OLS is skipped, with the reason,
 where its predicted memory exceeds what the machine offers: its two K x K float32 matrices are 80 GB at 100,000.
 """
 
@@ -140,7 +141,7 @@ def measure_k(num_classes: int, tops: tuple[int, ...], device: torch.device, rep
     losses = {name: build(method, num_classes, m, device) for name, method, m in methods}
     cases = {name: step_fn(loss, logits, target) for name, loss in losses.items()}
     between = [loss.next_epoch for loss in losses.values() if hasattr(loss, "next_epoch")]
-    samples = time_interleaved(cases, repeats, 0.0, warmup=1, sync=sync,
+    samples = time_interleaved(cases, repeats, 0.05, warmup=1, sync=sync,
                                between=lambda: [fn() for fn in between])
     memory = {name: measure_peak(method, num_classes, m, device) for name, method, m in methods}
     entry: dict[str, Any] = {"num_classes": num_classes, "batch": BATCH, "timings":
@@ -157,7 +158,8 @@ def run_sweep(device: torch.device, quick: bool, sync: Any) -> list[dict[str, An
     results = []
     for num_classes, tops in QUICK_SWEEP if quick else SWEEP:
         print(f"large K: {device.type} K={num_classes} ...", file=sys.stderr, flush=True)
-        results.append({"device": device.type, **measure_k(num_classes, tops, device, 3 if quick else 7, sync)})
+        repeats = 3 if quick else (21 if num_classes <= 10_000 else 7)  # fast cases: more samples of 50 ms each
+        results.append({"device": device.type, **measure_k(num_classes, tops, device, repeats, sync)})
     return results
 
 

@@ -22,7 +22,7 @@ NOISE = 0.9  # per-pixel noise of a sample around its prototype
 FAMILY_SPREAD = 0.5  # a class prototype around its family's base vector
 SEED = 0
 CLASS_COUNTS = {"synthetic-1k": 1_000, "synthetic-10k": 10_000, "synthetic-100k": 100_000}
-TRAIN_SAMPLES, TEST_SAMPLES = 20_480, 5_120
+TRAIN_SAMPLES, TEST_SAMPLES = 20_480, 2_048
 
 
 def make_split(num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
