@@ -2,10 +2,11 @@
 
 The K sweep of `python -m benchmarks.loss_speed --large-k`: B = 256, K from 1,000 to 200,000, top_k = 32 (and 8,
 128 at K = 100,000). Forward + backward of the loss alone in training mode (statistics accumulate), methods
-interleaved per K (samples of at least 50 ms of back-to-back calls); the peak memory of each in a child process
-of its own: the growth of its peak resident set (VmHWM on CPU; `torch.cuda.max_memory_allocated` on CUDA) above
-the inputs and one cross-entropy step, so the CE row reads about 0 and other rows show what the loss adds. Dense OLS is skipped, with the reason,
-where its predicted memory exceeds what the machine offers: its two K x K float32 matrices are 80 GB at 100,000.
+interleaved per K (samples of at least 50 ms of back-to-back calls). The peak memory of each case comes from a
+child process of its own: the growth of its peak resident set (VmHWM on CPU; `torch.cuda.max_memory_allocated`
+on CUDA) above the inputs and one cross-entropy step, so the CE row reads about 0 and the others show what the
+loss adds. Dense OLS is skipped, with the reason, where its predicted memory exceeds half of what the device
+offers (its two K x K float32 matrices are 80 GB at 100,000); a failed allocation is recorded as the result.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def dense_bytes(num_classes: int, batch: int = BATCH) -> int:
     return 4 * (2 * num_classes * num_classes + num_classes + 4 * batch * num_classes)
 
 
-def available_bytes() -> int:
-    """Memory the machine offers now: MemAvailable of /proc/meminfo (Linux), else 0 (skip dense everywhere)."""
+def available_bytes(device: torch.device) -> int:
+    """Memory the device offers now: free CUDA memory, or MemAvailable of /proc/meminfo (else 0: skip dense)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
     try:
         with open("/proc/meminfo") as handle:
             fields = dict(line.split(":", 1) for line in handle)
@@ -134,11 +137,19 @@ def measure_k(num_classes: int, tops: tuple[int, ...], device: torch.device, rep
               sync: Any) -> dict[str, Any]:
     """Timings (interleaved) and peak memory of CE, dense OLS where it fits, and sparse OLS at each top_k."""
     logits, target = make_batch(num_classes, device)
-    need, have = dense_bytes(num_classes), available_bytes()
-    dense_fits = need < have // 2
-    methods = [("ce", "ce", 0)] + ([("dense", "dense", 0)] if dense_fits else []) + \
+    need, have = dense_bytes(num_classes), available_bytes(device)
+    skipped = None if need < have // 2 else (
+        f"predicted {need / 2**30:.1f} GiB (two K x K float32 matrices and (B, K) buffers), more than half of the "
+        f"{have / 2**30:.1f} GiB available: not tried")
+    methods = [("ce", "ce", 0)] + ([("dense", "dense", 0)] if skipped is None else []) + \
         [(f"sparse_{m}", "sparse", m) for m in tops]
-    losses = {name: build(method, num_classes, m, device) for name, method, m in methods}
+    losses = {}
+    for name, method, m in methods:
+        try:
+            losses[name] = build(method, num_classes, m, device)
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:  # the failure is a result
+            skipped = f"allocation failed: {str(err).splitlines()[0][:160]}"
+    methods = [entry for entry in methods if entry[0] in losses]
     cases = {name: step_fn(loss, logits, target) for name, loss in losses.items()}
     between = [loss.next_epoch for loss in losses.values() if hasattr(loss, "next_epoch")]
     samples = time_interleaved(cases, repeats, 0.05, warmup=1, sync=sync,
@@ -147,9 +158,8 @@ def measure_k(num_classes: int, tops: tuple[int, ...], device: torch.device, rep
     entry: dict[str, Any] = {"num_classes": num_classes, "batch": BATCH, "timings":
                              {name: timing_summary(values) for name, values in samples.items()},
                              "memory": memory, "dense_predicted_bytes": need}
-    if not dense_fits:
-        entry["dense_skipped"] = (f"predicted {need / 2**30:.1f} GiB (two K x K float32 matrices and (B, K) "
-                                  f"buffers), more than half of the {have / 2**30:.1f} GiB available: not tried")
+    if skipped is not None:
+        entry["dense_skipped"] = skipped
     return entry
 
 
