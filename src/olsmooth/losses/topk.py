@@ -2,10 +2,11 @@
 
 Row c of S is held as its `top_k` largest entries (column indices, -1 marking an empty slot, and values) plus its
 residual mass, spread uniformly over the row's other columns, so a row sums to what the dense row sums to. The
-statistics go to a per-class candidate store of fixed size (`candidates` columns per class): each step, the `top_k`
-largest probabilities of every correctly predicted sample are merged into its class's store (duplicates summed, the
-`candidates` largest kept, the rest added to the class's residual), and each sample's mass outside its top entries
-goes to the residual directly. No K x K tensor and no dense (B, K) row of S is ever built.
+statistics go to a per-class candidate store of fixed size (`candidates` columns per class): the `top_k` largest
+probabilities of every correctly predicted sample are staged, and merged into their classes' stores when the stage
+fills and before each update (duplicates summed, each class's `candidates` largest kept, the rest added to its
+residual); each sample's mass outside its top entries goes to the residual directly. No K x K tensor and no
+dense (B, K) row of S is ever built.
 
 Exact and approximate (the method card, docs/methods/ols.md, says the same): with top_k >= K everything equals the
 dense rule to float rounding. Otherwise a kept entry is a lower bound of the dense mean, every row's mass is exact,
@@ -27,7 +28,6 @@ EMPTY = -1
 
 DENSE_VIEW_MAX_CLASSES = 4096
 """`dense()` refuses larger class counts: a K x K float32 matrix of 4096 classes is 64 MiB."""
-
 
 PENDING_ENTRIES = 2**18
 """Candidates staged between merges into the store (3 MiB): a merge costs a few sorts, so it runs when this fills."""
@@ -247,6 +247,7 @@ class TopKSoftLabels:
     """
 
     _FIELDS = ("index", "value", "residual", "store_index", "store_value", "store_residual", "counts")
+    _TENSORS = (*_FIELDS, "pending_keys", "pending_values")
     STATE_KEYS = ("soft_labels_index", "soft_labels_value", "soft_labels_residual", "candidates_index",
                   "candidates_value", "candidates_residual", "counts", "pending_keys", "pending_values")
 
@@ -274,12 +275,12 @@ class TopKSoftLabels:
 
     def to(self, device: torch.device) -> None:
         """Move every tensor to `device` (float32 stays float32)."""
-        for name in (*self._FIELDS, "pending_keys", "pending_values"):
+        for name in self._TENSORS:
             setattr(self, name, getattr(self, name).to(device))
 
     def nbytes(self) -> int:
         """Bytes held by S and the statistics."""
-        return sum(getattr(self, name).nbytes for name in (*self._FIELDS, "pending_keys", "pending_values"))
+        return sum(getattr(self, name).nbytes for name in self._TENSORS)
 
     def dense(self) -> Tensor:
         """S as a (K, K) float32 matrix, for K up to DENSE_VIEW_MAX_CLASSES."""
