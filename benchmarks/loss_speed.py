@@ -2,9 +2,10 @@
 
 Times forward + backward (+ statistics, in training mode) of the loss alone on a leaf logits tensor, for every
 method round-robin in one run, and reports medians and ratios against the targets:
-per-sample / OLS >= 5x everywhere, OLS / CE <= 2.5x at B=256, K=1000.
+per-sample / OLS >= 5x everywhere, OLS / CE <= 2.5x at B=256, K=1000. With --large-k, the many-class sweep
+instead (`benchmarks.large_k`: CE, dense and top-k OLS from K = 1,000 to 200,000, time and peak memory).
 
-    .venv/bin/python -m benchmarks.loss_speed [--quick] [--profile] [--out DIR] [--threads N] [--device D]
+    .venv/bin/python -m benchmarks.loss_speed [--quick] [--profile] [--large-k] [--out DIR] [--threads N] [--device D]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from olsmooth import OnlineLabelSmoothing
 from olsmooth.losses import ols_loss, validate_inputs
 from olsmooth.losses.common import first_max_index
 
+from . import large_k
 from .common import (
     benchmark_devices,
     benchmark_parser,
@@ -284,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__spec__.name, __doc__, quick="few samples: a smoke check, not a measurement",
                               device="cpu or cuda[:N] alone (default: the CPU, and CUDA when present)",
                               profile="also break OLS time down by stage")
+    parser.add_argument("--large-k", action="store_true", help="the many-class sweep of top-k OLS instead")
     args = parse_benchmark_args(parser, argv)
+    if args.large_k:
+        return main_large_k(args, argv)
 
     repeats, min_sample_s = (5, 0.005) if args.quick else (41, 0.05)
     devices = benchmark_devices(args.device)
@@ -307,6 +312,21 @@ def main(argv: list[str] | None = None) -> int:
                                            "timings": profile_shape(device, batch, num_classes, repeats,
                                                                     min_sample_s)})
     return finish(args.out, "loss_speed", payload, render)
+
+
+def main_large_k(args: Any, argv: list[str] | None) -> int:
+    """The --large-k sweep: write loss_speed_large_k.json / .md."""
+    payload: dict[str, Any] = {"benchmark": "loss_speed_large_k", "command": command_line(argv, __spec__.name),
+                               "mode": "quick" if args.quick else "full", "machine": machine_info(), "results": []}
+    for device in benchmark_devices(args.device):
+        payload["results"] += large_k.run_sweep(device, args.quick, device_sync(device))
+    payload["verdict"] = large_k.verdicts(payload["results"])
+
+    def render_large_k(data: dict[str, Any]) -> str:
+        title = "Loss speed at many classes: cross-entropy, dense OLS and top-k OLS"
+        return "\n".join(report_header(title, data) + large_k.render(data["results"], data["verdict"]))
+
+    return finish(args.out, "loss_speed_large_k", payload, render_large_k)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ EXPECTED_DEFAULTS = {
     "imagenet": dict(model="resnet50", epochs=90, batch_size=64, lr=0.1, weight_decay=1e-4),
     "imagefolder": FOLDER, "listfile": FOLDER,
     "cub200": FINE, "flowers102": FINE, "cars": FINE, "aircraft": FINE, "dogs": FINE,
+    **{f"synthetic-{k}": dict(model="linear", epochs=2, batch_size=256, lr=0.5, weight_decay=0.0)
+       for k in ("1k", "10k", "100k")},
 }
 
 
@@ -68,7 +70,8 @@ def test_defaults_are_a_copy():
 
 
 def test_in_memory_flag():
-    assert {name for name in list_datasets() if dataset_spec(name).in_memory} == {"digits", "fashion-mnist"}
+    assert {name for name in list_datasets() if dataset_spec(name).in_memory} == {
+        "digits", "fashion-mnist", "synthetic-1k", "synthetic-10k", "synthetic-100k"}
 
 
 def test_only_the_fine_grained_sets_have_splits():

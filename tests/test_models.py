@@ -116,11 +116,13 @@ def test_hand_worked_counts_of_unpublished_networks() -> None:
     assert n_params("small_resnet", in_chans=1) == stem + s1 + s2 + s3 + 650
     # mlp on 1x8x8: 64->512->256->10
     assert n_params("mlp", in_chans=1) == (64 * 512 + 512) + (512 * 256 + 256) + (256 * 10 + 10)
+    # linear on 1x8x8: 64->10
+    assert n_params("linear", in_chans=1) == 64 * 10 + 10
 
 
 # Every name our registry lists, with its input side and the feature-map side the paper's layout gives.
 FORWARD = {
-    "mlp": (8, None), "small_cnn": (8, 2), "small_resnet": (8, 2),
+    "mlp": (8, None), "linear": (8, None), "small_cnn": (8, 2), "small_resnet": (8, 2),
     "cifar_resnet20": (32, 8), "cifar_resnet32": (32, 8), "cifar_resnet44": (32, 8), "cifar_resnet56": (32, 8),
     "cifar_resnet110": (32, 8),
     "preact_resnet18": (32, 4), "preact_resnet34": (32, 4),
@@ -166,7 +168,7 @@ def test_one_training_step(name: str) -> None:
 
 
 def test_small_nets_take_digits_fashion_mnist_and_64px() -> None:
-    for name in ("mlp", "small_cnn", "small_resnet"):
+    for name in ("mlp", "linear", "small_cnn", "small_resnet"):
         model = create_model(name, num_classes=10, in_chans=1).eval()
         for side in (8, 28, 64):
             assert model(torch.randn(2, 1, side, side)).shape == (2, 10)

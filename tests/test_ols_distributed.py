@@ -42,3 +42,37 @@ def test_two_processes_match_one_process_on_all_the_data(tmp_path):
         for got in ranks:
             for a, b in zip(got[preset], single):
                 torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+SPARSE_K, SPARSE_TOP, SPARSE_CANDIDATES = 40, 3, 40  # a store as wide as a row: its capacity is never exceeded
+
+
+def sparse_batches(epoch: int):
+    """The global batches of one epoch at more classes, with a fixed similarity structure so rows have tails."""
+    g = torch.Generator().manual_seed(50 + epoch)
+    for _ in range(STEPS):
+        y = torch.randint(0, SPARSE_K, (2 * B,), generator=g)
+        z = torch.randn(2 * B, SPARSE_K, generator=g) * 2
+        z[torch.arange(2 * B), y] += 4.0
+        yield z, y
+
+
+def run_sparse(rank: int, world: int) -> list[list[torch.Tensor]]:
+    ols = OnlineLabelSmoothing(SPARSE_K, top_k=SPARSE_TOP, candidates=SPARSE_CANDIDATES, momentum=0.2)
+    rows = []
+    for epoch in range(EPOCHS):
+        for z, y in sparse_batches(epoch):
+            ols(z[rank::world], y[rank::world])
+        ols.next_epoch()
+        rows.append([t.clone() for t in ols.sparse_soft_labels])
+    return rows
+
+
+def test_two_processes_match_one_process_with_top_k(tmp_path):
+    ranks = on_processes(run_sparse, 2, tmp_path)
+    single = run_sparse(0, 1)
+    for got in ranks:
+        for (index, value, residual), (index1, value1, residual1) in zip(got, single):
+            assert torch.equal(index, index1)
+            torch.testing.assert_close(value, value1, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(residual, residual1, atol=1e-6, rtol=1e-6)

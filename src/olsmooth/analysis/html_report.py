@@ -45,10 +45,12 @@ from .report import (
 )
 from .soft_labels import (
     MAX_FULL_VIEW,
+    SoftLabels,
     class_rows,
     epoch_curves,
     has_soft_labels,
     load_matrix,
+    num_classes_of,
     resolve_class_names,
     soft_label_figures,
     soft_label_files,
@@ -303,10 +305,10 @@ def _soft_label_section(runs: Sequence[FinishedRun], groups: Sequence[Group], na
     return Section("soft-labels", "Soft labels (OLS)", "".join(parts))
 
 
-def _similar_table(matrix: np.ndarray, class_names: Sequence[str] | None, epoch: int) -> str:
+def _similar_table(matrix: SoftLabels, class_names: Sequence[str] | None, epoch: int) -> str:
     """Per class (up to MAX_FULL_VIEW of them: those keeping the least mass on themselves) its diagonal mass,
     entropy and most similar classes."""
-    rows = class_rows(matrix, resolve_class_names(matrix.shape[0], class_names), TOP_SIMILAR)
+    rows = class_rows(matrix, resolve_class_names(num_classes_of(matrix), class_names), TOP_SIMILAR)
     if len(rows) > MAX_FULL_VIEW:
         rows = sorted(rows, key=lambda row: row["diagonal"])[:MAX_FULL_VIEW]
         which = f"the {MAX_FULL_VIEW} classes of lowest diagonal mass"

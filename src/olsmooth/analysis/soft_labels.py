@@ -1,4 +1,5 @@
-"""What OLS learned: statistics and views of the soft-label matrices a run saved in `soft_labels/epoch-NNN.npy`.
+"""What OLS learned: statistics and views of the soft-label matrices a run saved in `soft_labels/epoch-NNN.npy`
+(dense) or `soft_labels/epoch-NNN.npz` (top-k rows, `SparseRows`, for many classes).
 
 Row c of a matrix is the soft label of class c. Per class: the diagonal mass S[c, c], the entropy of the row
 (nats; log K for a uniform row) and the k most similar other classes with their mass; over the epochs the mean
@@ -13,6 +14,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -30,7 +32,85 @@ SOFT_LABELS_DIR = "soft_labels"
 MAX_FULL_VIEW = 30
 """Up to this many classes the full heatmap in class order reads well; beyond it `view="auto"` clusters."""
 VIEWS = ("auto", "full", "sorted", "clustered", "top")
-_EPOCH_FILE = re.compile(r"epoch-(\d+)\.npy")
+_EPOCH_FILE = re.compile(r"epoch-(\d+)\.np[yz]")
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """A soft-label matrix in top-k form: row c is value[c] at columns index[c] (-1 marks an unused slot) and
+    residual[c] spread evenly over the row's other classes (as top-k OLS holds it)."""
+
+    index: np.ndarray
+    value: np.ndarray
+    residual: np.ndarray
+
+    @classmethod
+    def from_dense(cls, matrix: np.ndarray, top: int) -> SparseRows:
+        """Each row's `top` largest entries and the rest of its mass (exact for top >= K)."""
+        top = min(top, matrix.shape[1])
+        index = np.argsort(-matrix, axis=1, kind="stable")[:, :top]
+        value = np.take_along_axis(matrix, index, axis=1)
+        return cls(index, value, matrix.sum(axis=1) - value.sum(axis=1))
+
+    @property
+    def num_classes(self) -> int:
+        return self.index.shape[0]
+
+    def level(self) -> np.ndarray:
+        """Each row's value on the classes it does not keep."""
+        others = self.num_classes - (self.index >= 0).sum(axis=1)
+        return np.where(others > 0, self.residual / np.maximum(others, 1), 0.0)
+
+    def diagonal(self) -> np.ndarray:
+        own = self.index == np.arange(self.num_classes)[:, None]
+        return np.where(own.any(axis=1), (self.value * own).sum(axis=1), self.level())
+
+    def entropy(self) -> np.ndarray:
+        """Row entropies in nats (rows divided by their sums), exactly: kept entries plus the even rest."""
+        sums = self.value.sum(axis=1) + self.residual
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(self.index >= 0, self.value, 0.0) / sums[:, None]
+            u = self.level() / sums
+            kept = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1)
+            others = self.num_classes - (self.index >= 0).sum(axis=1)
+            rest = np.where(u > 0, -others * u * np.log(np.where(u > 0, u, 1.0)), 0.0)
+        entropy = kept + rest
+        entropy[sums <= 0] = np.nan
+        return entropy
+
+    def similar(self, k: int) -> list[list[tuple[int, float]]]:
+        """Per row, its up to k largest kept entries on other classes (class, mass), largest first, ties by the
+        lower class; classes at the even level are not listed."""
+        off = np.where((self.index >= 0) & (self.index != np.arange(self.num_classes)[:, None]), self.value, -np.inf)
+        order = np.lexsort((self.index, -off), axis=1)[:, :k] if off.size else np.zeros((self.num_classes, 0), int)
+        return [[(int(self.index[c, j]), float(self.value[c, j])) for j in order[c] if off[c, j] > -np.inf]
+                for c in range(self.num_classes)]
+
+    def block(self, classes: np.ndarray) -> np.ndarray:
+        """The dense sub-matrix S[classes][:, classes]."""
+        out = np.repeat(self.level()[classes][:, None], len(classes), axis=1)
+        position = {int(c): i for i, c in enumerate(classes)}
+        for i, c in enumerate(classes):
+            for col, v in zip(self.index[c], self.value[c]):
+                if int(col) in position:
+                    out[i, position[int(col)]] = v
+        return out
+
+    def top_classes(self, limit: int = MAX_FULL_VIEW) -> np.ndarray:
+        """Up to `limit` classes: both classes of each kept off-diagonal entry in decreasing mass, as met."""
+        rows = np.repeat(np.arange(self.num_classes), self.index.shape[1])
+        cols, vals = self.index.ravel(), self.value.ravel()
+        chosen: dict[int, None] = {}
+        for at in np.argsort(-np.where((cols >= 0) & (cols != rows), vals, -np.inf), kind="stable"):
+            if cols[at] < 0 or cols[at] == rows[at] or len(chosen) >= limit:
+                break
+            for c in (int(rows[at]), int(cols[at])):
+                if len(chosen) < limit:
+                    chosen.setdefault(c)
+        return np.array(list(chosen) or list(range(min(limit, self.num_classes))))
+
+
+SoftLabels = Union[np.ndarray, SparseRows]
 
 
 def has_soft_labels(run_dir: PathLike) -> bool:
@@ -55,9 +135,15 @@ def soft_label_files(run_dir: PathLike) -> dict[int, Path]:
     return dict(sorted(files.items()))
 
 
-def load_matrix(path: PathLike) -> np.ndarray:
-    """A saved soft-label matrix as float64, checked to be square, finite and non-negative."""
+def load_matrix(path: PathLike) -> SoftLabels:
+    """A saved soft-label matrix as float64 (a .npz: `SparseRows`), checked to be square, finite and
+    non-negative."""
     array = read_array(path)
+    if str(path).endswith(".npz"):
+        missing = [k for k in ("index", "value", "residual") if k not in array.files]
+        if missing:
+            raise UserInputError(f"{path}: top-k soft labels lack {', '.join(missing)}")
+        return _sparse(path, {k: array[k] for k in ("index", "value", "residual")})
     if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
         raise UserInputError(f"{path}: expected a square (K, K) matrix, got shape {array.shape}")
     array = array.astype(np.float64)
@@ -66,13 +152,33 @@ def load_matrix(path: PathLike) -> np.ndarray:
     return array
 
 
-def diagonal_mass(matrix: np.ndarray) -> np.ndarray:
+def _sparse(path: PathLike, arrays: dict[str, np.ndarray]) -> SparseRows:
+    """Checked top-k rows: shapes agree, columns in range, values finite and non-negative."""
+    index, value, residual = arrays["index"].astype(np.int64), arrays["value"].astype(np.float64), \
+        arrays["residual"].astype(np.float64)
+    K = index.shape[0] if index.ndim == 2 else 0
+    if K == 0 or value.shape != index.shape or residual.shape != (K,) or index.max(initial=-1) >= K \
+            or index.min(initial=-1) < -1:
+        raise UserInputError(f"{path}: expected top-k soft labels (index, value (K, m), residual (K,))")
+    if not (np.isfinite(value).all() and np.isfinite(residual).all()) or (value < 0).any() or (residual < 0).any():
+        raise UserInputError(f"{path}: the soft labels must be finite and non-negative")
+    return SparseRows(index, value, residual)
+
+
+def num_classes_of(matrix: SoftLabels) -> int:
+    """K of a dense matrix or of top-k rows."""
+    return matrix.num_classes if isinstance(matrix, SparseRows) else matrix.shape[0]
+
+
+def diagonal_mass(matrix: SoftLabels) -> np.ndarray:
     """S[c, c] for every class: the mass a soft label keeps on its own class."""
-    return np.diagonal(matrix).copy()
+    return matrix.diagonal() if isinstance(matrix, SparseRows) else np.diagonal(matrix).copy()
 
 
-def row_entropy(matrix: np.ndarray) -> np.ndarray:
+def row_entropy(matrix: SoftLabels) -> np.ndarray:
     """Entropy in nats of each row as a distribution (divided by its sum, 0 log 0 = 0); NaN for an all-zero row."""
+    if isinstance(matrix, SparseRows):
+        return matrix.entropy()
     sums = matrix.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = matrix / sums
@@ -113,14 +219,20 @@ def config_class_names(run_dir: PathLike) -> list[str] | None:
     return [str(n) for n in names] if isinstance(names, list) else None
 
 
-def class_rows(matrix: np.ndarray, names: Sequence[str], top: int) -> list[dict[str, Any]]:
-    """Per class: index, name, diagonal mass, row entropy and the `top` most similar other classes with their mass."""
+def class_rows(matrix: SoftLabels, names: Sequence[str], top: int) -> list[dict[str, Any]]:
+    """Per class: index, name, diagonal mass, row entropy and the `top` most similar other classes with their mass
+    (for top-k rows: among the kept entries)."""
     diagonal, entropy = diagonal_mass(matrix), row_entropy(matrix)
-    indices, masses = top_similar(matrix, top)
+    if isinstance(matrix, SparseRows):
+        if top < 1:
+            raise UserInputError(f"the number of similar classes must be at least 1, got {top}")
+        similar = matrix.similar(top)
+    else:
+        similar = [list(zip(*row)) for row in zip(*top_similar(matrix, top))]
     return [{"class": c, "name": names[c], "diagonal": float(diagonal[c]),
              "entropy": None if math.isnan(entropy[c]) else float(entropy[c]),
-             "similar": [{"class": int(j), "name": names[j], "mass": float(m)} for j, m in zip(indices[c], masses[c])]}
-            for c in range(matrix.shape[0])]
+             "similar": [{"class": int(j), "name": names[int(j)], "mass": float(m)} for j, m in similar[c]]}
+            for c in range(num_classes_of(matrix))]
 
 
 def epoch_curves(files: Mapping[int, PathLike]) -> dict[str, list[float]]:
@@ -193,11 +305,17 @@ def top_pair_classes(matrix: np.ndarray, limit: int = MAX_FULL_VIEW) -> np.ndarr
     return np.array(list(chosen))
 
 
-def resolve_views(view: str, num_classes: int) -> list[str]:
+def resolve_views(view: str, num_classes: int, sparse: bool = False) -> list[str]:
     """The views `view` stands for: itself, or for "auto" the full view up to MAX_FULL_VIEW classes and beyond
-    it the clustered view of every class next to the top view of the most confused ones."""
+    it the clustered view of every class next to the top view of the most confused ones; top-k rows (many
+    classes) have the top view only."""
     if view not in VIEWS:
         raise UserInputError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    if sparse:
+        if view not in ("auto", "top"):
+            raise UserInputError(f"soft labels saved as top-k rows ({num_classes} classes) have the top view only, "
+                                 f"not {view!r}")
+        return ["top"]
     if view != "auto":
         return [view]
     return ["full"] if num_classes <= MAX_FULL_VIEW else ["clustered", "top"]
@@ -235,14 +353,20 @@ def soft_label_figures(run_dir: PathLike, folder: PathLike | None = None, epochs
     chosen = grid_epochs(files, epochs)
     matrices = {epoch: load_matrix(files[epoch]) for epoch in chosen}
     last = matrices[chosen[-1]]
-    size = last.shape[0]
+    size = num_classes_of(last)
     names = resolve_class_names(size, class_names, config_class_names(run_dir))
+    if isinstance(last, SparseRows):  # dense blocks of the classes shown, in their order
+        order = last.top_classes()
+        names = [names[c] for c in order]
+        matrices = {e: m.block(order) if isinstance(m, SparseRows) else m[np.ix_(order, order)]
+                    for e, m in matrices.items()}
+        last = matrices[chosen[-1]]
     def where(name: str) -> Path | None:
         return None if folder is None else Path(folder) / f"{name}.png"
 
     figures: dict[str, Figure | Path] = {}
-    for shown in resolve_views(view, size):
-        order = view_order(last, shown)
+    for shown in resolve_views(view, size, sparse=len(names) < size):
+        order = view_order(last, shown) if len(names) == size else np.arange(len(names))
         count = f"{len(order)} of {size} classes" if len(order) < size else f"{size} classes"
         title = f"Soft labels, {_VIEW_TITLES[shown]} ({count})"
         figures[f"soft-labels-{shown}"] = plot_soft_label_grid(matrices, where(f"soft-labels-{shown}"), names, order,
@@ -259,7 +383,7 @@ def soft_label_summary(run_dir: PathLike, epoch: int | None = None, top: int = 5
     files = soft_label_files(run_dir)
     chosen = pick_epoch(files, epoch)
     matrix = load_matrix(files[chosen])
-    size = matrix.shape[0]
+    size = num_classes_of(matrix)
     names = resolve_class_names(size, class_names, config_class_names(run_dir))
     return {"run": str(run_dir), "epoch": chosen, "epochs_saved": list(files), "num_classes": size,
             "max_entropy": math.log(size), "mean_entropy": float(np.nanmean(row_entropy(matrix))),

@@ -48,7 +48,10 @@ CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.
 _RUN_ENTRY = re.compile(r"(\.lock|config\.yaml|metrics\.jsonl|summary\.json|best\.pt|epoch-\d+\.pt|tensorboard|"
                         r"soft_labels|(train|val)_indices\.npy|(clean|noisy)_labels\.npy|noise\.json|memorisation\.png|transition\.json|transition-estimate|\..+\.tmp)")
 ESTIMATE_FOLDER = "transition-estimate"  # the cross-entropy run a --loss-opt transition=estimate run trains first
-SOFT_LABELS_EVERY_EPOCH_MAX_K = 200  # larger matrices are kept at snapshots and at the end only
+SOFT_LABELS_EVERY_EPOCH_MAX_K = 200  # larger matrices are kept at snapshots and at the end only; heatmaps of all
+# classes up to this K, of the classes of the largest off-diagonal masses beyond it
+SOFT_LABELS_DENSE_MAX_K = 2048  # saved as a dense .npy up to this K (16 MiB), as top-k rows in a .npz beyond it
+SOFT_LABELS_SAVED_TOP = 32  # entries per row kept when a dense matrix beyond that K is saved as top-k rows
 
 
 def snapshot_name(epoch: int) -> str:
@@ -282,7 +285,8 @@ class RunFolder:
             atomic_write_text(self.work / METRICS, "".join(json.dumps(row) + "\n" for row in history))
 
     def save_epoch(self, epoch: int, last: dict[str, Any], light: dict[str, Any], history: Sequence[dict[str, Any]],
-                   is_best: bool, snapshot: bool, final: bool, soft_labels: np.ndarray | None,
+                   is_best: bool, snapshot: bool, final: bool,
+                   soft_labels: np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray] | None,
                    class_names: Sequence[str]) -> None:
         """Write everything epoch `epoch` produced: its files first, last.pt (the resume point), metrics.jsonl."""
         if not self.active:
@@ -303,21 +307,42 @@ class RunFolder:
         if self.replacing:  # the new run now stands on its own: it becomes the folder's
             self._switch()
 
-    def _save_soft_labels(self, epoch: int, matrix: np.ndarray, class_names: Sequence[str], keep: bool) -> None:
-        """The OLS matrix as .npy and a heatmap, every epoch for K <= 200, else at snapshots and at the end."""
-        K = matrix.shape[0]
-        if not (K <= SOFT_LABELS_EVERY_EPOCH_MAX_K or keep):
-            return
+    def _save_soft_labels(self, epoch: int, soft: np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray],
+                          class_names: Sequence[str], keep: bool) -> None:
+        """The OLS matrix (dense, or top-k rows as (index, value, residual)) every epoch for K <= 200, else at
+        snapshots and at the end: a dense .npy up to K = 2048, else top-k rows in a .npz (a dense matrix keeps its
+        32 largest entries per row there); a heatmap of every class up to K = 200, else of the classes of the
+        largest off-diagonal masses."""
         import torch
 
         from ..analysis import plot_soft_labels
+        from ..analysis.soft_labels import SparseRows
+        rows = SparseRows(*soft) if isinstance(soft, tuple) else None
+        K = soft.shape[0] if rows is None else rows.num_classes
+        if not (K <= SOFT_LABELS_EVERY_EPOCH_MAX_K or keep):
+            return
         folder = self.work / "soft_labels"
-        atomic_write_file(folder / f"epoch-{epoch:03d}.npy", lambda handle: np.save(handle, matrix))
-        plot_soft_labels(matrix, class_names=list(class_names) if K <= 30 else None,
-                         path=folder / f"epoch-{epoch:03d}.png", title=f"OLS soft labels after epoch {epoch}")
+        if K <= SOFT_LABELS_DENSE_MAX_K:
+            matrix = soft if rows is None else rows.block(np.arange(K)).astype(np.float32)
+            atomic_write_file(folder / f"epoch-{epoch:03d}.npy", lambda handle: np.save(handle, matrix))
+        else:
+            rows = rows or SparseRows.from_dense(soft, SOFT_LABELS_SAVED_TOP)
+            atomic_write_file(folder / f"epoch-{epoch:03d}.npz", lambda handle: np.savez(
+                handle, index=rows.index.astype(np.int32), value=rows.value.astype(np.float32),
+                residual=rows.residual.astype(np.float32)))
         if K <= SOFT_LABELS_EVERY_EPOCH_MAX_K:
+            matrix = soft if rows is None else rows.block(np.arange(K))
+            plot_soft_labels(matrix, class_names=list(class_names) if K <= 30 else None,
+                             path=folder / f"epoch-{epoch:03d}.png", title=f"OLS soft labels after epoch {epoch}")
             image = torch.from_numpy(matrix / max(float(matrix.max()), 1e-12)).unsqueeze(0)
             self._writer.add_image("soft_labels", image, epoch)
+            return
+        rows = rows or SparseRows.from_dense(soft, SOFT_LABELS_SAVED_TOP)
+        shown = rows.top_classes()
+        plot_soft_labels(rows.block(shown), class_names=[class_names[c] for c in shown],
+                         path=folder / f"epoch-{epoch:03d}.png",
+                         title=f"OLS soft labels after epoch {epoch}: {len(shown)} of {K} classes "
+                               "(largest off-diagonal masses)")
 
     def plot_memorisation(self, history: Sequence[dict[str, Any]]) -> None:
         """memorisation.png: per epoch, how the training samples with a corrupted label are predicted."""

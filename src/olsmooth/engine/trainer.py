@@ -519,12 +519,13 @@ class Trainer:
 
     def _save(self, is_best: bool) -> None:
         epoch = self.state.epoch
-        matrix = self.criterion.epoch_matrices().get("soft_labels")
+        soft = self.criterion.epoch_matrices().get("soft_labels")  # a matrix, or top-k OLS's sparse rows
         self.run.save_epoch(epoch, last=self._payload(full=True), light=self._payload(full=False),
                             history=self.state.history, is_best=is_best,
                             snapshot=bool(self.cfg.save_every) and epoch % self.cfg.save_every == 0,
                             final=epoch == self.cfg.epochs,
-                            soft_labels=None if matrix is None else matrix.detach().cpu().numpy(),
+                            soft_labels=None if soft is None else tuple(t.cpu().numpy() for t in soft)
+                            if isinstance(soft, tuple) else soft.detach().cpu().numpy(),
                             class_names=self.bundle.class_names)
 
     # -- reporting -------------------------------------------------------------------------------------------

@@ -334,8 +334,9 @@ class EpochLoss(nn.Module):
         """Figures of the epoch just ended for the loop's metrics row (named without the loss's name); none here."""
         return {}
 
-    def epoch_matrices(self) -> dict[str, Tensor]:
-        """Matrices the run folder keeps per epoch, by name (OLS: `soft_labels`, its K x K matrix); none here."""
+    def epoch_matrices(self) -> dict[str, Tensor | tuple[Tensor, Tensor, Tensor]]:
+        """Matrices the run folder keeps per epoch, by name (OLS: `soft_labels`, its K x K matrix, or with top_k its
+        sparse rows (index, value, residual)); none here."""
         return {}
 
 

@@ -3,6 +3,7 @@
 Row c of the K x K matrix S is the soft label of class c. During an epoch the model is supervised with S while
 the statistics for the next S accumulate: for each training sample predicted correctly, its float32 softmax is
 added to A[y] and 1 to n[y]. At `next_epoch()` (after summing A and n over all processes) S[c] = A[c] / n[c].
+With `top_k=m` S and the statistics are kept sparse, in memory linear in K (see `topk.py`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
 from .common import EpochLoss, autocast_off, check_input_values, target_cross_entropy
 from .registry import Option, register_loss
+from .topk import TopKSoftLabels
 
 __all__ = ["OLS_PRESETS", "OnlineLabelSmoothing", "initial_soft_labels", "ols_loss"]
 
@@ -97,6 +100,10 @@ def initial_soft_labels(num_classes: int, init: Init, eps: float = 0.1) -> Tenso
     Option("momentum", help="S <- m S + (1 - m) new at each update", min=0.0, max=1.0, max_exclusive=True),
     Option("update_every", help="update S every N training steps instead of every epoch", min=1),
     Option("temperature", help="softmax temperature of the accumulated statistics", min=0.0, min_exclusive=True),
+    Option("top_k", help="keep each row of S as its top_k largest entries plus a uniform rest: memory linear in the "
+           "class count, for large K (exact when top_k >= K)", min=1, default_text="dense"),
+    Option("candidates", help="with top_k: columns per class in the statistics' candidate store", min=1,
+           default_text="2 top_k"),
 ])
 class OnlineLabelSmoothing(EpochLoss):
     """Online Label Smoothing loss with exact, vectorised, distributed and resumable statistics.
@@ -109,13 +116,18 @@ class OnlineLabelSmoothing(EpochLoss):
     A sample counts as correct when the first index of its float32 softmax maximum is its label (`argmax`, as
     `torch.max(p, 1)` in the authors' code): under a tie only the first tied class counts, so an all-zero
     (zero-initialised) head counts only the samples of class 0.
+
+    `top_k=m` (for large K) keeps each row's m largest entries and its remaining mass, spread uniformly over its
+    other classes, and the statistics in a store of `candidates` (default 2m) columns per class: memory linear in
+    K, exact for m >= K; the method card states the error bound otherwise.
     """
 
     def __init__(self, num_classes: int, hard_weight: float = 0.5, soft_weight: float = 0.5,
                  init: Init = "ls", init_eps: float = 0.1, empty_class: EmptyRule = "keep",
                  freeze_threshold: float | None = None, momentum: float = 0.0,
                  update_every: int | None = None, temperature: float = 1.0,
-                 check_inputs: bool = True, process_group: Any = None) -> None:
+                 check_inputs: bool = True, process_group: Any = None, top_k: int | None = None,
+                 candidates: int | None = None) -> None:
         super().__init__(num_classes, check_inputs)
         if empty_class not in ("uniform", "keep"):
             raise ValueError(f"empty_class must be 'uniform' or 'keep', got {empty_class!r}")
@@ -127,6 +139,8 @@ class OnlineLabelSmoothing(EpochLoss):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if freeze_threshold is not None and not 0.0 < freeze_threshold <= 1.0:
             raise ValueError(f"freeze_threshold must lie in (0, 1], got {freeze_threshold}")
+        if candidates is not None and top_k is None:
+            raise ValueError("candidates sizes the top-k statistics: it needs top_k")
         self.hard_weight = float(hard_weight)
         self.soft_weight = float(soft_weight)
         self.init = init
@@ -140,10 +154,14 @@ class OnlineLabelSmoothing(EpochLoss):
         # Declared state, not buffers: DistributedDataParallel broadcasts buffers from rank 0, which would overwrite
         # every rank's statistics; `.half()` would also degrade them. The accumulator's storage has K + 1 rows: A is
         # its first K; the last is where the statistics put the softmax of misclassified samples (no masking pass
-        # over the batch), and is never read.
-        self.add_state("_S", initial_soft_labels(self.num_classes, init, self.init_eps))
-        self.add_state("_A_rows", torch.zeros(self.num_classes + 1, self.num_classes), reduce="sum")
-        self.add_state("_n", torch.zeros(self.num_classes), reduce="sum")
+        # over the batch), and is never read. Top-k state lives in its own object, since processes merge its
+        # candidate stores rather than sum them; `move_state` moves it with the rest.
+        self._topk = None if top_k is None else TopKSoftLabels(self.num_classes, top_k, candidates, init,
+                                                                 self.init_eps)
+        if self._topk is None:
+            self.add_state("_S", initial_soft_labels(self.num_classes, init, self.init_eps))
+            self.add_state("_A_rows", torch.zeros(self.num_classes + 1, self.num_classes), reduce="sum")
+            self.add_state("_n", torch.zeros(self.num_classes), reduce="sum")
         self._scratch = torch.empty(0)  # per-call work buffer, see `_scratch_for`; not state
         self.epoch = 0
         self.step = 0
@@ -165,28 +183,50 @@ class OnlineLabelSmoothing(EpochLoss):
     def soft_labels(self) -> Tensor:
         """The current (K, K) float32 matrix; row c is the soft label of class c.
 
-        The live tensor, overwritten in place by the next update: read it, or `.clone()` it to keep it.
+        The live tensor, overwritten in place by the next update: read it, or `.clone()` it to keep it. With
+        `top_k`, a dense copy built on each read (for K up to 4096; else a ValueError: read `sparse_soft_labels`).
         """
-        return self._S
+        return self._S if self._topk is None else self._topk.dense()
+
+    @property
+    def sparse_soft_labels(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """With `top_k`: S as (index (K, m) int32, -1 for an empty slot; value (K, m); residual (K,)), row c being
+        value at index plus residual / (K - used slots) elsewhere; None for a dense S."""
+        return None if self._topk is None else (self._topk.index, self._topk.value, self._topk.residual)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by S and the statistics (work buffers aside): 8 K^2 dense, linear in K with `top_k`."""
+        if self._topk is not None:
+            return self._topk.nbytes()
+        return sum(t.nbytes for t in (self._S, self._A_rows, self._n))
 
     @property
     def counts(self) -> Tensor:
         """Correct predictions per class accumulated since the last update (this process only)."""
-        return self._n
+        return self._n if self._topk is None else self._topk.counts
 
-    def epoch_matrices(self) -> dict[str, Tensor]:
-        """The soft-label matrix S, for the run folder's per-epoch record."""
-        return {"soft_labels": self._S}
+    def epoch_matrices(self) -> dict[str, Tensor | tuple[Tensor, Tensor, Tensor]]:
+        """The soft-label matrix S for the run folder's per-epoch record; with `top_k`, its sparse rows
+        (`sparse_soft_labels`)."""
+        return {"soft_labels": self._S if self._topk is None else self.sparse_soft_labels}
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, hard_weight={self.hard_weight}, soft_weight={self.soft_weight}, "
                 f"init={self.init!r}, empty_class={self.empty_class!r}, freeze_threshold={self.freeze_threshold}, "
-                f"momentum={self.momentum}, update_every={self.update_every}, temperature={self.temperature}")
+                f"momentum={self.momentum}, update_every={self.update_every}, temperature={self.temperature}"
+                + ("" if self._topk is None else f", top_k={self._topk.top_k}, candidates={self._topk.candidates}"))
 
     @property
     def _A(self) -> Tensor:
         """The accumulator A: the first K rows of its storage (a view)."""
         return self._A_rows[:self.num_classes]
+
+    def move_state(self, device: torch.device) -> None:
+        """Move the declared state, and the top-k state when there is one, to `device`."""
+        super().move_state(device)
+        if self._topk is not None:
+            self._topk.to(device)
 
     # -- the loss --------------------------------------------------------------------------------------------
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -198,8 +238,12 @@ class OnlineLabelSmoothing(EpochLoss):
         # finite logits) in one sync before anything reaches the statistics
         rows = target.clamp(0, self.num_classes - 1) if self.check_inputs and not dense else target
         counting = self.training and torch.is_grad_enabled()
-        loss, probs, top1 = ols_loss_and_probs(logits, rows, self._S, self.hard_weight, self.soft_weight, scratch,
-                                               top1=counting)
+        if self._topk is None:
+            loss, probs, top1 = ols_loss_and_probs(logits, rows, self._S, self.hard_weight, self.soft_weight,
+                                                   scratch, top1=counting)
+        else:
+            loss, probs, top1 = self._topk.loss_and_probs(logits, rows, self.hard_weight, self.soft_weight, scratch,
+                                                          top1=counting)
         if self.check_inputs:
             check_input_values(loss, target, self.num_classes)
         if counting:
@@ -225,6 +269,9 @@ class OnlineLabelSmoothing(EpochLoss):
         label: under a tie only the first tied class counts. `probs` is the loss's softmax; a statistics temperature
         changes what is added, not which samples count.
         """
+        if self._topk is not None:
+            self._topk.accumulate(logits, probs, top1, labels, self.temperature)
+            return
         correct = top1 == labels
         if self.temperature != 1.0:
             probs = torch.softmax(logits.float() / self.temperature, dim=1)
@@ -245,6 +292,12 @@ class OnlineLabelSmoothing(EpochLoss):
         two K x K matrices. Momentum blends a row with its previous value whenever that is a distribution (not the
         all-zero rows of init="zeros"); kept rows (empty or frozen classes) stay exactly as they were.
         """
+        if self._topk is not None:
+            if dist.is_available() and dist.is_initialized():
+                self._topk.reduce(self.process_group)
+            self._topk.update(self.empty_class, self.freeze_threshold, self.momentum)
+            self.num_updates += 1
+            return
         self.reduce_state(self.process_group)
         new, old, n = self._A, self._S, self._n
         seen = (n > 0).unsqueeze(1)
@@ -265,11 +318,17 @@ class OnlineLabelSmoothing(EpochLoss):
 
     # -- state -----------------------------------------------------------------------------------------------
     def _state_tensors(self) -> dict[str, Tensor]:
-        counters = (self.epoch, self.step, self.num_updates)
-        values = (self._S, self._A, self._n, *(torch.tensor(c, dtype=torch.int64) for c in counters))
-        return dict(zip(_STATE_KEYS, values))
+        counters = {k: torch.tensor(c, dtype=torch.int64)
+                    for k, c in zip(_STATE_KEYS[3:], (self.epoch, self.step, self.num_updates))}
+        if self._topk is not None:
+            return {**self._topk.state_tensors(), **counters}
+        return {**dict(zip(_STATE_KEYS, (self._S, self._A, self._n))), **counters}
 
     def _load_state_tensors(self, state: dict[str, Tensor]) -> None:
+        if self._topk is not None:
+            self._topk.load_state_tensors(state)
+            self.epoch, self.step, self.num_updates = (int(state[k]) for k in _STATE_KEYS[3:])
+            return
         S = state["soft_labels"]
         K = self.num_classes
         if tuple(S.shape) != (K, K):

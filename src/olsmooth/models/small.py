@@ -29,6 +29,14 @@ def mlp(num_classes: int, in_chans: int = 3, grid: int = 8, hidden: Sequence[int
     return nn.Sequential(*layers)
 
 
+@register_model("linear")
+def linear(num_classes: int, in_chans: int = 3, grid: int = 8) -> nn.Sequential:
+    """Average-pool to grid x grid, flatten, one linear layer: a multinomial logistic regression (many-class runs)."""
+    if grid < 1:
+        raise UserInputError(f"linear needs grid >= 1, got grid={grid}")
+    return nn.Sequential(nn.AdaptiveAvgPool2d(grid), nn.Flatten(), nn.Linear(in_chans * grid * grid, num_classes))
+
+
 @register_model("small_cnn")
 def small_cnn(num_classes: int, in_chans: int = 3, widths: Sequence[int] = (32, 64, 128)) -> ConvClassifier:
     """3x3 conv-BN-ReLU blocks with 2x2 max-pooling between them, global average pool, linear."""

@@ -1,0 +1,50 @@
+"""A 100,000-class OLS run from the command line: top-k soft labels, a run folder of bounded size, soft-labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from olsmooth.cli import main
+from olsmooth.data.sources.synthetic import make_split
+
+
+@pytest.fixture(scope="module")
+def run_100k(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "k100k"
+    assert main(["train", "--dataset", "synthetic-100k", "--method", "ols", "--loss-opt", "top_k=32",
+                 "--train-subset", "512", "--epochs", "1", "--threads", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_a_hundred_thousand_class_run_saves_top_k_rows_not_a_dense_matrix(run_100k):
+    files = sorted(p.name for p in (run_100k / "soft_labels").iterdir())
+    assert files == ["epoch-001.npz", "epoch-001.png"]
+    saved = np.load(run_100k / "soft_labels" / "epoch-001.npz")
+    assert saved["index"].shape == saved["value"].shape == (100_000, 32) and saved["residual"].shape == (100_000,)
+    np.testing.assert_allclose(saved["value"].sum(1) + saved["residual"], 1.0, atol=1e-4)
+    # the whole run folder stays linear in K: model, optimizer and OLS state, no K x K anywhere
+    total = sum(p.stat().st_size for p in run_100k.rglob("*") if p.is_file())
+    assert total < 400 * 10**6
+    rows = [json.loads(line) for line in (run_100k / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["epoch"] == 1 and 0 <= rows[-1]["top5"] <= 100
+
+
+def test_soft_labels_lists_the_most_similar_classes_from_the_sparse_rows(run_100k, capsys, tmp_path):
+    assert main(["soft-labels", str(run_100k), "--json", "--top", "3", "--figures", str(tmp_path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_classes"] == 100_000 and len(summary["classes"]) == 100_000
+    saved = np.load(run_100k / "soft_labels" / "epoch-001.npz")
+    for row in summary["classes"][:200]:  # oracle: each row's largest kept entries on other classes
+        c = row["class"]
+        kept = [(float(v), int(i)) for i, v in zip(saved["index"][c], saved["value"][c]) if i >= 0 and i != c]
+        expected = [i for _, i in sorted(kept, key=lambda e: (-e[0], e[1]))[:3]]
+        assert [s["class"] for s in row["similar"]] == expected
+    assert (tmp_path / "soft-labels-top.png").is_file() and not (tmp_path / "soft-labels-clustered.png").exists()
+
+
+def test_the_synthetic_test_set_draws_only_classes_seen_in_training():
+    _, train_y, _, test_y = make_split(1_000)
+    assert set(test_y.tolist()) <= set(train_y.tolist())
