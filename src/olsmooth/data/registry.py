@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from .sources import cifar, digits, fashion_mnist, fine_grained, folders, listfile
+from .sources import cifar, digits, fashion_mnist, fine_grained, folders, glyphs, listfile
 from .spec import AUGMENT_LEVELS, INPUT_NORMS, BuildOptions, DatasetBundle, DatasetSpec
 
 PathLike = str | os.PathLike[str]
@@ -20,6 +20,7 @@ _SPECS: dict[str, DatasetSpec] = {
     **folders.SPECS,
     "listfile": listfile.SPEC,
     **fine_grained.SPECS,
+    "glyphs": glyphs.SPEC,
 }
 
 
