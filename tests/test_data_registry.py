@@ -24,6 +24,7 @@ EXPECTED_DEFAULTS = {
     "imagenet": dict(model="resnet50", epochs=90, batch_size=64, lr=0.1, weight_decay=1e-4),
     "imagefolder": FOLDER, "listfile": FOLDER,
     "cub200": FINE, "flowers102": FINE, "cars": FINE, "aircraft": FINE, "dogs": FINE,
+    "glyphs": dict(SMALL, epochs=15, batch_size=128),
 }
 
 
@@ -68,7 +69,7 @@ def test_defaults_are_a_copy():
 
 
 def test_in_memory_flag():
-    assert {name for name in list_datasets() if dataset_spec(name).in_memory} == {"digits", "fashion-mnist"}
+    assert {name for name in list_datasets() if dataset_spec(name).in_memory} == {"digits", "fashion-mnist", "glyphs"}
 
 
 def test_only_the_fine_grained_sets_have_splits():

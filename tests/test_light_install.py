@@ -14,7 +14,8 @@ from olsmooth._extras import TOOLKIT_PACKAGES, ToolkitMissingError, toolkit_requ
 ROOT = Path(__file__).resolve().parents[1]
 
 # Import names of the packages a torch-only install lacks.
-BLOCKED = ("torchvision", "timm", "matplotlib", "sklearn", "scipy", "yaml", "tensorboard", "tqdm", "PIL", "safetensors")
+BLOCKED = ("torchvision", "timm", "matplotlib", "sklearn", "scipy", "yaml", "tensorboard", "tqdm", "PIL", "safetensors",
+           "fontTools")
 
 BLOCKER = f"""
 import sys

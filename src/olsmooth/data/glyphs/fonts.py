@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,16 +96,21 @@ def _names(font) -> tuple[str, str]:
     return family.strip(), style.strip()
 
 
-def read_faces(path: Path) -> list[tuple[FontFace, dict[int, str] | str]]:
-    """Every face of a font file with its cmap (code point -> glyph name, .notdef entries left out), or the reason
-    it cannot be read."""
-    from fontTools.ttLib import TTCollection, TTFont, TTLibError
+def _face_count(path: Path) -> int:
+    """Faces in a font file: numFonts of a collection's header ('ttcf', version, numFonts), else 1."""
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+    return struct.unpack(">I", header[8:12])[0] if header[:4] == b"ttcf" and len(header) == 12 else 1
+
+
+def read_faces(path: Path, codes: Sequence[int]) -> list[tuple[FontFace, dict[int, str] | str]]:
+    """Every face of a font file with the glyph names its cmap gives the code points `codes` (those it maps to
+    .notdef or not at all left out), or the reason it cannot be read."""
+    from fontTools.ttLib import TTFont, TTLibError
 
     try:
-        with open(path, "rb") as handle:
-            collection = handle.read(4) == b"ttcf"
-        count = len(TTCollection(str(path), lazy=True).fonts) if collection else 1
-    except (OSError, TTLibError, AssertionError, ValueError) as exc:
+        count = _face_count(path)
+    except OSError as exc:
         return [(FontFace(str(path), 0, path.stem, "?"), f"unreadable font: {exc}")]
     faces: list[tuple[FontFace, dict[int, str] | str]] = []
     for index in range(count):
@@ -112,9 +118,10 @@ def read_faces(path: Path) -> list[tuple[FontFace, dict[int, str] | str]]:
             font = TTFont(str(path), fontNumber=index, lazy=True)
             family, style = _names(font)
             cmap = font.getBestCmap() or {}
-            faces.append((FontFace(str(path), index, family, style),
-                          {code: glyph for code, glyph in cmap.items() if glyph != ".notdef"}))
-        except (OSError, TTLibError, AssertionError, KeyError, ValueError) as exc:
+            font.close()
+            glyphs = {code: cmap[code] for code in codes if cmap.get(code, ".notdef") != ".notdef"}
+            faces.append((FontFace(str(path), index, family, style), glyphs))
+        except (OSError, TTLibError, AssertionError, KeyError, ValueError, struct.error) as exc:
             faces.append((FontFace(str(path), index, path.stem, "?"), f"unreadable face: {exc}"))
     return faces
 
@@ -138,7 +145,7 @@ def faces_covering(files: Sequence[Path], chars: str) -> Coverage:
     skipped: list[tuple[FontFace, str]] = []
     seen: set[tuple[str, str]] = set()
     for path in files:
-        for face, codes in read_faces(path):
+        for face, codes in read_faces(path, needed):
             if isinstance(codes, str):
                 skipped.append((face, codes))
                 continue
