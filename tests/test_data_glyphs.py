@@ -16,7 +16,8 @@ from olsmooth.cli import main
 from olsmooth.data import build_datasets, dataset_info
 from olsmooth.data.glyphs import build_glyph_dataset, charset_chars, choose_classes, design_group, glyph_options
 from olsmooth.data.glyphs.charsets import LATIN62
-from olsmooth.data.glyphs.render import change_thickness
+from olsmooth.data.glyphs.fonts import FontFace
+from olsmooth.data.glyphs.render import GlyphRenderer, RenderSettings, change_thickness
 from olsmooth.errors import UserInputError
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -252,7 +253,7 @@ CJK_DIRS = [Path("/usr/share/fonts/opentype/noto"), Path("/usr/share/fonts/truet
 
 
 @pytest.mark.skipif(not all(d.is_dir() for d in CJK_DIRS), reason="needs fonts-noto-cjk and fonts-wqy-zenhei")
-def test_cjk_build_keeps_similar_characters_apart(tmp_path):
+def test_cjk_build_groups_near_copies_and_keeps_similar_characters_apart(tmp_path):
     chars = charset_chars("gb2312-1")
     out = tmp_path / "cjk"
     build_glyph_dataset(glyph_options(str(out), charset="gb2312-1", classes=30, fonts=[str(d) for d in CJK_DIRS],
@@ -264,3 +265,8 @@ def test_cjk_build_keeps_similar_characters_apart(tmp_path):
         "train"}
     # Mono and regional copies of a glyph are stored once per split
     assert any(f["duplicates"] > 0 for f in m["fonts"])
+    noto = next(FontFace(f["file"], f["index"], f["family"], f["style"]) for f in m["fonts"]
+                if f["family"] == "Noto Sans CJK SC")
+    renderer = GlyphRenderer(noto, RenderSettings(size=32))
+    images = [renderer.downsample(renderer.hires(c)).astype(int) for c in "己已巳"]
+    assert min(np.abs(a - b).sum() for i, a in enumerate(images) for b in images[i + 1:]) > 255

@@ -83,6 +83,8 @@ def _check_options(opts: GlyphOptions, writing: bool) -> None:
         raise UserInputError(f"--test-groups must be at least 1, got {opts.test_groups}")
     if not writing:
         return
+    if opts.out.exists() and not opts.out.is_dir():
+        raise UserInputError(f"--out {opts.out} is a file, not a folder")
     if opts.out.exists() and not opts.force:
         raise UserInputError(f"{opts.out} exists; pass --force to replace it, or choose another --out")
     if opts.out.exists() and not (opts.out / MANIFEST).is_file() and any(opts.out.iterdir()):
