@@ -26,6 +26,7 @@ EXPECTED_DEFAULTS = {
     "cub200": FINE, "flowers102": FINE, "cars": FINE, "aircraft": FINE, "dogs": FINE,
     **{f"synthetic-{k}": dict(model="linear", epochs=2, batch_size=256, lr=0.5, weight_decay=0.0)
        for k in ("1k", "10k", "100k")},
+    "glyphs": dict(SMALL, epochs=15, batch_size=128),
 }
 
 
@@ -71,7 +72,7 @@ def test_defaults_are_a_copy():
 
 def test_in_memory_flag():
     assert {name for name in list_datasets() if dataset_spec(name).in_memory} == {
-        "digits", "fashion-mnist", "synthetic-1k", "synthetic-10k", "synthetic-100k"}
+        "digits", "fashion-mnist", "glyphs", "synthetic-1k", "synthetic-10k", "synthetic-100k"}
 
 
 def test_only_the_fine_grained_sets_have_splits():

@@ -14,7 +14,8 @@ from olsmooth._extras import TOOLKIT_PACKAGES, ToolkitMissingError, toolkit_requ
 ROOT = Path(__file__).resolve().parents[1]
 
 # Import names of the packages a torch-only install lacks.
-BLOCKED = ("torchvision", "timm", "matplotlib", "sklearn", "scipy", "yaml", "tensorboard", "tqdm", "PIL", "safetensors")
+BLOCKED = ("torchvision", "timm", "matplotlib", "sklearn", "scipy", "yaml", "tensorboard", "tqdm", "PIL", "safetensors",
+           "fontTools")
 
 BLOCKER = f"""
 import sys
@@ -113,6 +114,6 @@ def test_core_dependencies_are_light_and_the_toolkit_extra_holds_the_rest():
     toolkit = project["optional-dependencies"]["toolkit"]
     assert sorted(toolkit) == sorted([
         "torchvision>=0.16", "timm>=0.9", "pyyaml>=6", "tqdm>=4.60", "matplotlib>=3.6", "scikit-learn>=1.2",
-        "tensorboard>=2.12", "safetensors>=0.4", "pillow>=9", "scipy>=1.9",
+        "tensorboard>=2.12", "safetensors>=0.4", "pillow>=9", "scipy>=1.9", "fonttools>=4.22",
     ])
     assert {requirement.partition(">")[0] for requirement in toolkit} == set(TOOLKIT_PACKAGES.values())

@@ -22,6 +22,7 @@ TOOLKIT_PACKAGES = {
     "safetensors": "safetensors",
     "PIL": "pillow",
     "scipy": "scipy",
+    "fontTools": "fonttools",
 }
 
 

@@ -1,4 +1,4 @@
-"""The `olsmooth` command: train, eval, ensemble, dataset-info and report."""
+"""The `olsmooth` command: train, eval, ensemble, dataset-info, build-dataset and report."""
 
 from __future__ import annotations
 
@@ -119,6 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--data-root")
     info.add_argument("--split", choices=OPTIONS["split"].choices, help="fine-grained sets only (default: paper)")
     info.add_argument("--json", action="store_true")
+
+    from .data.glyphs import CHARSETS
+    build = sub.add_parser("build-dataset", help="render printed characters from font files into a dataset split by "
+                                                 "typeface (docs/datasets.md, glyphs)")
+    build.add_argument("kind", choices=["glyphs"], help="what to build")
+    build.add_argument("--out", required=True, help="the dataset folder to write (then --data-root DIR)")
+    build.add_argument("--charset", choices=list(CHARSETS), help="default: gb2312-1")
+    build.add_argument("--classes", type=int, metavar="K", help="a seeded subset of K characters (default: all)")
+    build.add_argument("--fonts", action="append", metavar="PATH", help="a font file or folder, repeatable "
+                                                                        "(default: every font fontconfig lists)")
+    build.add_argument("--size", type=int, help="image side in pixels (default: 32)")
+    build.add_argument("--copies", type=int, help="augmented copies per training glyph (default: 4)")
+    build.add_argument("--test-groups", type=int, metavar="N", help="design groups drawn for the test split "
+                                                                    "(default: 2)")
+    build.add_argument("--test-group", action="append", dest="test_group_names", metavar="NAME",
+                       help="a design group for the test split, repeatable (replaces --test-groups)")
+    build.add_argument("--seed", type=int, help="seed of the class subset, the split and the augmentation "
+                                                "(default: 0)")
+    build.add_argument("--force", action="store_true", help="replace an existing dataset folder")
+    build.add_argument("--dry-run", action="store_true", help="list the faces, groups and split; render nothing")
 
     rep = sub.add_parser("report", help="mean ± std over runs, grouped by the options that differ, with paired "
                                         "tests by seed")
@@ -345,7 +365,24 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"{args.dataset}: {info['train']} train, {info['test']} test, {info['classes']} classes")
+        extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in info.items()
+                        if k not in ("train", "test", "classes"))
+        print(f"{args.dataset}: {info['train']} train, {info['test']} test, {info['classes']} classes{extra}")
+    return 0
+
+
+def cmd_build_dataset(args: argparse.Namespace) -> int:
+    from .data.glyphs import build_glyph_dataset, glyph_options, plan_glyph_dataset
+    names = ("charset", "classes", "fonts", "size", "copies", "test_groups", "test_group_names", "seed")
+    opts = glyph_options(args.out, force=args.force, **{name: getattr(args, name) for name in names})
+    if args.dry_run:
+        print("\n".join(plan_glyph_dataset(opts).describe()))
+        return 0
+    manifest = build_glyph_dataset(opts, log=lambda text: print(text, flush=True))
+    counts = manifest["counts"]
+    print(f"wrote {opts.out}: {manifest['charset']['classes']} classes, {counts['train']['images']} train images "
+          f"({counts['train']['faces']} faces), {counts['test']['images']} test images ({counts['test']['faces']} "
+          f"faces of {', '.join(manifest['split']['test_groups'])})")
     return 0
 
 
@@ -434,6 +471,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "ensemble": cmd_ensemble, "dataset-info": cmd_dataset_info,
+            "build-dataset": cmd_build_dataset,
             "report": cmd_report, "study": cmd_study, "soft-labels": cmd_soft_labels, "attack": cmd_attack}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from .sources import cifar, digits, fashion_mnist, fine_grained, folders, listfile, synthetic
+from .sources import cifar, digits, fashion_mnist, fine_grained, folders, glyphs, listfile, synthetic
 from .spec import AUGMENT_LEVELS, INPUT_NORMS, BuildOptions, DatasetBundle, DatasetSpec
 
 PathLike = str | os.PathLike[str]
@@ -21,6 +21,7 @@ _SPECS: dict[str, DatasetSpec] = {
     "listfile": listfile.SPEC,
     **fine_grained.SPECS,
     **synthetic.SPECS,
+    "glyphs": glyphs.SPEC,
 }
 
 
