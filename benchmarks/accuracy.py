@@ -38,7 +38,6 @@ from olsmooth.analysis import classification_metrics, plot_curves, plot_reliabil
 from olsmooth.analysis.report import (
     METHOD_OPTIONS,
     Group,
-    load_run,
     markdown_report,
     markdown_table,
     metric_formats,
@@ -163,16 +162,6 @@ def transfer_study(main: Study, args: argparse.Namespace) -> Study | None:
     return derive(main, f"{main.name}-transfer-{model}", description, base, {"method": TRANSFER_METHODS})
 
 
-def result_groups(study: Study, plan: Sequence[PlannedRun]) -> list[Group]:
-    """The study's groups of the finished runs (cell_groups), each run with its last epoch's top-5 and train top-1."""
-    groups = cell_groups(study, plan)
-    for group in groups:
-        for seed, folder in group.folders.items():
-            run = load_run(folder)
-            group.runs[seed].update(run.figures("last", ("top5",)), train_top1=float(run.record("last")["train_top1"]))
-    return groups
-
-
 def ensemble_sizes(available: int) -> list[int]:
     """The ensemble sizes that fit, plus all snapshots when there are fewer than the largest size."""
     return sorted({c for c in ENSEMBLE_SIZES if c <= available} | {min(available, max(ENSEMBLE_SIZES))})
@@ -280,7 +269,7 @@ def analyse(study: Study, root: Path, args: argparse.Namespace, md_dir: Path) ->
     """The JSON payload and Markdown section of one finished study, read from its run folders."""
     plan = plan_runs(study, root)
     data = Data.of(resolve(study.cells[0].config).dataset)
-    groups, pairs = result_groups(study, plan), baseline_pairs(study)
+    groups, pairs = cell_groups(study, plan), baseline_pairs(study)
     text = [f"## {study.name}\n", study.description.strip() + "\n" if study.description else "",
             f"{settings_text(study, data)} Run folders: `{root}/CELL/seed-N`, the study's own summary in "
             f"[{root.name}/results.md]({os.path.relpath(root / 'results.md', md_dir)}). Last epoch, mean ± sample std "

@@ -108,7 +108,8 @@ def test_paired_test_hand_case():
 
 def test_paired_test_identical_lists():
     result = paired_test([70.1, 71.3, 69.8, 72.0, 70.5], [70.1, 71.3, 69.8, 72.0, 70.5])
-    assert result == {"n": 5, "mean_diff": 0.0, "t_stat": 0.0, "t_pvalue": 1.0, "wilcoxon_pvalue": 1.0}
+    assert result == {"n": 5, "mean_diff": 0.0, "sd_diff": 0.0, "mde": 0.0, "t_stat": 0.0, "t_pvalue": 1.0,
+                      "wilcoxon_pvalue": 1.0}
 
 
 def test_paired_test_constant_shift_and_small_n():
@@ -202,8 +203,12 @@ def test_report_paired_tests_match_runs_by_seed(tmp_path, capsys):
     assert code == 0
     a, b = np.array([ols[s] for s in range(3)]), np.array([ce[s] for s in range(3)])
     expected_p = stats.ttest_rel(a, b).pvalue
-    assert table_rows(out, "method=ols − method=ce")[0] == [
-        "method=ols − method=ce", "-", "top1", "3", f"{(a - b).mean():+.3f}", f"{expected_p:.3f}", "n < 5"]
+    # 80% power at the 0.05 level with 3 pairs: noncentrality 5.6535 (simulated in test_analysis_stats.py)
+    mde = 5.6535 * (a - b).std(ddof=1) / np.sqrt(3)
+    row = table_rows(out, "method=ols − method=ce")[0]
+    assert row[:5] == ["method=ols − method=ce", "-", "top1", "3", f"{(a - b).mean():+.3f}"]
+    assert float(row[5]) == pytest.approx(mde, abs=0.002)
+    assert row[6:] == [f"{expected_p:.3f}", f"{expected_p:.3f}", "n < 5"]  # one comparison a metric: Holm = p
     assert [r[2] for r in table_rows(out, "method=ols − method=ce")] == ["top1", "nll", "ece"]
 
 

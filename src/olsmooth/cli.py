@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seeds", nargs="+", type=int, help="seeds of every cell (replaces the file's seeds)")
     study.add_argument("--out", help="folder of the run folders and results (default runs/study-NAME)")
     study.add_argument("--dry-run", action="store_true", help="list the runs and their state; train nothing")
+    study.add_argument("--publish", metavar="DOCS", help="then copy the results into a docs folder: "
+                                                         "DOCS/benchmarks/NAME.csv (per-run data), NAME.md (the "
+                                                         "page, regenerated from it), DOCS/figures/NAME-*.png")
+    study.add_argument("--from-csv", metavar="CSV", help="print the page a results.csv regenerates (tables, "
+                                                         "paired tests); trains nothing")
 
     from .analysis.soft_labels import VIEWS
     soft = sub.add_parser("soft-labels", help="what OLS learned: per class the most similar classes, the diagonal "
@@ -415,9 +420,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .engine.study import describe_plan, load_study, plan_runs, run_study
+    from .engine.study import describe_plan, load_study, markdown_text, plan_runs, publish, read_results_csv, run_study
     study = load_study(args.config, args.seeds)
     out = Path(args.out or Path("runs") / f"study-{study.name}")
+    if args.from_csv:
+        print(markdown_text(study, read_results_csv(study, args.from_csv), out), end="")
+        return 0
     if args.dry_run:
         plan = plan_runs(study, out)
         print("\n".join(describe_plan(plan)))
@@ -425,6 +433,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"{len(plan)} runs ({len(study.cells)} cells x {len(study.seeds)} seeds), {left} to train")
         return 0
     for path in run_study(study, out, log=lambda text: print(text, flush=True)):
+        print(f"wrote {path}")
+    for path in publish(study, out, args.publish) if args.publish else ():
         print(f"wrote {path}")
     return 0
 

@@ -5,9 +5,11 @@ Importing this package does not import matplotlib or scipy; the functions that n
 
 from .calibration import MetricAccumulator, classification_metrics, reliability_bins
 from .plots import plot_curves, plot_reliability, plot_soft_labels
-from .report import final_metrics, markdown_table, paired_test, read_metrics, summarize
+from .report import final_metrics, markdown_table, read_metrics, summarize
+from .stats import holm, paired_mde, paired_test
 
 __all__ = [
     "MetricAccumulator", "classification_metrics", "reliability_bins", "plot_curves", "plot_reliability",
-    "plot_soft_labels", "final_metrics", "markdown_table", "paired_test", "read_metrics", "summarize",
+    "plot_soft_labels", "final_metrics", "markdown_table", "paired_test", "paired_mde", "holm", "read_metrics",
+    "summarize",
 ]

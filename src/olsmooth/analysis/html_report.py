@@ -26,7 +26,6 @@ from ..fileio import atomic_write_text
 from .report import (
     DEFAULT_KEYS,
     NO_PAIRED_TESTS,
-    PAIRED_CAPTION,
     PAIRED_COLUMNS,
     PAIRED_FORMATS,
     PAIRED_KEYS,
@@ -38,6 +37,7 @@ from .report import (
     metric_formats,
     one_factor_pairs,
     option_text,
+    paired_caption,
     paired_rows,
     read_json_object,
     summary_stats,
@@ -222,7 +222,7 @@ def _summary_section(groups: Sequence[Group], pairs: Sequence[tuple[int, int]], 
     content += html_table(rows, columns, metric_formats(DEFAULT_KEYS))
     tested = paired_rows(groups, pairs, PAIRED_KEYS)
     if tested:
-        content += f"<h3>Paired tests</h3>{_note(PAIRED_CAPTION + '.')}"
+        content += f"<h3>Paired tests</h3>{_note(paired_caption(tested))}"
         content += html_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS, wrap=("comparison", "setting"))
     elif pairs:
         content += _note(NO_PAIRED_TESTS)

@@ -7,7 +7,6 @@ only by `paired_test`, matplotlib only by `plot_groups`.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 import yaml
 
 from ..errors import UserInputError
+from .stats import ALPHA, POWER, WILCOXON_MIN_FOR_005, holm, paired_test
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,8 +28,6 @@ SUMMARY_FILE = "summary.json"
 RESULTS_DIR = "results"  # eval and attack results saved with --save-to-run
 DEFAULT_KEYS = ("top1", "top5", "nll", "ece")
 PAIRED_KEYS = ("top1", "nll", "ece")
-MIN_WILCOXON_PAIRS = 5
-"""Below five pairs the signed-rank test cannot reach p < 0.05, so it is not reported."""
 SEED_KEY = "seed"
 """The option that tells the runs of one experiment apart; paired tests match runs by it."""
 NON_EXPERIMENT_OPTIONS = ("out", "force", "data_root", "download", "workers", "threads", "device", "dist_timeout",
@@ -38,9 +36,9 @@ NON_EXPERIMENT_OPTIONS = ("out", "force", "data_root", "download", "workers", "t
 runs that differ only in these (and the seed) are runs of one experiment."""
 METHOD_OPTIONS = ("method", "ols_preset", "ls_eps", "tfkd_temperature", "loss_options")
 """The loss and its options: one factor when `one_factor_pairs` looks for groups that differ in one thing."""
-PAIRED_COLUMNS = ("comparison", "setting", "metric", "n", "mean diff", "t-test p", "Wilcoxon p")
-PAIRED_FORMATS = {"mean diff": "+.3f", "t-test p": ".3f", "Wilcoxon p": ".3f"}
-PAIRED_CAPTION = "Paired tests by seed (diff = first − second, over the seeds both have; Wilcoxon from 5 pairs)"
+PAIRED_COLUMNS = ("comparison", "setting", "metric", "n", "mean diff", "resolvable", "t-test p", "Holm p",
+                  "Wilcoxon p")
+PAIRED_FORMATS = {"mean diff": "+.3f", "resolvable": ".3f", "t-test p": ".3f", "Holm p": ".3f", "Wilcoxon p": ".3f"}
 NO_PAIRED_TESTS = "Paired tests need at least 2 seeds that both groups have; none here."
 # config.yaml entries a report relies on, with the type each must have
 _CONFIG_TYPES = {"method": str, "dataset": str, "seed": int, "epochs": int}
@@ -308,38 +306,6 @@ def summary_rows(groups: Sequence[Group], keys: Sequence[str]) -> list[dict[str,
     return [{**g.options, **summary_stats([g.runs[s] for s in sorted(g.runs)], keys, g.label)} for g in groups]
 
 
-def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Paired comparison of a and b (same seeds, same order): mean of a − b, t-test, and Wilcoxon when n ≥ 5.
-
-    Constant differences, where scipy returns NaN, get the limits: all zero gives t = 0 and p = 1,
-    otherwise t = ±inf and p = 0 for the t-test (Wilcoxon stays defined unless all differences are zero).
-    """
-    from scipy import stats
-
-    if len(a) != len(b):
-        raise UserInputError(f"paired test needs equal-length lists, got {len(a)} and {len(b)}")
-    if len(a) < 2:
-        raise UserInputError(f"paired test needs at least 2 pairs, got {len(a)}")
-    a_values, b_values = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    differences = a_values - b_values
-    if np.all(differences == differences[0]):
-        t_stat = math.copysign(math.inf, differences[0]) if differences[0] else 0.0
-        t_pvalue = 0.0 if differences[0] else 1.0
-    else:
-        result = stats.ttest_rel(a_values, b_values)
-        t_stat, t_pvalue = float(result.statistic), float(result.pvalue)
-    wilcoxon_pvalue = None
-    if len(differences) >= MIN_WILCOXON_PAIRS:
-        wilcoxon_pvalue = float(stats.wilcoxon(differences).pvalue) if differences.any() else 1.0
-    return {
-        "n": len(differences),
-        "mean_diff": float(differences.mean()),
-        "t_stat": t_stat,
-        "t_pvalue": t_pvalue,
-        "wilcoxon_pvalue": wilcoxon_pvalue,
-    }
-
-
 def _factor(key: str) -> str:
     return "method" if key in METHOD_OPTIONS else key
 
@@ -359,7 +325,9 @@ def one_factor_pairs(groups: Sequence[Group]) -> list[tuple[int, int]]:
 
 def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
                 keys: Sequence[str] = PAIRED_KEYS) -> list[dict[str, Any]]:
-    """Paired tests (by seed, over the seeds both groups have) of group i − group j for each pair and key.
+    """Paired tests (by seed, over the seeds both groups have) of group i − group j for each pair and key, with
+    the t-test's p corrected by Holm over the comparisons of each key in this list, and the difference the seeds
+    can resolve (`stats.paired_mde`).
 
     `comparison` names the options that differ, `setting` those the two share (less the options of two
     different methods); pairs with fewer than two common seeds are left out."""
@@ -379,8 +347,33 @@ def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
             rows.append({"comparison": f"{text[0]} − {text[1]}",
                          "setting": ", ".join(f"{k}={option_text(v)}" for k, v in same.items()) or "-",
                          "metric": key, "n": str(test["n"]), "mean diff": test["mean_diff"],
-                         "t-test p": test["t_pvalue"], "Wilcoxon p": "n < 5" if wilcoxon is None else wilcoxon})
+                         "resolvable": test["mde"], "t-test p": test["t_pvalue"],
+                         "Wilcoxon p": "n < 5" if wilcoxon is None else wilcoxon})
+    for key in keys:
+        family = [row for row in rows if row["metric"] == key]
+        for row, corrected in zip(family, holm([row["t-test p"] for row in family])):
+            row["Holm p"] = corrected
     return rows
+
+
+def paired_caption(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What a table of `paired_rows` shows, and what its seeds allow: the family Holm corrects over, the
+    meaning of `resolvable`, and, with fewer than 6 pairs, that the Wilcoxon test cannot reach 0.05."""
+    sizes = sorted({int(row["n"]) for row in rows})
+    per_key = {row["metric"]: sum(r["metric"] == row["metric"] for r in rows) for row in rows}
+    counts = sorted(set(per_key.values()))
+    family = (f"the {counts[0]} comparisons of each metric" if len(counts) == 1 else
+              "the comparisons of each metric (" + ", ".join(f"{k}: {m}" for k, m in per_key.items()) + ")")
+    text = (f"Paired tests by seed (diff = first − second, over the seeds both have; n = "
+            f"{'/'.join(map(str, sizes))} pairs). Holm p: the t-test's p corrected by Holm's method for {family} "
+            f"in this table; only a Holm p below {ALPHA:g} is a significant difference. resolvable: the smallest "
+            f"true difference the t-test detects with {POWER:.0%} power at the {ALPHA:g} level, given the sd of the "
+            "paired differences; a |mean diff| below it is not resolvable with these seeds.")
+    if sizes[0] < WILCOXON_MIN_FOR_005:
+        text += (f" Wilcoxon: with {sizes[0]} pairs its two-sided p cannot go below "
+                 f"{2 / 2 ** sizes[0]:.4g}, so it cannot reach {ALPHA:g} here" +
+                 (" (not computed below 5 pairs)." if sizes[0] < 5 else "."))
+    return text
 
 
 def cell_text(value: Any, fmt: str) -> str:
@@ -437,7 +430,7 @@ def markdown_report(groups: Sequence[Group], keys: Sequence[str], pairs: Sequenc
     text = markdown_table(rows, columns, metric_formats(keys) | dict(fmt or {}))
     tested = paired_rows(groups, pairs, [k for k in PAIRED_KEYS if k in keys] if tested_keys is None else tested_keys)
     if tested:
-        text += f"\n{PAIRED_CAPTION}:\n\n" + markdown_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS)
+        text += f"\n{paired_caption(tested)}\n\n" + markdown_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS)
     elif pairs:
         text += f"\n{NO_PAIRED_TESTS}\n"
     return text

@@ -378,58 +378,122 @@ def _is_noise_study(study: Study) -> bool:
     return any(NOISE_OPTION in cell.options for cell in study.cells)
 
 
-def cell_groups(study: Study, plan: Sequence[PlannedRun]) -> list[Group]:
-    """Per cell, each seed's last-epoch and best-epoch figures, read from the finished run folders (and, for runs
-    with label noise, the last epoch's memorisation figures)."""
-    groups = {cell.name: Group(study.shown_options(cell)) for cell in study.cells}
-    for run in plan:
-        folder = load_run(run.folder)
-        figures = {**folder.figures("last", RESULT_KEYS),
-                   **{f"best_{k}": v for k, v in folder.figures("best", RESULT_KEYS).items()},
-                   **{k: folder.records[-1][k] for k in MEMORISATION_KEYS if k in folder.records[-1]}}
-        groups[run.cell.name].add(run.seed, figures, run.folder)
-    return list(groups.values())
+RUN_COLUMNS = ("epochs", "top1", "top5", "nll", "ece", "best_epoch", "best_top1", "best_top5", "best_nll", "best_ece",
+               "best_val_top1", "train_top1", "epoch_time_s", *MEMORISATION_KEYS)
+"""Per run in results.csv: its epochs; the last epoch's test figures; the chosen epoch (highest validation top-1
+where the run has a validation split, else test top-1) and its test figures; that epoch's validation top-1; the
+last epoch's train top-1 (on the training batches, as trained); the mean epoch time in seconds; and, for runs with
+label noise, the last epoch's memorisation figures. A figure a run lacks is left empty."""
+_INT_COLUMNS = ("seed", "epochs", "best_epoch")
 
 
-def _csv_text(study: Study, plan: Sequence[PlannedRun], out: Path) -> str:
-    """One row per run: cell, seed, folder, the cell's options, epochs, last-epoch and best-epoch metrics."""
-    option_keys = list(dict.fromkeys(k for cell in study.cells for k in cell.options))
-    metric_keys = ("top1", "top5", "nll", "ece")
+def run_row(study: Study, run: PlannedRun, out: Path) -> dict[str, Any]:
+    """The results.csv row of a finished run, read from its folder."""
+    folder = load_run(run.folder)
+    last, best = folder.record("last"), folder.record("best")
+    figures = {**folder.figures("last", ("top1", "top5", "nll", "ece")),
+               **{f"best_{k}": v for k, v in folder.figures("best", ("top1", "top5", "nll", "ece")).items()}}
+    times = [r["epoch_time_s"] for r in folder.records if "epoch_time_s" in r]
+    return {"cell": run.cell.name, "seed": run.seed, "folder": run.folder.relative_to(out).as_posix(),
+            **{k: option_text(study.shown_options(run.cell).get(k)) for k in _option_columns(study)},
+            "epochs": len(folder.records), **figures, "best_epoch": best["epoch"],
+            "best_val_top1": best.get("val_top1"), "train_top1": last.get("train_top1"),
+            "epoch_time_s": sum(times) / len(times) if times else None,
+            **{k: last.get(k) for k in MEMORISATION_KEYS}}
+
+
+def _option_columns(study: Study) -> list[str]:
+    return list(dict.fromkeys(k for cell in study.cells for k in study.shown_options(cell)))
+
+
+def csv_text(study: Study, rows: Sequence[Mapping[str, Any]]) -> str:
+    """results.csv: one row per run (cell, seed, folder, the cell's options, RUN_COLUMNS); floats written with
+    repr, so that the file reads back to the exact values every table is computed from."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["cell", "seed", "folder", *option_keys, "epochs", *metric_keys, "best_epoch",
-                     *(f"best_{k}" for k in RESULT_KEYS)])
-    for run in plan:
-        folder = load_run(run.folder)
-        last, best = folder.figures("last", metric_keys), folder.figures("best", RESULT_KEYS)
-        best_epoch = folder.record("best")["epoch"]
-        writer.writerow([run.cell.name, run.seed, run.folder.relative_to(out).as_posix(),
-                         *(option_text(study.shown_options(run.cell).get(k)) for k in option_keys),
-                         len(folder.records),
-                         *(repr(last[k]) for k in metric_keys), best_epoch, *(repr(best[k]) for k in RESULT_KEYS)])
+    columns = ["cell", "seed", "folder", *_option_columns(study), *RUN_COLUMNS]
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(k) is None else repr(row[k]) if isinstance(row[k], float) else row[k]
+                         for k in columns])
     return buffer.getvalue()
 
 
-def _markdown_text(study: Study, groups: Sequence[Group], out: Path) -> str:
-    runs = sum(len(g.runs) for g in groups)
+def read_results_csv(study: Study, path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a study's results.csv (as `csv_text` writes them), checked against the study: every cell and
+    seed once, the columns it writes; numbers parsed back exactly, empty entries as None."""
+    path = Path(path)
+    try:
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+        records = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UserInputError(f"{path}: cannot read ({err})") from None
+    expected = ["cell", "seed", "folder", *_option_columns(study), *RUN_COLUMNS]
+    if reader.fieldnames != expected:
+        raise UserInputError(f"{path}: columns {reader.fieldnames} are not the study's {expected}")
+    cells, rows = {cell.name for cell in study.cells}, []
+    for number, record in enumerate(records, start=2):
+        if record["cell"] not in cells:
+            raise UserInputError(f"{path}:{number}: cell {record['cell']!r} is not a cell of {study.name}")
+        row: dict[str, Any] = dict(record)
+        try:
+            for key in (*_INT_COLUMNS, *RUN_COLUMNS):
+                text = record[key]
+                row[key] = None if text == "" else int(text) if key in _INT_COLUMNS else float(text)
+        except ValueError:
+            raise UserInputError(f"{path}:{number}: {key} is not a number: {record[key]!r}") from None
+        rows.append(row)
+    pairs = [(row["cell"], row["seed"]) for row in rows]
+    if len(set(pairs)) != len(pairs):
+        raise UserInputError(f"{path}: a cell and seed appear twice")
+    return rows
+
+
+def groups_from_rows(study: Study, rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = TABLE_KEYS,
+                     root: Path | None = None) -> list[Group]:
+    """Per cell, in the grid's order, each seed's figures `keys` (a row lacking one leaves it out); each run's
+    folder is the row's, under `root` when given."""
+    groups = {cell.name: Group(study.shown_options(cell)) for cell in study.cells}
+    for row in rows:
+        figures = {k: row[k] for k in keys if row.get(k) is not None}
+        groups[row["cell"]].add(row["seed"], figures, (root or Path()) / row["folder"])
+    return list(groups.values())
+
+
+def cell_groups(study: Study, plan: Sequence[PlannedRun]) -> list[Group]:
+    """Per cell, each seed's figures (every RUN_COLUMNS figure but the epoch counts and times), read from the
+    finished run folders of `plan` (whose folders lie in one study folder)."""
+    out = plan[0].folder.parent.parent if plan else Path()
+    keys = [k for k in RUN_COLUMNS if k not in _INT_COLUMNS and k != "epoch_time_s"]
+    return groups_from_rows(study, [run_row(study, run, out) for run in plan], keys, out)
+
+
+def markdown_text(study: Study, rows: Sequence[Mapping[str, Any]], out: str | Path,
+                  figures: Mapping[str, str] | None = None) -> str:
+    """results.md from the rows of results.csv: mean ± std per cell of the last and the chosen epoch, paired tests
+    against the baselines (Holm-corrected, with the resolvable difference), and, under label noise, memorisation.
+    `figures` maps a figure's file name to the link the page uses (default: the name, beside the page)."""
+    links = dict(figures or {})
+    groups = groups_from_rows(study, rows)
     lines = [f"# Study {study.name}\n"]
     if study.description:
         lines.append(study.description.strip() + "\n")
     chosen = ("validation top-1 (its test figures)" if any(cell.config.val_fraction for cell in study.cells)
               else "test top-1")
-    lines.append(f"{len(study.cells)} cell(s) x {len(study.seeds)} seed(s) = {runs} runs; run folders under `{out}`; "
-                 f"shared options: {option_text(study.base) if study.base else 'none'}. Mean ± sample std over seeds "
-                 f"of the last epoch's test top1, nll, ece and of each run's epoch with the highest {chosen} (best_*); "
-                 "top-1 and ECE in %, NLL in nats.\n")
+    lines.append(f"{len(study.cells)} cell(s) x {len(study.seeds)} seed(s) = {len(rows)} runs; run folders under "
+                 f"`{out}`; shared options: {option_text(study.base) if study.base else 'none'}. Mean ± sample std "
+                 f"over seeds of the last epoch's test top1, nll, ece and of each run's epoch with the highest "
+                 f"{chosen} (best_*); top-1 and ECE in %, NLL in nats. Per-run figures: results.csv.\n")
     lines.append(markdown_report(groups, TABLE_KEYS, baseline_pairs(study)))
-    lines.append(f"\n![test top-1 per cell]({FIGURE_NAME})\n")
-    noisy = [g for g in groups if all(k in run for run in g.runs.values() for k in MEMORISATION_KEYS[:2])]
+    lines.append(f"\n![test top-1 per cell]({links.get(FIGURE_NAME, FIGURE_NAME)})\n")
+    noisy = [g for g in groups_from_rows(study, rows, MEMORISATION_KEYS[:2])
+             if g.runs and all(k in run for run in g.runs.values() for k in MEMORISATION_KEYS[:2])]
     if noisy:
         lines.append("## Memorisation\n\nOn the training samples whose label the noise changed, at the last epoch: "
                      "% predicted as their clean label (`noisy_fit_clean`) and as their noisy label "
                      "(`noisy_fit_noisy`, memorised noise); per epoch in each run's metrics.jsonl.\n")
         lines.append(markdown_report(noisy, MEMORISATION_KEYS[:2], []))
-        lines.append(f"\n![memorised noise per epoch]({MEMORISATION_FIGURE})\n")
+        lines.append(f"\n![memorised noise per epoch]({links.get(MEMORISATION_FIGURE, MEMORISATION_FIGURE)})\n")
     return "\n".join(lines)
 
 
@@ -449,22 +513,67 @@ def write_results(study: Study, plan: Sequence[PlannedRun], out: str | Path) -> 
     unfinished = [run.label for run in plan if run.status.state != "done"]
     if unfinished:
         raise UserInputError(f"cannot write the results: {len(unfinished)} run(s) not finished, e.g. {unfinished[0]}")
-    groups = cell_groups(study, plan)
-    csv_text, markdown = _csv_text(study, plan, out), _markdown_text(study, groups, out)
+    rows = [run_row(study, run, out) for run in plan]
+    groups = groups_from_rows(study, rows)
+    texts = (csv_text(study, rows), markdown_text(study, rows, out))
     title = f"{study.name}: final test top-1, mean ± std over {len(study.seeds)} seed(s)"
     figures = {FIGURE_NAME: plot_noise_groups(groups, "top1", title=title) if _is_noise_study(study) else
                plot_groups(groups, "top1", _numeric_axis(study), ylabel="final test top-1 (%)", title=title)}
     records = [(cell, [read_metrics(run.folder) for run in plan if run.cell.name == cell.name])
                for cell in study.cells]
-    curves = [(cell.options, [[r["noisy_fit_noisy"] for r in rows] for rows in runs]) for cell, runs in records
-              if runs and all("noisy_fit_noisy" in rows[-1] for rows in runs)]
+    curves = [(cell.options, [[r["noisy_fit_noisy"] for r in epochs] for epochs in runs]) for cell, runs in records
+              if runs and all("noisy_fit_noisy" in epochs[-1] for epochs in runs)]
     if curves:
         figures[MEMORISATION_FIGURE] = plot_noise_curves(curves, "% predicted as their noisy label",
                                                          "memorised noise: training samples with a corrupted label")
     paths = [out / CSV_NAME, out / MARKDOWN_NAME]
-    for path, text in zip(paths, (csv_text, markdown)):
+    for path, text in zip(paths, texts):
         atomic_write_file(path, lambda handle, text=text: handle.write(text.encode("utf-8")))
     for name, figure in figures.items():
         atomic_write_file(out / name, lambda handle, figure=figure: figure.savefig(handle, format="png", dpi=120))
         paths.append(out / name)
     return paths
+
+
+PUBLISHED_PAGES, PUBLISHED_FIGURES = "benchmarks", "figures"
+"""Under a docs folder: a study's page and per-run data (NAME.md, NAME.csv), and its figures (NAME-*.png)."""
+_OUT_LINE = re.compile(r"run folders under `([^`]+)`")
+
+
+def published_links(study: Study) -> dict[str, str]:
+    """The links a published page uses for the study's figures."""
+    return {FIGURE_NAME: f"../{PUBLISHED_FIGURES}/{study.name}-top1.png",
+            MEMORISATION_FIGURE: f"../{PUBLISHED_FIGURES}/{study.name}-memorisation.png"}
+
+
+def publish(study: Study, out: str | Path, docs: str | Path) -> list[Path]:
+    """Copy a finished study's results into a docs folder: its per-run data verbatim, its page regenerated from
+    that data with the figures' links, and its figures; returns the paths written."""
+    out, docs = Path(out), Path(docs)
+    source = out / CSV_NAME
+    if not source.is_file():
+        raise UserInputError(f"{source}: no such file; the study has not written its results yet")
+    data = source.read_bytes()
+    rows = read_results_csv(study, source)
+    pages, figures = docs / PUBLISHED_PAGES, docs / PUBLISHED_FIGURES
+    written = {pages / f"{study.name}.csv": data,
+               pages / f"{study.name}.md": markdown_text(study, rows, out, published_links(study)).encode("utf-8")}
+    for name, link in published_links(study).items():
+        if (out / name).is_file():
+            written[figures / Path(link).name] = (out / name).read_bytes()
+    for path, content in written.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_file(path, lambda handle, content=content: handle.write(content))
+    return list(written)
+
+
+def published_page_difference(study: Study, docs: str | Path) -> str:
+    """'' when docs/benchmarks/NAME.md is exactly the page its committed NAME.csv regenerates, else a unified
+    diff (published page first); the run folders named on the page are not needed."""
+    pages = Path(docs) / PUBLISHED_PAGES
+    page = (pages / f"{study.name}.md").read_text(encoding="utf-8")
+    found = _OUT_LINE.search(page)
+    out = found.group(1) if found else f"runs/{study.name}"
+    rows = read_results_csv(study, pages / f"{study.name}.csv")
+    fresh = markdown_text(study, rows, out, published_links(study))
+    return "".join(difflib.unified_diff(page.splitlines(True), fresh.splitlines(True), "published", "regenerated"))
