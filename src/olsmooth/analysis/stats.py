@@ -7,6 +7,7 @@ reader can recompute each from the committed per-run data. scipy is imported by 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -63,32 +64,37 @@ def paired_mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) ->
     """The smallest true mean difference a two-sided paired t-test at level `alpha` detects with probability
     `power`, for n pairs whose differences have standard deviation `sd` (taken as known: the sample's); 0 when
     sd is 0. Exact: the power of the noncentral t, both tails counted (`t_test_power`)."""
-    from scipy import optimize, stats
-
     if n < 2:
         raise UserInputError(f"a minimum detectable effect needs at least 2 pairs, got {n}")
     if sd == 0:
         return 0.0
-    df = n - 1
+    return float(detectable_noncentrality(n - 1, alpha, power) * sd / math.sqrt(n))
+
+
+@functools.cache
+def detectable_noncentrality(df: int, alpha: float, power: float) -> float:
+    """The noncentrality at which the two-sided t-test with `df` degrees of freedom reaches `power`; it depends on
+    the pair count only, so a table of many comparisons solves it once per count."""
+    from scipy import optimize, stats
+
     critical = float(stats.t.ppf(1 - alpha / 2, df))
     upper = 1.0
     while t_test_power(upper, df, critical) < power:
         upper *= 2
-    noncentrality = optimize.brentq(lambda nc: t_test_power(nc, df, critical) - power, 0.0, upper, xtol=1e-10)
-    return float(noncentrality * sd / math.sqrt(n))
+    return float(optimize.brentq(lambda nc: t_test_power(nc, df, critical) - power, 0.0, upper, xtol=1e-10))
 
 
 def t_test_power(noncentrality: float, df: int, critical: float) -> float:
     """P(|T| > critical) for T = (Z + noncentrality) / sqrt(V / df), Z standard normal, V chi-squared with df
-    degrees of freedom: integrated over V, where scipy's noncentral t returns NaN for some arguments."""
+    degrees of freedom: |T| > c exactly when V < df ((Z + noncentrality) / c)^2, integrated over Z. scipy's
+    noncentral t returns NaN for some arguments, and integrating over V instead stalls at a few hundred df."""
     from scipy import integrate, stats
 
-    def given(v: float) -> float:
-        bound = critical * math.sqrt(v / df)
-        tails = stats.norm.sf(bound - noncentrality) + stats.norm.cdf(-bound - noncentrality)
-        return float(tails * stats.chi2.pdf(v, df))
+    def given(z: float) -> float:
+        return float(stats.norm.pdf(z) * stats.chi2.cdf(df * ((z + noncentrality) / critical) ** 2, df))
 
-    return float(integrate.quad(given, 0.0, math.inf, limit=200)[0])
+    kink = [-noncentrality] if noncentrality < 12 else None
+    return float(integrate.quad(given, -12.0, 12.0, points=kink, limit=200)[0])
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
