@@ -3,20 +3,25 @@ strict resume, checkpoints that are not what they claim, and the evaluated model
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 import yaml
 
+from olsmooth import fileio
 from olsmooth.cli import main
+from olsmooth.engine import run_folder
 from olsmooth.engine.checkpoint import load_checkpoint
 
 CLI = [sys.executable, "-m", "olsmooth.cli"]
@@ -239,6 +244,44 @@ def test_full_disk_and_read_only_folder_are_one_line_and_keep_the_old_run(finish
     monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
     fails_with(capsys, ["train", "--resume", str(run), "--epochs", "3"], "the file system is read-only")
     assert tree(run) == before
+
+
+def break_at_last_pt_of(monkeypatch, epoch: int, fault: Callable[[pytest.MonkeyPatch], None]) -> None:
+    """From the write of epoch `epoch`'s last.pt on, `fault` breaks the file system for this process."""
+    real = run_folder.save_checkpoint
+
+    def save(path: Path, payload: dict) -> None:
+        if path.name == "last.pt" and payload["epoch"] == epoch:
+            fault(monkeypatch)
+        real(path, payload)
+    monkeypatch.setattr(run_folder, "save_checkpoint", save)
+
+
+def make_read_only(folder: Path) -> Callable[[pytest.MonkeyPatch], None]:
+    """A fault: `folder` becomes read-only (EROFS for every file created, replaced or deleted in it)."""
+    def inside(path: object) -> bool:
+        return isinstance(path, (str, os.PathLike)) and str(folder) in os.path.abspath(path)
+
+    def guard(real: Callable) -> Callable:
+        def call(*args, **kwargs):
+            if any(inside(a) for a in args) or kwargs.get("dir") and inside(kwargs["dir"]) or "dir_fd" in kwargs:
+                raise OSError(errno.EROFS, "Read-only file system", str(args[0] if args else folder))
+            return real(*args, **kwargs)
+        return call
+
+    def fault(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(fileio.tempfile, "mkstemp", guard(tempfile.mkstemp))
+        for name in ("unlink", "rmdir", "replace", "rename", "link", "mkdir"):
+            monkeypatch.setattr(os, name, guard(getattr(os, name)))
+    return fault
+
+
+def test_a_folder_made_read_only_mid_run_names_the_file_whose_write_failed(finished, tmp_path, capsys,
+                                                                             monkeypatch):
+    run = copy_of(finished, tmp_path)
+    break_at_last_pt_of(monkeypatch, 3, make_read_only(run))
+    fails_with(capsys, ["train", "--resume", str(run), "--epochs", "3"],
+               f"cannot write {run / 'last.pt'}: the file system is read-only")
 
 
 def test_non_finite_training_is_one_line(tmp_path, capsys):

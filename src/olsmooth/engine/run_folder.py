@@ -17,6 +17,7 @@ empty until the next `train` on it finishes the switch.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -228,25 +229,40 @@ class RunFolder:
         os.close(old_lock)
 
     def close(self, failed: bool = False) -> None:
-        """End the run: close TensorBoard, drop an unfinished replacement or new folder after a failure, unlock."""
+        """End the run: close TensorBoard, drop an unfinished replacement or new folder after a failure, unlock.
+
+        After a failure this is best effort: the folder may have become unwritable, and the error that ended the
+        run (naming the file whose write failed) is the one to report, not one about the lock file."""
         if not self.active or not self._locks:
             return
         try:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            if failed and self.replacing:  # the old run was never touched
-                shutil.rmtree(self.work, ignore_errors=True)
-            elif failed and self._created and not (self.path / LAST).exists():
-                self._clear()  # a folder this run made and never checkpointed in holds nothing of value
+            if failed:
+                with contextlib.suppress(OSError):
+                    self._discard_failed()
+            else:
+                self._close_writer()
+            with contextlib.suppress(OSError):  # a lock file left behind blocks nothing: the flock is the lock
                 (self.path / LOCK).unlink(missing_ok=True)
-                self.path.rmdir()
-                return
-            (self.path / LOCK).unlink(missing_ok=True)
         finally:
             self.work = self.path
             while self._locks:
                 os.close(self._locks.pop())
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _discard_failed(self) -> None:
+        """After a failure: delete an unfinished replacement (the old run was never touched), or a folder this run
+        made and never checkpointed in (it holds nothing of value)."""
+        self._close_writer()
+        if self.replacing:
+            shutil.rmtree(self.work, ignore_errors=True)
+        elif self._created and not (self.path / LAST).exists():
+            self._clear()
+            (self.path / LOCK).unlink(missing_ok=True)
+            self.path.rmdir()
 
     # -- what the loop reports -------------------------------------------------------------------------------
     def tensorboard(self, purge_step: int) -> Any:
