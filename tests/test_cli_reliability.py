@@ -3,20 +3,25 @@ strict resume, checkpoints that are not what they claim, and the evaluated model
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 import yaml
 
+from olsmooth import fileio
 from olsmooth.cli import main
+from olsmooth.engine import run_folder
 from olsmooth.engine.checkpoint import load_checkpoint
 
 CLI = [sys.executable, "-m", "olsmooth.cli"]
@@ -239,6 +244,76 @@ def test_full_disk_and_read_only_folder_are_one_line_and_keep_the_old_run(finish
     monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
     fails_with(capsys, ["train", "--resume", str(run), "--epochs", "3"], "the file system is read-only")
     assert tree(run) == before
+
+
+def break_at_last_pt_of(monkeypatch, epoch: int, fault: Callable[[pytest.MonkeyPatch], None]) -> None:
+    """From the write of epoch `epoch`'s last.pt on, `fault` breaks the file system for this process."""
+    real = run_folder.save_checkpoint
+
+    def save(path: Path, payload: dict) -> None:
+        if path.name == "last.pt" and payload["epoch"] == epoch:
+            fault(monkeypatch)
+        real(path, payload)
+    monkeypatch.setattr(run_folder, "save_checkpoint", save)
+
+
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every fsync fails with ENOSPC, as on a full disk (what the writes above simulate too)."""
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(fileio.os, "fsync", no_space)
+
+
+def make_read_only(folder: Path) -> Callable[[pytest.MonkeyPatch], None]:
+    """A fault: `folder` becomes read-only (EROFS for every file created, replaced or deleted in it)."""
+    def inside(path: object) -> bool:
+        return isinstance(path, (str, os.PathLike)) and str(folder) in os.path.abspath(path)
+
+    def guard(real: Callable) -> Callable:
+        def call(*args, **kwargs):
+            if any(inside(a) for a in args) or kwargs.get("dir") and inside(kwargs["dir"]) or "dir_fd" in kwargs:
+                raise OSError(errno.EROFS, "Read-only file system", str(args[0] if args else folder))
+            return real(*args, **kwargs)
+        return call
+
+    def fault(monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(fileio.tempfile, "mkstemp", guard(tempfile.mkstemp))
+        for name in ("unlink", "rmdir", "replace", "rename", "link", "mkdir"):
+            monkeypatch.setattr(os, name, guard(getattr(os, name)))
+    return fault
+
+
+def test_a_longer_resume_that_fills_the_disk_leaves_the_run_it_extended(finished, tmp_path, capsys, monkeypatch):
+    run, whole = copy_of(finished, tmp_path), tmp_path / "whole"
+    shutil.copytree(finished, whole)
+    before, events = tree(run), sorted((run / "tensorboard").iterdir())
+    with monkeypatch.context() as patch:
+        break_at_last_pt_of(patch, 3, fill_the_disk)  # epoch 3 wrote its snapshot and soft labels, not last.pt
+        fails_with(capsys, ["train", "--resume", str(run), "--epochs", "4"],
+                   f"cannot write {run / 'last.pt'}: the disk is full")
+    assert tree(run) == before and sorted((run / "tensorboard").iterdir()) == events
+    assert main(["train", "--resume", str(run)]) == 0  # the 2-epoch run, finished: nothing to train
+    assert sorted(tree(run)) == sorted(before) and [r["epoch"] for r in rows(run)] == [1, 2]
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+    assert main(["train", "--resume", str(run), "--epochs", "4"]) == 0
+    assert main(["train", "--resume", str(whole), "--epochs", "4"]) == 0  # the same, never interrupted
+    a, b = tree(whole), tree(run)
+    assert sorted(a) == sorted(b) and untimed(rows(run)) == untimed(rows(whole))
+    for name in ("soft_labels/epoch-003.npy", "soft_labels/epoch-004.npy", "soft_labels/epoch-004.png"):
+        assert a[name] == b[name], name
+    assert yaml.safe_load(b["config.yaml"])["epochs"] == 4
+    for name in ("epoch-003.pt", "best.pt", "last.pt"):
+        wa, wb = load_checkpoint(whole / name), load_checkpoint(run / name)
+        assert wa["epoch"] == wb["epoch"] and all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
+
+
+def test_a_folder_made_read_only_mid_run_names_the_file_whose_write_failed(finished, tmp_path, capsys,
+                                                                             monkeypatch):
+    run = copy_of(finished, tmp_path)
+    break_at_last_pt_of(monkeypatch, 3, make_read_only(run))
+    fails_with(capsys, ["train", "--resume", str(run), "--epochs", "3"],
+               f"cannot write {run / 'last.pt'}: the file system is read-only")
 
 
 def test_non_finite_training_is_one_line(tmp_path, capsys):

@@ -53,6 +53,75 @@ def save_one_epoch(run: RunFolder) -> None:
                    snapshot=False, final=False, soft_labels=None, class_names=[])
 
 
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_an_epoch_whose_last_pt_cannot_be_written_is_rolled_back(tmp_path, monkeypatch, links):
+    folder = tmp_path / "run"
+    populate(folder)
+    (folder / "best.pt").write_text("old best.pt")
+    before = files(folder)
+    real = run_folder.save_checkpoint
+
+    def no_links(*args) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+    if not links:  # a file system without hard links: the previous best.pt is kept as a copy
+        monkeypatch.setattr(run_folder.os, "link", no_links)
+
+    def save(path: Path, payload: dict) -> None:
+        if path.name == "last.pt":
+            raise fileio.io_error(path, OSError(errno.ENOSPC, "No space left on device"))
+        real(path, payload)
+    monkeypatch.setattr(run_folder, "save_checkpoint", save)
+    run = RunFolder(folder)
+    run.open(resume=True, saved=1)
+    with pytest.raises(UserInputError, match="last.pt: the disk is full"):
+        run.save_epoch(2, last={"epoch": 2}, light={"epoch": 2}, history=[{"epoch": 2, "top1": 60.0}],
+                       is_best=True, snapshot=True, final=True, soft_labels=np.eye(3, dtype=np.float32),
+                       class_names=["a", "b", "c"])
+    run.close(failed=True)
+    assert files(folder) == before  # no epoch-002 files, no TensorBoard events, the previous best.pt
+
+
+def test_an_interrupt_after_last_pt_is_written_keeps_the_epoch(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    populate(folder)
+    real = run_folder.save_checkpoint
+
+    def save_then_interrupt(path: Path, payload: dict) -> None:
+        real(path, payload)
+        if path.name == "last.pt":
+            raise KeyboardInterrupt
+    monkeypatch.setattr(run_folder, "save_checkpoint", save_then_interrupt)
+    run = RunFolder(folder)
+    run.open(resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        run.save_epoch(2, last={"epoch": 2}, light={"epoch": 2}, history=[{"epoch": 2, "top1": 60.0}],
+                       is_best=True, snapshot=True, final=False, soft_labels=None, class_names=[])
+    run.close(failed=True)
+    assert {"best.pt", "epoch-002.pt"} <= set(files(folder))  # the epoch of the new last.pt is saved
+
+
+@pytest.mark.parametrize("killed_in", [2, 3])
+def test_resume_forgets_what_a_kill_left_of_an_epoch_after_last_pt(tmp_path, killed_in):
+    folder = tmp_path / "run"
+    populate(folder)  # last.pt of epoch 2, say
+    (folder / "soft_labels").mkdir()
+    for epoch in (1, 2, 3):
+        (folder / f"epoch-00{epoch}.pt").write_text(f"snapshot {epoch}")
+        (folder / "soft_labels" / f"epoch-00{epoch}.npy").write_text(f"soft labels {epoch}")
+    (folder / "best.pt").write_text(f"best.pt of epoch {killed_in}")
+    (folder / f".best.pt.before-00{killed_in}.tmp").write_text("best.pt before")  # a kill before its deletion
+    run = RunFolder(folder)
+    run.open(resume=True, saved=2)
+    run.close()
+    assert sorted(files(folder)) == ["best.pt", "epoch-001.pt", "epoch-002.pt", "last.pt", "metrics.jsonl",
+                                     "soft_labels/epoch-001.npy", "soft_labels/epoch-002.npy"]
+    assert (folder / "best.pt").read_text() == ("best.pt before" if killed_in == 3 else "best.pt of epoch 2")
+
+
 def test_force_writes_beside_the_old_run_and_a_failure_leaves_it_untouched(tmp_path):
     folder = tmp_path / "run"
     populate(folder)

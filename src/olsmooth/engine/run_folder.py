@@ -2,9 +2,11 @@
 
 The training loop only says what happened (`save_epoch`, `finish`); this object decides what is written, in an
 order that survives a kill at any moment: the files of an epoch first, then `last.pt`, then `metrics.jsonl`, so a
-run resumed from `last.pt` redoes at most one epoch and rewrites the same files. An exclusive lock (`flock` on
-`.lock`, released by the kernel when the process dies, so a killed run never blocks its resume) keeps a second
-writer out for the whole run.
+run resumed from `last.pt` redoes at most one epoch and rewrites the same files. An epoch whose `last.pt` cannot be
+written (full disk, read-only folder) is rolled back, and a resumed run rewrites `config.yaml` (its new --epochs)
+only once a `last.pt` of its own is on disk, so a failed resume leaves the folder the run of its `last.pt`. An
+exclusive lock (`flock` on `.lock`, released by the kernel when the process dies, so a killed run never blocks its
+resume) keeps a second writer out for the whole run.
 
 A forced replacement never touches the old run until the new one stands on its own: the new run is written into a
 hidden sibling folder (`.NAME.olsmooth-replacing`) and, once its first checkpoint is there, one atomic exchange
@@ -17,6 +19,7 @@ empty until the next `train` on it finishes the switch.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -43,6 +46,9 @@ from .checkpoint import save_checkpoint
 LOCK = ".lock"
 STAGING, REPLACED = ".olsmooth-replacing", ".olsmooth-replaced"  # suffixes of the hidden siblings of a replacement
 CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
+# best.pt as it was before epoch N replaced it, kept until N's last.pt is written (a temporary file)
+PREVIOUS_BEST, PREVIOUS_BEST_GLOB = ".best.pt.before-{:03d}.tmp", ".best.pt.before-*.tmp"
+_EPOCH_OF = re.compile(r"(?:\.best\.pt\.before-|epoch-)(\d+)\.")  # the epoch a file of an epoch is named after
 # names a run writes: a folder holding only these and no last.pt is what a run that stopped before its first
 # checkpoint left behind (a stub), which a new run may reuse without --force
 _RUN_ENTRY = re.compile(r"(\.lock|config\.yaml|metrics\.jsonl|summary\.json|best\.pt|epoch-\d+\.pt|tensorboard|"
@@ -91,6 +97,29 @@ def _lock_file(lock: Path, folder: Path) -> int:
     return fd
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Device and inode of `path` (None when missing): an atomic write over it gives it a new inode."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _epoch_of(path: Path) -> int:
+    """The epoch a file of an epoch (snapshot, soft labels, kept best.pt) is named after; 0 for other names."""
+    match = _EPOCH_OF.match(path.name)
+    return int(match.group(1)) if match else 0
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (no data written, so it works on a full disk), or a copy where the file system has none."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def _remove(path: Path) -> None:
     """Delete a file or a folder tree if it is there."""
     if path.is_dir() and not path.is_symlink():
@@ -112,6 +141,9 @@ class RunFolder:
         self._locks: list[int] = []  # the folder's lock; during a replacement also the staging folder's
         self._created = False
         self._writer: Any = None
+        self._tensorboard_before: set[Path] = set()  # what tensorboard/ held when this process's writer opened
+        self._saved = False  # whether this process has written a last.pt
+        self._pending_config: dict[str, Any] | None = None  # a resumed run's config.yaml, until its first last.pt
 
     @property
     def replacing(self) -> bool:
@@ -156,8 +188,9 @@ class RunFolder:
         return self.path / LAST
 
     # -- the lock and the life of a run ----------------------------------------------------------------------
-    def open(self, resume: bool, force: bool = False) -> None:
-        """Lock the folder for this process, repair what an earlier kill left, and prepare it for the run."""
+    def open(self, resume: bool, force: bool = False, saved: int | None = None) -> None:
+        """Lock the folder for this process, repair what an earlier kill left, and prepare it for the run. `saved`,
+        the epoch of the last.pt a resumed run continues, also drops what a kill left of later epochs."""
         if not self.active:
             return
         self._finish_switch()
@@ -168,6 +201,8 @@ class RunFolder:
             raise io_error(self.path, err, "create") from None
         self._locks.append(_lock_file(self.path / LOCK, self.path))
         try:
+            if resume and saved is not None:  # before the temporaries go: the best.pt a later epoch replaced is one
+                self._forget_after(saved)
             self._recover()
             if resume:
                 self.check_resumable()
@@ -228,38 +263,65 @@ class RunFolder:
         os.close(old_lock)
 
     def close(self, failed: bool = False) -> None:
-        """End the run: close TensorBoard, drop an unfinished replacement or new folder after a failure, unlock."""
+        """End the run: close TensorBoard, drop an unfinished replacement or new folder after a failure, unlock.
+
+        After a failure this is best effort: the folder may have become unwritable, and the error that ended the
+        run (naming the file whose write failed) is the one to report, not one about the lock file."""
         if not self.active or not self._locks:
             return
         try:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            if failed and self.replacing:  # the old run was never touched
-                shutil.rmtree(self.work, ignore_errors=True)
-            elif failed and self._created and not (self.path / LAST).exists():
-                self._clear()  # a folder this run made and never checkpointed in holds nothing of value
+            if failed:
+                with contextlib.suppress(OSError):
+                    self._discard_failed()
+            else:
+                self._close_writer()
+            with contextlib.suppress(OSError):  # a lock file left behind blocks nothing: the flock is the lock
                 (self.path / LOCK).unlink(missing_ok=True)
-                self.path.rmdir()
-                return
-            (self.path / LOCK).unlink(missing_ok=True)
         finally:
             self.work = self.path
             while self._locks:
                 os.close(self._locks.pop())
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _discard_failed(self) -> None:
+        """After a failure: delete an unfinished replacement (the old run was never touched), or a folder this run
+        made and never checkpointed in (it holds nothing of value)."""
+        self._close_writer()
+        if self.replacing:
+            shutil.rmtree(self.work, ignore_errors=True)
+        elif self._created and not (self.path / LAST).exists():
+            self._clear()
+            (self.path / LOCK).unlink(missing_ok=True)
+            self.path.rmdir()
 
     # -- what the loop reports -------------------------------------------------------------------------------
     def tensorboard(self, purge_step: int) -> Any:
         """The run's SummaryWriter, created on first use; steps from `purge_step` on are dropped from old files."""
         if self._writer is None and self.active:
             from torch.utils.tensorboard import SummaryWriter
-            self._writer = SummaryWriter(str(self.work / "tensorboard"), purge_step=purge_step)
+            folder = self.work / "tensorboard"
+            self._tensorboard_before = set(folder.iterdir()) if folder.is_dir() else set()
+            self._writer = SummaryWriter(str(folder), purge_step=purge_step)
         return self._writer
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        """config.yaml: the resolved options."""
-        if self.active:
+    def write_config(self, config: dict[str, Any], resumed: bool = False) -> None:
+        """config.yaml: the resolved options. A resumed run's (which may have more --epochs) is written only once a
+        last.pt of its own is on disk, after its first epoch (or at its end when it trains none): a resume that
+        fails before leaves config.yaml describing the folder's last.pt, and a plain --resume the run it was."""
+        if resumed:
+            self._pending_config = config
+        elif self.active:
             atomic_write_text(self.work / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+    def _commit_config(self) -> None:
+        """Write a resumed run's config.yaml, now that a last.pt of that run is on disk."""
+        if self._pending_config is not None:
+            self.write_config(self._pending_config)
+            self._pending_config = None
 
     def write_indices(self, name: str, indices: np.ndarray) -> None:
         """`NAME_indices.npy`: which samples of the dataset's training split a run trains (or validates) on."""
@@ -288,24 +350,71 @@ class RunFolder:
                    is_best: bool, snapshot: bool, final: bool,
                    soft_labels: np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray] | None,
                    class_names: Sequence[str]) -> None:
-        """Write everything epoch `epoch` produced: its files first, last.pt (the resume point), metrics.jsonl."""
+        """Write everything epoch `epoch` produced: its files first, last.pt (the resume point), a resumed run's
+        config.yaml, metrics.jsonl. When its files or last.pt cannot be written, the epoch is rolled back."""
         if not self.active:
             return
-        if is_best:
-            save_checkpoint(self.work / BEST, light)
-        if snapshot:
-            save_checkpoint(self.work / snapshot_name(epoch), light)
-        writer = self.tensorboard(epoch)
-        for key, value in history[-1].items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                writer.add_scalar(key, value, epoch)
-        if soft_labels is not None:
-            self._save_soft_labels(epoch, soft_labels, class_names, keep=snapshot or final)
-        writer.flush()
-        save_checkpoint(self.work / LAST, last)
+        before = _identity(self.work / LAST)
+        try:
+            if is_best:
+                self._save_best(epoch, light)
+            if snapshot:
+                save_checkpoint(self.work / snapshot_name(epoch), light)
+            writer = self.tensorboard(epoch)
+            for key, value in history[-1].items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, epoch)
+            if soft_labels is not None:
+                self._save_soft_labels(epoch, soft_labels, class_names, keep=snapshot or final)
+            writer.flush()
+            save_checkpoint(self.work / LAST, last)
+        except BaseException:
+            if _identity(self.work / LAST) == before:  # else last.pt was written (an interrupt came after it)
+                self._roll_back(epoch)
+            raise
+        self._saved = True
+        (self.work / PREVIOUS_BEST.format(epoch)).unlink(missing_ok=True)
+        self._commit_config()
         self.write_metrics(history)
         if self.replacing:  # the new run now stands on its own: it becomes the folder's
             self._switch()
+
+    def _save_best(self, epoch: int, light: dict[str, Any]) -> None:
+        """Replace best.pt, keeping the previous one (a hard link, or a copy where links are not supported) until
+        the epoch's last.pt is written, so a rolled-back epoch can put it back."""
+        best, previous = self.work / BEST, self.work / PREVIOUS_BEST.format(epoch)
+        if best.exists():
+            try:
+                previous.unlink(missing_ok=True)
+                _link_or_copy(best, previous)
+            except OSError as err:
+                raise io_error(previous, err) from None
+        save_checkpoint(best, light)
+
+    def _roll_back(self, epoch: int) -> None:
+        """Undo epoch `epoch`, whose last.pt was not written: its files go (`_forget_after`), and so do the
+        TensorBoard files of a process that saved no epoch (the steps of one that did are hidden by the resume's
+        purge_step). Best effort: in a folder that became unwritable, the error that stopped the epoch is the one
+        to report."""
+        if self._writer is not None and not self._saved:
+            with contextlib.suppress(OSError):
+                self._close_writer()
+                for path in set((self.work / "tensorboard").iterdir()) - self._tensorboard_before:
+                    path.unlink()
+        self._forget_after(epoch - 1)
+
+    def _forget_after(self, epoch: int) -> None:
+        """Make the folder the run of its last.pt, saved at `epoch`: delete the snapshots and soft labels of later
+        epochs and put back the best.pt a later epoch replaced. Called when an epoch fails, and on resume for what
+        a kill left."""
+        named = (*self.work.glob(PREVIOUS_BEST_GLOB), *self.work.glob("epoch-*.pt"),
+                 *self.work.glob("soft_labels/epoch-*.*"))
+        for path in (p for p in named if _epoch_of(p) > epoch):
+            with contextlib.suppress(OSError):
+                if path.match(PREVIOUS_BEST_GLOB):
+                    os.replace(path, self.work / BEST)
+                else:
+                    path.unlink()
 
     def _save_soft_labels(self, epoch: int, soft: np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray],
                           class_names: Sequence[str], keep: bool) -> None:
@@ -355,6 +464,8 @@ class RunFolder:
                     title="predictions on the training samples whose label was corrupted")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """summary.json: the final and best figures, written when the run ends (its presence marks a finished run)."""
+        """summary.json: the final and best figures, written when the run ends (its presence marks a finished run),
+        after the config.yaml of a resumed run that trained no epoch."""
         if self.active:
+            self._commit_config()
             atomic_write_text(self.work / SUMMARY, json.dumps(summary, indent=2) + "\n")

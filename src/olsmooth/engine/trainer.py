@@ -156,10 +156,10 @@ class Trainer:
     # -- the run ---------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs, evaluating and checkpointing after each; write and return the summary."""
-        self.run.open(resume=self.resuming, force=self.cfg.force)
+        self.run.open(resume=self.resuming, force=self.cfg.force, saved=self.state.epoch)
         failed = True
         try:
-            self.run.write_config(self.cfg.to_dict())
+            self.run.write_config(self.cfg.to_dict(), resumed=self.resuming)
             if self.resuming:
                 self.log(f"resuming {self.out} after epoch {self.state.epoch}")
                 self.run.write_metrics(self.state.history)  # a kill may have come between last.pt and this file
