@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
 from ..errors import UserInputError
 from ..losses.registry import Option, did_you_mean, validate_loss_options
 
@@ -36,9 +37,9 @@ class TrainConfig:
     data_root: str | None = field(default=None, metadata={"help": "where the dataset lies",
                                                           "default_text": "per dataset"})
     split: str | None = field(default=None, metadata={"help": "train/test split of datasets that offer a choice "
-                                                              "(fine-grained sets: paper | official)",
-                                                      "choices": ("paper", "official"),
-                                                      "default_text": "the dataset's first (paper)"})
+                                                              "(the fine-grained sets)",
+                                                      "choices": SPLITS,
+                                                      "default_text": f"the dataset's first ({SPLITS[0]})"})
     image_size: int | None = field(default=None, metadata={"help": "override the preset's image side",
                                                            "default_text": "per dataset", "min": 1})
     download: bool = field(default=False, metadata={"help": "let torchvision download the dataset"})
@@ -49,11 +50,11 @@ class TrainConfig:
                                                         "default_text": "0 for in-memory sets, else min(8, cores)"})
     augment: str = field(default="default", metadata={"help": "training augmentation (docs/datasets.md says what "
                                                               "each level does per dataset)",
-                                                      "choices": ("none", "light", "default")})
+                                                      "choices": AUGMENT_LEVELS})
     input_norm: str = field(default="dataset", metadata={"help": "normalise inputs with the dataset's mean/std or "
                                                                  "with ImageNet's, the statistics pretrained weights "
                                                                  "were trained with (docs/datasets.md)",
-                                                         "choices": ("dataset", "imagenet")})
+                                                         "choices": INPUT_NORMS})
     val_fraction: float = field(default=0.0, metadata={"help": "hold out this stratified, seeded fraction of the "
                                                                "training data for validation: best.pt is chosen on it "
                                                                "and the test split is evaluated at the best and last "
