@@ -16,7 +16,7 @@ import yaml
 from scipy import stats
 
 from olsmooth.cli import main
-from olsmooth.data import NOISE_KINDS, parse_noise_spec
+from olsmooth.data import NOISE_KINDS, NoiseSpec
 from olsmooth.engine.study import baseline_pairs, load_study, parse_study, run_study, studies_dir
 from olsmooth.engine.trainer import Trainer
 from olsmooth.errors import UserInputError
@@ -278,13 +278,17 @@ def test_shipped_studies_are_valid():
 
 
 def test_shipped_studies_have_well_formed_noise_specs():
-    """Every cell's label noise (grid or base) reads with the toolkit's parser, and a noise study has some."""
+    """Every cell's label noise (grid or base) reads with the toolkit's parser and is written in its canonical
+    form, so a cell's name and report group are those of its configuration; the noise studies have some."""
     seen = 0
     for path in sorted(studies_dir().glob("*.yaml")):
-        for cell in load_study(path).cells:
-            if cell.config.noise is not None:
-                kind, rate = parse_noise_spec(cell.config.noise)
-                assert kind in NOISE_KINDS and 0.0 <= rate < 1.0, (path.name, cell.name)
+        study = load_study(path)
+        for cell in study.cells:
+            written = cell.options.get("noise", study.base.get("noise"))
+            if written is not None:
+                spec = NoiseSpec.parse(written)
+                assert spec.kind in NOISE_KINDS and 0.0 <= spec.rate < 1.0, (path.name, cell.name)
+                assert written == str(spec) == cell.config.noise, (path.name, cell.name)
                 seen += 1
     assert seen >= 3 * 4  # the three noisy-* studies, four noise settings each at least
 

@@ -14,13 +14,16 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
 from ..errors import UserInputError
 from ..losses.registry import Option, did_you_mean, validate_loss_options
+
+if TYPE_CHECKING:
+    from ..data.noise import NoiseSpec
 
 # The dataset that ships inside scikit-learn: it reads no files, so a data root given with it is ignored.
 EMBEDDED_DATASET = "digits"
@@ -134,6 +137,13 @@ class TrainConfig:
     expected_top1_error: float | None = field(default=None, metadata={"help": "published top-1 error in % "
                                                                               "(recipes)", "min": 0.0, "max": 100.0})
     reference: str | None = field(default=None, metadata={"help": "where the expected figure comes from"})
+
+    @property
+    def noise_spec(self) -> NoiseSpec | None:
+        """`noise` as its typed value (kind, rate), None for clean labels; `validate_config` stored its canonical
+        text."""
+        from ..data.noise import NoiseSpec
+        return None if self.noise is None else NoiseSpec.parse(self.noise)
 
     def loss_kwargs(self) -> dict[str, Any]:
         """Options handed to `build_loss` for the chosen method: the loss options, untouched."""
@@ -285,7 +295,24 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     options against the method's; the first bad value raises a one-line UserInputError naming it."""
     values = {name: option.check(getattr(cfg, name), f"option {name}") for name, option in OPTIONS.items()}
     values["loss_options"] = validate_loss_options(values["method"], values["loss_options"])
+    values["noise"] = _canonical_noise(values["noise"], values["noise_map"])
     return TrainConfig(**values)
+
+
+def _canonical_noise(noise: str | None, noise_map: str | None) -> str | None:
+    """`noise` read by the one parser (`NoiseSpec.parse`) and stored as its canonical text, so that two spellings
+    of a setting make one run configuration; a noise map goes with asymmetric noise only. Checked when the
+    configuration is built, before anything is created."""
+    if noise is None:
+        return None
+    from ..data.noise import NoiseSpec
+    try:
+        spec = NoiseSpec.parse(noise)
+    except UserInputError as err:
+        raise UserInputError(f"option noise: {err}") from None
+    if noise_map is not None and spec.kind != "asymmetric":
+        raise UserInputError(f"option noise_map: a noise map applies to asymmetric noise only, not to {spec.kind}")
+    return str(spec)
 
 
 def ineffective_options(cfg: TrainConfig) -> list[str]:
@@ -298,6 +325,8 @@ def ineffective_options(cfg: TrainConfig) -> list[str]:
         notes.append(f"{names}: no effect with sched {cfg.sched} (only with multistep)")
     if cfg.optimizer != "sgd" and (names := changed("momentum", "nesterov")):
         notes.append(f"{names}: no effect with optimizer {cfg.optimizer} (only with sgd)")
+    if cfg.noise is None and cfg.noise_map is not None:
+        notes.append("noise_map: no effect without asymmetric --noise")
     if cfg.dataset == EMBEDDED_DATASET and cfg.data_root is not None:
         notes.append(f"data_root: ignored, the {EMBEDDED_DATASET} dataset is embedded")
     return notes
