@@ -86,6 +86,22 @@ def test_bad_noise_is_one_line_before_a_run_starts_and_writes_nothing(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--noise", "asymmetric:0.4", "--noise-map", "{in}/missing.json"], "missing.json"),
+    (["--noise", "asymmetric:0.4", "--noise-map", "{in}/self.json"], "is mapped to itself"),
+    (["--method", "forward", "--loss-opt", "transition={in}/missing.npy"], "missing.npy"),
+])
+def test_bad_noise_map_and_transition_files_are_one_line_and_write_nothing(tmp_path, capsys, extra, message):
+    """Files whose checks need the class count are read as the run is set up, still before its folder exists."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "self.json").write_text('{"3": 3}')
+    extra = [e.format(**{"in": tmp_path / "in"}) for e in extra]
+    assert main(["train", "--epochs", "1", *extra, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+
+
 def test_a_noise_map_without_noise_is_noted(caplog):
     with caplog.at_level("WARNING", logger="olsmooth"):
         build_config(None, {"noise_map": "map.json"})
