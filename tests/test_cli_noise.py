@@ -6,16 +6,18 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from olsmooth.cli import main
-from olsmooth.data import build_datasets
+from olsmooth.data import NoiseSpec, build_datasets
 from olsmooth.engine.checkpoint import load_checkpoint
+from olsmooth.engine.config import build_config
 
 
 @pytest.fixture(scope="module")
 def noisy_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("noise") / "run"
-    assert main(["train", "--epochs", "1", "--train-subset", "300", "--noise", "symmetric:0.4", "--noise-seed", "7",
+    assert main(["train", "--epochs", "1", "--train-subset", "300", "--noise", " Symmetric:.40", "--noise-seed", "7",
                  "--out", str(out)]) == 0
     return out
 
@@ -55,13 +57,55 @@ def test_the_trainer_trains_on_the_noisy_labels_and_evaluates_on_clean_ones(tmp_
     assert [int(trainer.bundle.test[i][1]) for i in range(20)] == [int(test[i][1]) for i in range(20)]
 
 
-@pytest.mark.parametrize("spec, message", [("bogus:0.2", "bogus"), ("symmetric:1.0", "[0, 1)"),
-                                           ("symmetric", "KIND:RATE")])
-def test_bad_noise_is_one_line_and_writes_nothing(tmp_path, capsys, spec, message):
+def test_the_run_keeps_the_canonical_noise_setting(noisy_run):
+    """' Symmetric:.40' was asked for: config.yaml and the checkpoint hold the one spelling every setting has."""
+    assert yaml.safe_load((noisy_run / "config.yaml").read_text())["noise"] == "symmetric:0.4"
+    assert load_checkpoint(noisy_run / "last.pt", keys=("config",))["config"]["noise"] == "symmetric:0.4"
+
+
+@pytest.mark.parametrize("spelling", ["symmetric:0.4", "Symmetric:0.4", " SYMMETRIC : 0.40 ", "symmetric:.4",
+                                      "symmetric:4e-1"])
+def test_every_spelling_of_a_setting_builds_one_configuration(spelling):
+    cfg = build_config({"noise": spelling}, {})
+    assert cfg.noise == "symmetric:0.4" and cfg.noise_spec == NoiseSpec("symmetric", 0.4)
+    assert build_config(None, {"noise": None}).noise_spec is None
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--noise", "bogus:0.2"], "bogus"), (["--noise", "symmetric:1.0"], "[0, 1)"),
+    (["--noise", "symmetric"], "KIND:RATE"), (["--noise", "Uniform:0.2"], "unknown label-noise kind 'uniform'"),
+    (["--noise", "symmetric:0.2", "--noise-map", "map.json"], "asymmetric noise only, not to symmetric"),
+])
+def test_bad_noise_is_one_line_before_a_run_starts_and_writes_nothing(tmp_path, capsys, monkeypatch, extra, message):
+    from olsmooth.engine import trainer
+    monkeypatch.setattr(trainer, "Trainer", lambda *a, **k: pytest.fail("a run started"))
     out = tmp_path / "run"
-    assert main(["train", "--noise", spec, "--out", str(out)]) == 2
+    assert main(["train", *extra, "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1 and not out.exists(), err
+    assert message in err and "option noise" in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--noise", "asymmetric:0.4", "--noise-map", "{in}/missing.json"], "missing.json"),
+    (["--noise", "asymmetric:0.4", "--noise-map", "{in}/self.json"], "is mapped to itself"),
+    (["--method", "forward", "--loss-opt", "transition={in}/missing.npy"], "missing.npy"),
+])
+def test_bad_noise_map_and_transition_files_are_one_line_and_write_nothing(tmp_path, capsys, extra, message):
+    """Files whose checks need the class count are read as the run is set up, still before its folder exists."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "self.json").write_text('{"3": 3}')
+    extra = [e.format(**{"in": tmp_path / "in"}) for e in extra]
+    assert main(["train", "--epochs", "1", *extra, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+
+
+def test_a_noise_map_without_noise_is_noted(caplog):
+    with caplog.at_level("WARNING", logger="olsmooth"):
+        build_config(None, {"noise_map": "map.json"})
+    assert "noise_map: no effect without asymmetric --noise" in caplog.text
 
 
 def test_memorisation_is_logged_against_an_independent_count(noisy_run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -169,12 +170,23 @@ def _corrupt_image_tree(root: Path) -> None:
     (["--dataset", "imagefolder", "--model", "small_cnn", "--image-size", "32", "--workers", "0"], "bad.jpg"),
     (["-c", "no-such-recipe"], "no-such-recipe"),
 ])
-def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case, message):
+def test_bad_input_exits_2_with_one_line_and_changes_no_file(default_run, tmp_path, capsys, case, message):
+    """With --force over a finished run, and into a new folder: nothing is created, removed or rewritten."""
     if "imagefolder" in case:
         _corrupt_image_tree(tmp_path / "tree")
         case = [*case, "--data-root", str(tmp_path / "tree")]
-    fails_with(capsys, ["train", "--epochs", "1", "--out", str(tmp_path / "run"), *case], message)
-    assert not (tmp_path / "run" / "last.pt").exists()
+    shutil.copytree(default_run, tmp_path / "old")
+    before = everything(tmp_path)
+    fails_with(capsys, ["train", "--epochs", "1", "--out", str(tmp_path / "old"), "--force", *case], message)
+    assert everything(tmp_path) == before
+    fails_with(capsys, ["train", "--epochs", "1", "--out", str(tmp_path / "new"), *case], message)
+    assert everything(tmp_path) == before
+
+
+def everything(folder: Path) -> dict[str, bytes | None]:
+    """Every entry under `folder`, hidden ones and folders included, by relative path: a file's bytes, else None."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
 
 
 def test_corrupt_image_in_a_worker_process_is_one_line(tmp_path):

@@ -196,12 +196,26 @@ def test_exponent_notation_without_a_dot_in_yaml_is_a_number(tmp_path):
 
 
 def test_data_choices_are_the_data_packages_own():
-    """The config keeps its choices literal (it imports without torchvision); they must not drift from the data's."""
-    from olsmooth.data.spec import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
+    """The config reads the data's own tuples (from a module that imports nothing, so it imports without
+    torchvision), and every place that offers or describes a split says what olsmooth.data.spec.SPLITS holds."""
+    from olsmooth.data import spec
+    from olsmooth.engine.config import OPTIONS
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    assert set(fields["augment"].metadata["choices"]) == set(AUGMENT_LEVELS)
-    assert set(fields["input_norm"].metadata["choices"]) == set(INPUT_NORMS)
-    assert set(fields["split"].metadata["choices"]) == set(SPLITS)
+    assert fields["augment"].metadata["choices"] is spec.AUGMENT_LEVELS
+    assert fields["input_norm"].metadata["choices"] is spec.INPUT_NORMS
+    assert fields["split"].metadata["choices"] is spec.SPLITS
+    assert OPTIONS["split"].shown_default() == f"the dataset's first ({spec.SPLITS[0]})"
     info = build_parser()._subparsers._group_actions[0].choices["dataset-info"]
     split = next(action for action in info._actions if "--split" in action.option_strings)
-    assert set(split.choices) == set(SPLITS)  # the second place the choices are offered reads the config's
+    assert tuple(split.choices) == spec.SPLITS and split.help.endswith(f"(default: {spec.SPLITS[0]})")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert "[--split " + "|".join(spec.SPLITS) + "]" in docs
+    assert "\\|".join(spec.SPLITS) + " for the fine-grained sets" in docs
+
+
+def test_the_module_docstring_names_every_command():
+    import olsmooth.cli as cli
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) == set(cli.COMMANDS)
+    named = set(cli.__doc__.replace(",", " ").replace("`", " ").split())
+    assert set(commands) <= named, sorted(set(commands) - named)

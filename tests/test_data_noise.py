@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from olsmooth.data import NOISE_KINDS, LabelledDataset, WithIndex, instance_images, make_noisy_labels, parse_noise_spec
+from olsmooth.data import NOISE_KINDS, LabelledDataset, NoiseSpec, WithIndex, instance_images, make_noisy_labels
 from olsmooth.data.noise import (
     instance_features,
     instance_flip_probabilities,
@@ -76,18 +76,30 @@ def check_mapped_flips(result, mapping, rate):
 
 
 @pytest.mark.parametrize("spec, expected", [("symmetric:0.4", ("symmetric", 0.4)), (" Pairflip:0 ", ("pairflip", 0.0)),
-                                            ("asymmetric-superclass:.25", ("asymmetric-superclass", 0.25))])
-def test_parse_noise_spec(spec, expected):
-    assert parse_noise_spec(spec) == expected
+                                            ("asymmetric-superclass:.25", ("asymmetric-superclass", 0.25)),
+                                            ("Instance : 3e-1", ("instance", 0.3))])
+def test_noise_spec_parse(spec, expected):
+    parsed = NoiseSpec.parse(spec)
+    assert (parsed.kind, parsed.rate) == expected and parsed == NoiseSpec(*expected)
+    assert str(parsed) == f"{expected[0]}:{expected[1]!r}" and NoiseSpec.parse(str(parsed)) == parsed
+    assert NoiseSpec.parse(parsed) is parsed
 
 
-@pytest.mark.parametrize("spec, needle", [("symmetric", "KIND:RATE"), (":0.4", "KIND:RATE"), ("uniform:0.2", "kind"),
-                                          ("symmetric:", "rate"), ("symmetric:abc", "rate"), ("symmetric:1", "rate"),
-                                          ("symmetric:-0.1", "rate"), ("symmetric:nan", "rate")])
-def test_parse_noise_spec_errors_are_one_line(spec, needle):
+@pytest.mark.parametrize("spec, needle", [("symmetric", "KIND:RATE"), (":0.4", "KIND:RATE"), (" :0.4", "KIND:RATE"),
+                                          ("uniform:0.2", "kind"), ("symmetric:", "rate"), ("symmetric:abc", "rate"),
+                                          ("symmetric:1", "rate"), ("symmetric:-0.1", "rate"),
+                                          ("symmetric:nan", "rate"), (0.4, "KIND:RATE"), (None, "KIND:RATE")])
+def test_noise_spec_errors_are_one_line(spec, needle):
     with pytest.raises(UserInputError, match=needle) as info:
-        parse_noise_spec(spec)
+        NoiseSpec.parse(spec)
     assert "\n" not in str(info.value)
+
+
+def test_a_noise_spec_built_directly_is_checked_the_same_way():
+    with pytest.raises(UserInputError, match="kind"):
+        NoiseSpec("Symmetric", 0.4)  # the kind exactly as listed: only `parse` reads spellings
+    with pytest.raises(UserInputError, match="rate"):
+        NoiseSpec("symmetric", 1.0)
 
 
 def test_symmetric_flips_exactly_round_rate_n_to_uniformly_drawn_other_classes():

@@ -153,3 +153,20 @@ def test_chromium_renders_the_page(runs, tmp_path, capsys):
     assert dark > 0.002 and colour > 0.002
     # the page is 1,200 pixels wide at most, centred: the margin left of the scroll bar stays blank (no overflow)
     assert (image[:, 1236:1260].min(axis=2) > 245).all()
+
+
+def test_soft_label_names_without_a_checkpoint_come_from_the_runs_dataset(runs, tmp_path, capsys):
+    """Run folders whose checkpoints were deleted: the table of similar classes names them as the dataset does."""
+    from PIL import Image
+    names = [f"kind{c}" for c in range(10)]
+    for split in ("train", "test"):
+        for name in names:
+            (tmp_path / "tree" / split / name).mkdir(parents=True)
+            Image.new("RGB", (4, 4)).save(tmp_path / "tree" / split / name / "a.png")
+    for folder in runs:
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config.update(dataset="imagefolder", data_root=str(tmp_path / "tree"))
+        (folder / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    page = build(runs, tmp_path / "report.html", capsys)
+    table = page[page.index("Most similar classes after epoch"):]
+    assert all(f"<td>{name}</td>" in table for name in names)

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
-from olsmooth.analysis.soft_labels import clustered_order, grid_epochs, top_pair_classes, view_order
+from olsmooth.analysis.soft_labels import (
+    clustered_order,
+    dataset_class_names,
+    grid_epochs,
+    soft_label_summary,
+    top_pair_classes,
+    view_order,
+)
 from olsmooth.cli import main
 from olsmooth.engine.checkpoint import save_checkpoint
 
@@ -29,12 +39,13 @@ def numpy_entropy(matrix: np.ndarray) -> np.ndarray:
 
 
 def write_ols_run(folder, matrices: dict[int, np.ndarray], class_names: list[str] | None = None):
-    """A run folder with config.yaml and soft_labels/epoch-NNN.npy, as an OLS run leaves it (no training)."""
+    """A run folder with config.yaml, soft_labels/epoch-NNN.npy and, given class names, a best.pt carrying them, as
+    an OLS run leaves it (no training; the config names no registered dataset, so nothing else names classes)."""
     (folder / "soft_labels").mkdir(parents=True)
-    config = {"method": "ols", "dataset": "synthetic", "seed": 0, "epochs": max(matrices)}
-    if class_names is not None:
-        config["class_names"] = class_names
+    config = {"method": "ols", "dataset": "hand-made", "seed": 0, "epochs": max(matrices)}
     (folder / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    if class_names is not None:
+        save_checkpoint(folder / "best.pt", {"class_names": class_names, "config": config})
     for epoch, matrix in matrices.items():
         np.save(folder / "soft_labels" / f"epoch-{epoch:03d}.npy", matrix)
     return folder
@@ -73,11 +84,44 @@ def test_text_output_names_classes_and_an_earlier_epoch(tmp_path, capsys):
     assert any(line.split()[:2] == ["dog", "0.600"] and "owl (0.200)" in line for line in out.splitlines())
 
 
-def test_class_names_come_from_the_checkpoint_first(tmp_path, capsys):
-    run = write_ols_run(tmp_path / "run", {1: HAND}, class_names=["a", "b", "c", "d"])
-    save_checkpoint(run / "best.pt", {"class_names": ["cat", "dog", "fox", "owl"], "config": {}})
+def test_class_names_come_from_best_pt_first(tmp_path, capsys):
+    run = write_ols_run(tmp_path / "run", {1: HAND}, class_names=["cat", "dog", "fox", "owl"])
+    save_checkpoint(run / "last.pt", {"class_names": ["a", "b", "c", "d"], "config": {}})
     out = run_json(capsys, str(run))
     assert [c["name"] for c in out["classes"]] == ["cat", "dog", "fox", "owl"]
+
+
+@pytest.fixture(scope="module")
+def digits_ols_run(tmp_path_factory) -> Path:
+    """A real OLS run: digits, one epoch, as `olsmooth train` leaves it."""
+    out = tmp_path_factory.mktemp("runs") / "digits-ols"
+    assert main(["train", "--out", str(out), "--epochs", "1"]) == 0
+    return out
+
+
+def test_a_real_run_names_its_classes_from_its_dataset(digits_ols_run, tmp_path):
+    assert "class_names" not in yaml.safe_load((digits_ols_run / "config.yaml").read_text())  # options only
+    digits = [str(i) for i in range(10)]
+    assert dataset_class_names(digits_ols_run) == digits
+    assert [c["name"] for c in soft_label_summary(digits_ols_run)["classes"]] == digits
+    copied = tmp_path / "no-checkpoint"  # checkpoints deleted: the names still come from config.yaml's dataset
+    shutil.copytree(digits_ols_run, copied, ignore=shutil.ignore_patterns("*.pt"))
+    assert dataset_class_names(copied) == digits
+
+
+def test_dataset_class_names_come_from_the_dataset_builder(tmp_path):
+    """Names that are not indices: an image-folder dataset's class folders, through config.yaml's data_root."""
+    for name in ("cat", "dog", "owl"):
+        for split in ("train", "test"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            Image.new("RGB", (4, 4)).save(tmp_path / "data" / split / name / "a.png")
+    run = write_ols_run(tmp_path / "run", {1: HAND[:3, :3]})
+    config = {"method": "ols", "dataset": "imagefolder", "data_root": str(tmp_path / "data")}
+    (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert dataset_class_names(run) == ["cat", "dog", "owl"]
+    assert [c["name"] for c in soft_label_summary(run)["classes"]] == ["cat", "dog", "owl"]
+    (run / "config.yaml").unlink()
+    assert dataset_class_names(run) is None
 
 
 def test_more_similar_classes_asked_than_there_are(tmp_path, capsys):

@@ -16,6 +16,7 @@ import yaml
 from scipy import stats
 
 from olsmooth.cli import main
+from olsmooth.data import NOISE_KINDS, NoiseSpec
 from olsmooth.engine.study import baseline_pairs, load_study, parse_study, run_study, studies_dir
 from olsmooth.engine.trainer import Trainer
 from olsmooth.errors import UserInputError
@@ -274,6 +275,22 @@ def test_shipped_studies_are_valid():
     assert {c.name for c in accuracy.cells} >= {"model=small_resnet,method=ols,ols_preset=paper-cifar",
                                                 "model=small_cnn,method=ls,ls_eps=0.1", "model=small_cnn,method=tfkd"}
     assert len(shipped["digits-quick"].cells) == 3
+
+
+def test_shipped_studies_have_well_formed_noise_specs():
+    """Every cell's label noise (grid or base) reads with the toolkit's parser and is written in its canonical
+    form, so a cell's name and report group are those of its configuration; the noise studies have some."""
+    seen = 0
+    for path in sorted(studies_dir().glob("*.yaml")):
+        study = load_study(path)
+        for cell in study.cells:
+            written = cell.options.get("noise", study.base.get("noise"))
+            if written is not None:
+                spec = NoiseSpec.parse(written)
+                assert spec.kind in NOISE_KINDS and 0.0 <= spec.rate < 1.0, (path.name, cell.name)
+                assert written == str(spec) == cell.config.noise, (path.name, cell.name)
+                seen += 1
+    assert seen >= 3 * 4  # the three noisy-* studies, four noise settings each at least
 
 
 def test_base_can_be_a_recipe_and_the_grid_overrides_it():

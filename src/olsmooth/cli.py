@@ -1,4 +1,5 @@
-"""The `olsmooth` command: train, eval, ensemble, dataset-info, build-dataset and report."""
+"""The `olsmooth` command: train, eval, ensemble, dataset-info, build-dataset, report, study, soft-labels and
+attack (`COMMANDS`: one function per subcommand of `build_parser`)."""
 
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("dataset-info", help="count the train/test samples and classes of a dataset")
     info.add_argument("--dataset", required=True)
     info.add_argument("--data-root")
-    info.add_argument("--split", choices=OPTIONS["split"].choices, help="fine-grained sets only (default: paper)")
+    info.add_argument("--split", choices=OPTIONS["split"].choices,
+                      help=f"fine-grained sets only (default: {OPTIONS['split'].choices[0]})")
     info.add_argument("--json", action="store_true")
 
     from .data.glyphs import CHARSETS

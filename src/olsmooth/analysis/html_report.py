@@ -47,6 +47,7 @@ from .soft_labels import (
     MAX_FULL_VIEW,
     SoftLabels,
     class_rows,
+    dataset_class_names,
     epoch_curves,
     has_soft_labels,
     load_matrix,
@@ -287,7 +288,7 @@ def _soft_label_section(runs: Sequence[FinishedRun], groups: Sequence[Group], na
         if not ols:
             continue
         shown = ols[0]
-        names_of = class_names(shown.path) if class_names else None
+        names_of = (class_names(shown.path) if class_names else None) or dataset_class_names(shown.path)
         curves = {names[run.path]: epoch_curves(soft_label_files(run.path)) for run in ols}
         figures = soft_label_figures(shown.path, None, class_names=names_of, curves=curves)
         files = soft_label_files(shown.path)

@@ -5,7 +5,8 @@ Row c of a matrix is the soft label of class c. Per class: the diagonal mass S[c
 (nats; log K for a uniform row) and the k most similar other classes with their mass; over the epochs the mean
 of both. For K above `MAX_FULL_VIEW` a full heatmap is unreadable, so `view_order` also gives the classes
 sorted by diagonal, ordered by a hierarchical clustering of the rows, or the few classes of the largest
-off-diagonal masses. numpy only, scipy for the clustering; nothing here reads a checkpoint.
+off-diagonal masses. numpy only, scipy for the clustering; nothing here reads a checkpoint (class names
+nobody passes come from the run's dataset, `dataset_class_names`).
 """
 
 from __future__ import annotations
@@ -208,15 +209,28 @@ def resolve_class_names(num_classes: int, *candidates: Sequence[Any] | None) -> 
     return [str(i) for i in range(num_classes)]
 
 
-def config_class_names(run_dir: PathLike) -> list[str] | None:
-    """`class_names` of the run's config.yaml where it has a list of them, else None."""
-    path = Path(run_dir) / "config.yaml"
+def dataset_class_names(run_dir: PathLike) -> list[str] | None:
+    """The class names of the dataset the run's config.yaml names (`dataset`, `data_root`, `split`), as its
+    builder gives them: the names the run trained with (config.yaml holds the options, not the names). None where
+    config.yaml or the data cannot be read. Builds the dataset, so callers that know the names (a checkpoint's)
+    pass them instead."""
+    from ..data import build_datasets
+
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or not isinstance(config.get("dataset"), str):
+            return None
+        bundle = build_datasets(config["dataset"], config.get("data_root"), config.get("split"), augment="none")
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, UserInputError):
         return None
-    names = config.get("class_names") if isinstance(config, dict) else None
-    return [str(n) for n in names] if isinstance(names, list) else None
+    return [str(name) for name in bundle.class_names]
+
+
+def _run_class_names(run_dir: PathLike, num_classes: int, class_names: Sequence[Any] | None) -> list[str]:
+    """`class_names` when they fit, else the names of the run's dataset (`dataset_class_names`), else indices."""
+    if class_names is not None and len(class_names) == num_classes:
+        return resolve_class_names(num_classes, class_names)
+    return resolve_class_names(num_classes, dataset_class_names(run_dir))
 
 
 def class_rows(matrix: SoftLabels, names: Sequence[str], top: int) -> list[dict[str, Any]]:
@@ -354,7 +368,7 @@ def soft_label_figures(run_dir: PathLike, folder: PathLike | None = None, epochs
     matrices = {epoch: load_matrix(files[epoch]) for epoch in chosen}
     last = matrices[chosen[-1]]
     size = num_classes_of(last)
-    names = resolve_class_names(size, class_names, config_class_names(run_dir))
+    names = _run_class_names(run_dir, size, class_names)
     if isinstance(last, SparseRows):  # dense blocks of the classes shown, in their order
         order = last.top_classes()
         names = [names[c] for c in order]
@@ -379,12 +393,12 @@ def soft_label_figures(run_dir: PathLike, folder: PathLike | None = None, epochs
 def soft_label_summary(run_dir: PathLike, epoch: int | None = None, top: int = 5,
                        class_names: Sequence[Any] | None = None) -> dict[str, Any]:
     """Everything `olsmooth soft-labels --json` prints: the chosen epoch's per-class rows, their means, and the
-    curves over every saved epoch. Class names: `class_names` (e.g. from a checkpoint), else config.yaml's."""
+    curves over every saved epoch. Class names: `class_names` (e.g. from a checkpoint), else the dataset's."""
     files = soft_label_files(run_dir)
     chosen = pick_epoch(files, epoch)
     matrix = load_matrix(files[chosen])
     size = num_classes_of(matrix)
-    names = resolve_class_names(size, class_names, config_class_names(run_dir))
+    names = _run_class_names(run_dir, size, class_names)
     return {"run": str(run_dir), "epoch": chosen, "epochs_saved": list(files), "num_classes": size,
             "max_entropy": math.log(size), "mean_entropy": float(np.nanmean(row_entropy(matrix))),
             "mean_diagonal": float(diagonal_mass(matrix).mean()), "classes": class_rows(matrix, names, top),

@@ -6,7 +6,7 @@ class, subsets, label noise and its class maps).
 """
 
 from .datasets import LabelledDataset, Relabelled, WithIndex, dataset_labels
-from .noise import NOISE_KINDS, NoisyLabels, instance_images, make_noisy_labels, parse_noise_spec
+from .noise import NOISE_KINDS, NoiseSpec, NoisyLabels, instance_images, make_noisy_labels
 from .noise_maps import load_noise_map
 from .registry import (
     build_datasets,
@@ -19,7 +19,8 @@ from .registry import (
 from .spec import AUGMENT_LEVELS, DatasetBundle, DatasetSpec
 from .subsets import stratified_subset
 
-__all__ = ["AUGMENT_LEVELS", "NOISE_KINDS", "DatasetBundle", "DatasetSpec", "LabelledDataset", "NoisyLabels",
+__all__ = ["AUGMENT_LEVELS", "NOISE_KINDS", "DatasetBundle", "DatasetSpec", "LabelledDataset", "NoiseSpec",
+           "NoisyLabels",
            "Relabelled", "WithIndex", "build_datasets", "canonical_dataset_name", "dataset_defaults", "dataset_info",
            "dataset_labels", "dataset_spec", "instance_images", "list_datasets", "load_noise_map",
-           "make_noisy_labels", "parse_noise_spec", "stratified_subset"]
+           "make_noisy_labels", "stratified_subset"]

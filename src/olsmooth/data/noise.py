@@ -1,6 +1,6 @@
 """Label noise for robustness studies: six kinds, reproducible from a seed, with the realised transition matrix.
 
-`make_noisy_labels` is the one entry point; `parse_noise_spec` reads the command line's KIND:RATE. Every draw
+`make_noisy_labels` is the one entry point; `NoiseSpec.parse` reads KIND:RATE text into its canonical form. Every draw
 comes from a `numpy.random.Generator` seeded by the caller's seed, so the global RNGs are neither read nor
 advanced. The kinds, their formulas and the papers behind each convention are in docs/noise.md.
 """
@@ -67,16 +67,41 @@ def _check_rate(rate: object) -> float:
     return float(rate)
 
 
-def parse_noise_spec(spec: str) -> tuple[str, float]:
-    """KIND:RATE from the command line ('symmetric:0.4') as (kind, rate), checked like make_noisy_labels does."""
-    kind, colon, rate_text = str(spec).strip().rpartition(":")
-    if not colon or not kind:
-        raise UserInputError(f"label noise must be KIND:RATE (e.g. symmetric:0.4), got {spec!r}")
-    try:
-        rate = float(rate_text)
-    except ValueError:
-        raise UserInputError(f"label-noise rate must be a number in [0, 1), got {rate_text.strip()!r}") from None
-    return _check_kind(kind.strip().lower()), _check_rate(rate)
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Label noise as a configuration holds it: a kind of NOISE_KINDS and a rate in [0, 1).
+
+    `parse` is the one reader of KIND:RATE text (command line, recipe, study file, config.yaml) and `str()` its
+    canonical text, which the configuration stores: 'Symmetric:0.40' and 'symmetric:.4' are one setting,
+    'symmetric:0.4', in every run folder, study cell and report group.
+    """
+
+    kind: str
+    rate: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _check_kind(self.kind))
+        object.__setattr__(self, "rate", _check_rate(self.rate))
+
+    @classmethod
+    def parse(cls, text: object) -> NoiseSpec:
+        """KIND:RATE ('symmetric:0.4'; the kind in any case, blanks around either part ignored); a NoiseSpec
+        passes through. Anything else is a one-line UserInputError."""
+        if isinstance(text, NoiseSpec):
+            return text
+        if not isinstance(text, str):
+            raise UserInputError(f"label noise must be KIND:RATE text (e.g. symmetric:0.4), got {text!r}")
+        kind, colon, rate_text = text.strip().rpartition(":")
+        if not colon or not kind.strip():
+            raise UserInputError(f"label noise must be KIND:RATE (e.g. symmetric:0.4), got {text!r}")
+        try:
+            rate = float(rate_text)
+        except ValueError:
+            raise UserInputError(f"label-noise rate must be a number in [0, 1), got {rate_text.strip()!r}") from None
+        return cls(kind.strip().lower(), rate)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.rate!r}"
 
 
 def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:

@@ -8,15 +8,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from torch.utils.data import Dataset
 
+from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
+
 if TYPE_CHECKING:
     from .transforms import Preset
 
-# Training-set augmentation levels, mildest first; what each does per dataset is in docs/datasets.md.
-AUGMENT_LEVELS = ("none", "light", "default")
-# Input normalisations: each dataset's own mean/std, or ImageNet's, which pretrained weights were trained with.
-INPUT_NORMS = ("dataset", "imagenet")
-# Train/test splits of the datasets that offer a choice (the fine-grained sets): the paper's lists or the official one.
-SPLITS = ("paper", "official")
+__all__ = ["AUGMENT_LEVELS", "INPUT_NORMS", "SPLITS", "BuildOptions", "DatasetBundle", "DatasetSpec"]
 
 
 @dataclass(frozen=True)

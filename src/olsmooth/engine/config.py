@@ -14,12 +14,16 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
 from ..errors import UserInputError
 from ..losses.registry import Option, did_you_mean, validate_loss_options
+
+if TYPE_CHECKING:
+    from ..data.noise import NoiseSpec
 
 # The dataset that ships inside scikit-learn: it reads no files, so a data root given with it is ignored.
 EMBEDDED_DATASET = "digits"
@@ -36,9 +40,9 @@ class TrainConfig:
     data_root: str | None = field(default=None, metadata={"help": "where the dataset lies",
                                                           "default_text": "per dataset"})
     split: str | None = field(default=None, metadata={"help": "train/test split of datasets that offer a choice "
-                                                              "(fine-grained sets: paper | official)",
-                                                      "choices": ("paper", "official"),
-                                                      "default_text": "the dataset's first (paper)"})
+                                                              "(the fine-grained sets)",
+                                                      "choices": SPLITS,
+                                                      "default_text": f"the dataset's first ({SPLITS[0]})"})
     image_size: int | None = field(default=None, metadata={"help": "override the preset's image side",
                                                            "default_text": "per dataset", "min": 1})
     download: bool = field(default=False, metadata={"help": "let torchvision download the dataset"})
@@ -49,11 +53,11 @@ class TrainConfig:
                                                         "default_text": "0 for in-memory sets, else min(8, cores)"})
     augment: str = field(default="default", metadata={"help": "training augmentation (docs/datasets.md says what "
                                                               "each level does per dataset)",
-                                                      "choices": ("none", "light", "default")})
+                                                      "choices": AUGMENT_LEVELS})
     input_norm: str = field(default="dataset", metadata={"help": "normalise inputs with the dataset's mean/std or "
                                                                  "with ImageNet's, the statistics pretrained weights "
                                                                  "were trained with (docs/datasets.md)",
-                                                         "choices": ("dataset", "imagenet")})
+                                                         "choices": INPUT_NORMS})
     val_fraction: float = field(default=0.0, metadata={"help": "hold out this stratified, seeded fraction of the "
                                                                "training data for validation: best.pt is chosen on it "
                                                                "and the test split is evaluated at the best and last "
@@ -133,6 +137,13 @@ class TrainConfig:
     expected_top1_error: float | None = field(default=None, metadata={"help": "published top-1 error in % "
                                                                               "(recipes)", "min": 0.0, "max": 100.0})
     reference: str | None = field(default=None, metadata={"help": "where the expected figure comes from"})
+
+    @property
+    def noise_spec(self) -> NoiseSpec | None:
+        """`noise` as its typed value (kind, rate), None for clean labels; `validate_config` stored its canonical
+        text."""
+        from ..data.noise import NoiseSpec
+        return None if self.noise is None else NoiseSpec.parse(self.noise)
 
     def loss_kwargs(self) -> dict[str, Any]:
         """Options handed to `build_loss` for the chosen method: the loss options, untouched."""
@@ -284,7 +295,24 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     options against the method's; the first bad value raises a one-line UserInputError naming it."""
     values = {name: option.check(getattr(cfg, name), f"option {name}") for name, option in OPTIONS.items()}
     values["loss_options"] = validate_loss_options(values["method"], values["loss_options"])
+    values["noise"] = _canonical_noise(values["noise"], values["noise_map"])
     return TrainConfig(**values)
+
+
+def _canonical_noise(noise: str | None, noise_map: str | None) -> str | None:
+    """`noise` read by the one parser (`NoiseSpec.parse`) and stored as its canonical text, so that two spellings
+    of a setting make one run configuration; a noise map goes with asymmetric noise only. Checked when the
+    configuration is built, before anything is created."""
+    if noise is None:
+        return None
+    from ..data.noise import NoiseSpec
+    try:
+        spec = NoiseSpec.parse(noise)
+    except UserInputError as err:
+        raise UserInputError(f"option noise: {err}") from None
+    if noise_map is not None and spec.kind != "asymmetric":
+        raise UserInputError(f"option noise_map: a noise map applies to asymmetric noise only, not to {spec.kind}")
+    return str(spec)
 
 
 def ineffective_options(cfg: TrainConfig) -> list[str]:
@@ -297,6 +325,8 @@ def ineffective_options(cfg: TrainConfig) -> list[str]:
         notes.append(f"{names}: no effect with sched {cfg.sched} (only with multistep)")
     if cfg.optimizer != "sgd" and (names := changed("momentum", "nesterov")):
         notes.append(f"{names}: no effect with optimizer {cfg.optimizer} (only with sgd)")
+    if cfg.noise is None and cfg.noise_map is not None:
+        notes.append("noise_map: no effect without asymmetric --noise")
     if cfg.dataset == EMBEDDED_DATASET and cfg.data_root is not None:
         notes.append(f"data_root: ignored, the {EMBEDDED_DATASET} dataset is embedded")
     return notes

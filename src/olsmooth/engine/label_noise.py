@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import dataset_labels, instance_images, make_noisy_labels, parse_noise_spec
+from ..data import dataset_labels, instance_images, make_noisy_labels
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum
 from .evaluate import autocast_context
@@ -31,10 +31,10 @@ class TrainingNoise:
     @classmethod
     def draw(cls, cfg: TrainConfig, train: Dataset, num_classes: int) -> TrainingNoise:
         """The noise of `cfg.noise` on `train`'s labels, from --noise-seed (default: the run's seed)."""
-        kind, rate = parse_noise_spec(cfg.noise)
+        spec = cfg.noise_spec
         clean = dataset_labels(train)
-        drawn = make_noisy_labels(clean, kind, rate, cfg.seed if cfg.noise_seed is None else cfg.noise_seed,
-                                  num_classes, images=instance_images(train) if kind == "instance" else None,
+        drawn = make_noisy_labels(clean, spec.kind, spec.rate, cfg.seed if cfg.noise_seed is None else cfg.noise_seed,
+                                  num_classes, images=instance_images(train) if spec.kind == "instance" else None,
                                   noise_map=cfg.noise_map, dataset=cfg.dataset)
         return cls(drawn.clean, drawn.noisy, drawn.to_json())
 
