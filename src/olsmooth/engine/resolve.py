@@ -21,7 +21,7 @@ FINETUNE_LR = 0.01
 wreck ImageNet features in the first epochs (docs/models.md, fine-tuning)."""
 FINETUNE_MIN_SIDE = 64
 """Input side under which fine-tuning pretrained weights gets a warning: an ImageNet network's stride-32 features
-end in a 1 x 1 map there (fine-tuning beat scratch by 5.3 points at 32 px, by 7.7 at 64 px; docs/models.md)."""
+end in a 1 x 1 map there (fine-tuning beat scratch by 5.3 points at 32 px, by 7.6 at 64 px; docs/models.md)."""
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
