@@ -1,12 +1,19 @@
-"""Every published study page regenerates from its committed per-run data, and an edited figure is caught.
+"""Every published study page regenerates from its committed per-run data, an edited figure is caught, and the
+hand-written pages quote what the generated pages print.
 
 docs/benchmarks/NAME.csv holds one row per run and seed (written by `olsmooth study --publish`); NAME.md must be
 exactly the page that CSV regenerates. Study pages that have no committed data yet are listed here by name, so the
 list can only shrink, and each carries a banner saying so.
+
+The hand-written pages (README.md, docs/results*.md, ...) quote figures of the generated pages, and a rerun moves
+those silently: QUOTED declares, per hand-written page, each figure it quotes from a regenerated page, printed as
+that page prints it, and each must occur in both pages (a typographic minus counts as "-"). When a study is rerun
+this fails until the quotes, and the claims resting on them, are brought up to date.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,10 +21,13 @@ import pytest
 
 from olsmooth.engine.study import load_study, published_page_difference, resolve_study_path, studies_dir
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 PAGES = DOCS / "benchmarks"
 # Study pages published before per-run data was committed; each says so in a banner until its study is rerun.
-AWAITING_DATA = {"family-snapshots-fashion-mnist", "family-transfer-fashion-mnist", "robustness-fashion-mnist", "accuracy"}
+AWAITING_DATA = {
+    "family-snapshots-fashion-mnist", "family-transfer-fashion-mnist", "robustness-fashion-mnist", "accuracy"
+}
 # Study pages named after their benchmark rather than their study file.
 STUDY_PAGES = {"accuracy"}
 BANNER = "not yet regenerated from committed per-run data"
@@ -58,3 +68,119 @@ def test_every_study_page_is_checked_or_says_it_is_not() -> None:
     assert not AWAITING_DATA & set(CHECKED), "a page now has its data: remove it from AWAITING_DATA"
     for name in unchecked:
         assert BANNER in (PAGES / f"{name}.md").read_text(encoding="utf-8").lower(), name
+
+
+NOISY = "noisy-fashion-mnist"
+FITTED = "family-fitted-fashion-mnist"
+NORM = "family-transfer-norm-fashion-mnist"
+PX64 = "family-transfer-64px-fashion-mnist"
+
+
+def _quotes(stem: str, *figures: str) -> list[tuple[str, str]]:
+    return [(stem, figure) for figure in figures]
+
+
+# Hand-written page (relative to the repository root) -> (generated page stem, figure) for every figure it quotes
+# from a page regenerated from its committed data. Figures of pages still AWAITING_DATA are not listed.
+QUOTED: dict[str, list[tuple[str, str]]] = {
+    "README.md": [
+        *_quotes(NOISY, "+2.667", "+7.927", "+13.497", "0.096", "0.223", "0.075", "21.66", "34.12", "2.90", "5.06"),
+        *_quotes(FITTED, "1.94", "12.20", "+0.394", "0.544", "+0.504", "0.450", "0.213"),
+        *_quotes(PX64, "7.553", "86.54", "87.08", "1.000"),
+    ],
+    "docs/results.md": [
+        *_quotes(NOISY, "+2.667", "+13.497", "+1.220", "+11.637", "0.027", "21.66", "34.12", "2.90", "5.06"),
+        *_quotes(FITTED, "+0.504", "0.450", "0.213", "-1.334", "0.008", "1.94", "12.20"),
+    ],
+    "docs/models.md": [
+        *_quotes(PX64, "7.553", "86.57", "79.02"),
+        *_quotes(NORM, "-0.037", "1.884", "0.922"),
+    ],
+    "docs/results/family-fashion-mnist.md": [
+        *_quotes(FITTED, "82.72 ± 0.43", "0.9022 ± 0.0386", "12.20 ± 0.48", "82.66 ± 0.43", "-0.270", "0.450", "0.957",
+            "82.99 ± 0.30", "0.6125 ± 0.0103", "5.11 ± 0.31", "82.92 ± 0.31", "+0.270", "82.84 ± 0.47",
+            "0.5811 ± 0.0178", "7.95 ± 0.38", "82.76 ± 0.40", "+0.120", "0.400", "1.000", "-0.150", "0.425",
+            "83.11 ± 0.39", "0.5180 ± 0.0135", "1.94 ± 0.20", "83.11 ± 0.48", "+0.394", "0.544", "0.713", "+0.124",
+            "0.333", "82.88 ± 0.46", "0.5797 ± 0.0189", "8.03 ± 0.46", "82.84 ± 0.49", "+0.166", "0.355", "-0.104",
+            "0.311", "81.38 ± 0.43", "1.2626 ± 0.0044", "48.81 ± 0.45", "81.31 ± 0.43", "-1.334", "0.482", "0.008",
+            "-1.604", "0.318", "0.001", "83.22 ± 0.38", "0.5677 ± 0.0181", "8.14 ± 0.38", "83.19 ± 0.35", "+0.504",
+            "0.213", "+0.234", "0.208", "82.63 ± 0.42", "0.7991 ± 0.0296", "11.45 ± 0.44", "82.51 ± 0.45", "-0.090",
+            "0.132", "0.747", "-0.360", "0.491", "82.86 ± 0.38", "0.7461 ± 0.0197", "10.28 ± 0.36", "82.90 ± 0.39",
+            "+0.142", "0.299", "-0.128", "0.223", "82.98 ± 0.32", "0.6858 ± 0.0074", "13.70 ± 0.37", "83.00 ± 0.34",
+            "+0.260", "0.454", "-0.010", "0.246", "12.20", "0.9022", "1.94", "0.5180", "5.11", "0.6125", "0.5811",
+            "0.5797", "7.95", "8.03", "8.14", "11.45", "10.28", "13.70", "-3.169", "0.706", "0.000"),
+        *_quotes(NORM, "80.92 ± 1.12", "80.95 ± 0.59", "-0.037", "1.884", "0.922"),
+        *_quotes(PX64, "86.57", "79.02", "7.553", "3.800", "0.070", "79.02 ± 0.64", "0.5616", "1.57", "-7.553",
+            "-8.063", "3.435", "0.056", "86.57 ± 0.78", "0.3950", "2.42", "-0.510", "1.263", "1.000", "87.08 ± 0.90",
+            "0.4208", "4.92", "+0.510", "86.91 ± 0.50", "0.3931", "4.38", "+0.340", "1.326", "-0.170", "1.309",
+            "86.97 ± 0.65", "0.3944", "4.66", "+0.400", "0.905", "-0.110", "0.849", "86.54 ± 0.50", "0.4088", "5.20",
+            "-0.030", "1.900", "-0.540", "1.569", "86.54", "87.08", "0.110", "-0.028", "0.030", "0.213", "-0.026",
+            "0.024", "0.195"),
+    ],
+    "docs/results/noisy-fashion-mnist.md": [
+        *_quotes(NOISY, "84.26 ± 0.16", "7.75 ± 0.38", "78.32 ± 0.41", "67.25 ± 0.62", "49.01 ± 0.33", "66.43 ± 0.47",
+            "84.55 ± 0.20", "79.77 ± 0.44", "69.17 ± 1.01", "50.87 ± 0.11", "67.19 ± 0.26", "84.44 ± 0.15",
+            "80.99 ± 0.25", "75.18 ± 1.07", "62.50 ± 0.49", "67.90 ± 0.54", "84.57 ± 0.17", "79.42 ± 0.60",
+            "68.76 ± 0.55", "50.44 ± 0.48", "65.68 ± 0.26", "55.27 ± 0.74", "49.87 ± 4.86", "45.02 ± 8.83",
+            "64.62 ± 12.29", "40.24 ± 5.71", "83.07 ± 0.48", "82.19 ± 0.16", "80.76 ± 0.31", "77.24 ± 1.79",
+            "66.11 ± 4.35", "84.13 ± 0.23", "78.40 ± 0.24", "67.64 ± 0.74", "49.31 ± 0.45", "66.60 ± 0.55",
+            "84.15 ± 0.07", "78.74 ± 0.32", "68.53 ± 0.98", "51.88 ± 1.12", "69.52 ± 1.02", "+0.180", "0.098", "0.484",
+            "+2.667", "0.588", "0.096", "+7.927", "2.766", "0.223", "+13.497", "2.574", "0.075", "+1.477", "3.142",
+            "1.000", "-0.117", "0.180", "+1.220", "1.079", "0.874", "+6.010", "1.464", "0.115", "+11.637", "1.308",
+            "0.027", "+0.713", "2.364", "-1.187", "1.065", "+3.867", "1.614", "0.314", "+13.513", "1.840", "0.039",
+            "+28.237", "6.888", "-0.320", "15.475", "84.12 ± 0.22", "80.86 ± 0.47", "78.55 ± 0.27", "73.82 ± 1.68",
+            "71.49 ± 1.16", "84.47 ± 0.36", "81.14 ± 0.64", "79.03 ± 0.37", "74.15 ± 1.48", "72.87 ± 2.32",
+            "84.27 ± 0.10", "81.54 ± 0.20", "79.45 ± 0.56", "75.75 ± 1.41", "72.97 ± 0.18", "84.41 ± 0.32",
+            "81.11 ± 0.75", "78.28 ± 0.98", "73.87 ± 1.61", "70.38 ± 1.19", "55.17 ± 0.80", "52.26 ± 4.37",
+            "56.96 ± 4.14", "64.87 ± 11.84", "41.21 ± 4.98", "82.98 ± 0.48", "82.22 ± 0.13", "80.63 ± 0.32",
+            "77.58 ± 1.24", "68.50 ± 4.90", "83.99 ± 0.28", "81.05 ± 0.46", "78.67 ± 0.41", "74.05 ± 1.23",
+            "71.34 ± 1.70", "84.10 ± 0.36", "80.48 ± 0.59", "78.77 ± 0.31", "73.42 ± 1.91", "73.96 ± 1.95",
+            "2.90 ± 0.52", "5.06 ± 1.24", "4.70 ± 1.10", "8.69 ± 1.37", "5.31 ± 0.24", "13.59 ± 0.61", "14.99 ± 2.03",
+            "8.06 ± 0.11", "2.51 ± 0.23", "2.89 ± 0.33", "21.66 ± 0.47", "33.11 ± 1.82", "34.12 ± 0.53", "5.27 ± 0.31",
+            "2.36 ± 0.20", "14.55 ± 0.93", "20.57 ± 1.20", "14.82 ± 0.34", "2.61 ± 0.16", "10.76 ± 0.64",
+            "10.38 ± 0.23", "9.08 ± 0.47", "2.95 ± 0.55", "15.42 ± 5.98", "7.36 ± 0.40", "15.06 ± 2.43", "31.36 ± 0.45",
+            "42.22 ± 2.54", "5.60 ± 3.03", "5.15 ± 0.35", "20.11 ± 4.43", "34.91 ± 0.42", "44.70 ± 1.70",
+            "14.83 ± 4.04", "3.66 ± 1.01", "25.79 ± 1.34", "45.36 ± 1.50", "54.26 ± 1.40", "17.52 ± 2.67",
+            "3.07 ± 0.72", "26.88 ± 2.33", "45.67 ± 2.71", "52.51 ± 0.90", "7.47 ± 1.22", "10.86 ± 0.67",
+            "10.35 ± 0.06", "9.16 ± 0.26", "2.93 ± 0.35", "11.85 ± 5.10", "21.66", "34.12", "2.90", "5.06", "+18.758",
+            "+28.053", "+29.420", "1.563", "2.939", "3.322", "0.014", "0.021", "0.024", "25.79", "54.26", "15.06",
+            "42.22", "63.94", "31.17", "69.11", "24.53", "74.57", "16.44", "77.22", "22.34", "52.61", "41.44", "63.50",
+            "30.19", "71.43", "19.52", "78.69", "20.67", "36.56", "55.28", "39.28", "50.08", "45.11", "40.11", "65.75",
+            "33.25", "66.06", "30.22", "70.19", "25.03", "76.35", "15.94", "82.50", "17.14", "5.67", "79.50", "6.58",
+            "77.31", "8.28", "73.63", "55.87", "37.82", "56.44", "37.11", "61.03", "31.28", "64.93", "22.43", "59.52",
+            "39.72", "+1.097", "+1.510", "+1.430", "1.351", "1.082", "1.295", "0.675", "+1.447", "+1.917", "+1.860",
+            "0.501", "0.644", "-0.350", "-0.407", "-0.430", "0.598", "1.504", "1.404", "-0.747", "2.310", "+3.097",
+            "1.780", "0.509", "+0.077", "+0.387", "+0.300", "+0.413", "+1.280", "+2.877", "2.579", "+0.313", "0.236",
+            "0.710", "2.36", "2.89", "7.75", "5.31", "-4.867", "-5.396", "0.231", "0.080", "± 4.35", "± 4.86",
+            "± 12.29"),
+    ],
+    "docs/results/robustness-fashion-mnist.md": [
+        *_quotes(NOISY, "7.75", "2.36", "2.89", "21.66", "34.12"),
+    ],
+}
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8").replace("\u2212", "-")
+
+
+def _occurs(figure: str, text: str) -> bool:
+    """figure appears in text as a whole number: "2.66" does not match inside "2.667" or "12.66"."""
+    return re.search(rf"(?<![\d.]){re.escape(figure)}(?!\d)", text) is not None
+
+
+@pytest.mark.parametrize("page", sorted(QUOTED))
+def test_quoted_figures_are_what_the_generated_pages_print(page: str) -> None:
+    text = _text(ROOT / page)
+    generated = {stem: _text(PAGES / f"{stem}.md") for stem in {stem for stem, _ in QUOTED[page]}}
+    problems = [f"{page} no longer quotes {figure!r} (from docs/benchmarks/{stem}.md)"
+                for stem, figure in QUOTED[page] if not _occurs(figure, text)]
+    problems += [f"{page} quotes {figure!r}, which docs/benchmarks/{stem}.md no longer prints"
+                 for stem, figure in QUOTED[page] if not _occurs(figure, generated[stem])]
+    assert not problems, "\n".join(problems)
+
+
+def test_quotes_come_from_pages_regenerated_from_data() -> None:
+    stems = {stem for pairs in QUOTED.values() for stem, _ in pairs}
+    assert not stems & AWAITING_DATA, f"figures quoted from pages still awaiting data: {sorted(stems & AWAITING_DATA)}"
+    assert stems <= set(CHECKED), f"figures quoted from pages without committed data: {sorted(stems - set(CHECKED))}"
