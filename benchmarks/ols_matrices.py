@@ -19,7 +19,7 @@ import numpy as np
 
 from olsmooth.analysis.report import markdown_table
 from olsmooth.analysis.soft_labels import (
-    config_class_names,
+    dataset_class_names,
     diagonal_mass,
     has_soft_labels,
     load_matrix,
@@ -40,7 +40,8 @@ def cell_row(cell: Path, pairs: int) -> dict[str, Any] | None:
     if not runs:
         return None
     mean = np.mean([load_matrix(list(soft_label_files(run).values())[-1]) for run in runs], axis=0)
-    names = resolve_class_names(mean.shape[0], checkpoint_class_names(runs[0]), config_class_names(runs[0]))
+    names = checkpoint_class_names(runs[0])
+    names = resolve_class_names(mean.shape[0], names if names is not None else dataset_class_names(runs[0]))
     diagonal = diagonal_mass(mean)
     off = mean.copy()
     np.fill_diagonal(off, -np.inf)
