@@ -109,3 +109,17 @@ def test_curves_mean_and_std_band(tmp_path):
 def test_curves_reject_empty_series(series):
     with pytest.raises(UserInputError, match="series"):
         plot_curves(series, None, ylabel="top1")
+
+
+def test_class_names_beyond_ascii_are_drawn_from_an_installed_fallback_font(monkeypatch):
+    from olsmooth.analysis import plots
+
+    chars = list("凡几押钾驾")
+    monkeypatch.setattr(plots, "installed_fonts", lambda: {"DejaVu Sans", "WenQuanYi Zen Hei", "AR PL UMing CN"})
+    ax = plot_soft_labels(soft_label_matrix(5), class_names=chars).axes[0]
+    for axis in (ax.xaxis, ax.yaxis):
+        assert tick_texts(axis) == chars
+        assert {tuple(t.get_fontfamily()) for t in axis.get_ticklabels()} == {("sans-serif", "WenQuanYi Zen Hei")}
+    assert plots.label_families(NAMES) is None  # ASCII names keep the default
+    monkeypatch.setattr(plots, "installed_fonts", lambda: {"DejaVu Sans"})
+    assert plots.label_families(chars) is None  # no fallback installed: the default, as before

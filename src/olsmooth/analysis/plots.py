@@ -31,6 +31,8 @@ MAX_NAMED_TICKS = 30
 MAX_ANNOTATED = 12
 """Up to this many classes each cell of the soft-label heatmap shows its value."""
 DPI = 120
+FALLBACK_FONTS = ("Noto Sans CJK SC", "WenQuanYi Zen Hei", "Droid Sans Fallback", "AR PL UMing CN")
+"""Installed typefaces tried, in order, for class names the default font lacks (printed Chinese characters)."""
 
 
 def _finish(fig: Figure, path: PathLike | None) -> Figure | Path:
@@ -76,14 +78,33 @@ def _color_norm(array: np.ndarray, scale: str, gamma: float) -> Normalize:
     raise UserInputError(f"unknown scale {scale!r}; choose 'power', 'log' or 'linear'")
 
 
+def installed_fonts() -> set[str]:
+    """The family names matplotlib found on this machine."""
+    from matplotlib import font_manager
+
+    return {font.name for font in font_manager.fontManager.ttflist}
+
+
+def label_families(labels: Sequence[str]) -> list[str] | None:
+    """For labels beyond ASCII, the default family followed by the installed FALLBACK_FONTS, so that matplotlib
+    draws characters its default font lacks from the first of them installed; None (the default) otherwise."""
+    if "".join(labels).isascii():
+        return None
+    installed = installed_fonts()
+    fallbacks = [name for name in FALLBACK_FONTS if name in installed]
+    return ["sans-serif", fallbacks[0]] if fallbacks else None
+
+
 def _class_ticks(ax, names: Sequence[str]) -> None:
-    """Label every class up to MAX_NAMED_TICKS, otherwise about ten evenly spaced ones."""
+    """Label every class up to MAX_NAMED_TICKS, otherwise about ten evenly spaced ones (names in scripts the
+    default font lacks drawn from an installed fallback, `label_families`)."""
     k = len(names)
     step = 1 if k <= MAX_NAMED_TICKS else max(1, math.ceil(k / 10))
     positions = list(range(0, k, step))
     labels = [names[i] for i in positions]
-    ax.set_xticks(positions, labels, rotation=90 if k <= MAX_NAMED_TICKS else 0, fontsize="small")
-    ax.set_yticks(positions, labels, fontsize="small")
+    family = label_families(labels)
+    ax.set_xticks(positions, labels, rotation=90 if k <= MAX_NAMED_TICKS else 0, fontsize="small", family=family)
+    ax.set_yticks(positions, labels, fontsize="small", family=family)
 
 
 def plot_soft_labels(
