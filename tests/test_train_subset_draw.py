@@ -1,6 +1,6 @@
 """--train-subset-draw: `first` takes the training samples olsmooth took before the seeded draw (the first N, as
 `Subset(train, range(min(N, len(train))))` at 0e1c6e2), `stratified` stays today's seeded draw; the option is
-checked, recorded in config.yaml and last.pt, and honoured on resume."""
+checked, recorded in config.yaml and last.pt, honoured on resume, and the accuracy study names the draw it sets."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from torch.utils.data import Subset
 
 from olsmooth.cli import main
 from olsmooth.data import build_datasets, dataset_labels, stratified_subset, training_subset
+from olsmooth.data.sources.fashion_mnist import DEFAULT_ROOT as FASHION_ROOT
 from olsmooth.engine.config import OPTIONS, build_config
-from olsmooth.engine.study import load_study, plan_runs, run_study
+from olsmooth.engine.study import load_study, plan_runs, resolve_study_path, run_study
 from olsmooth.engine.trainer import Trainer, load_resume
 from olsmooth.errors import UserInputError
 
@@ -70,6 +71,17 @@ def test_first_after_a_validation_split_takes_the_first_of_the_rest(tmp_path):
     rest = np.setdiff1d(np.arange(len(build_datasets("digits").train)), run.indices["val"])
     assert run.indices["train"].tolist() == rest[:50].tolist()
     assert not set(run.indices["train"].tolist()) & set(run.indices["val"].tolist())
+
+
+@pytest.mark.skipif(not FASHION_ROOT.is_dir(), reason="Fashion-MNIST's IDX files are not installed")
+def test_the_accuracy_study_trains_on_the_first_12000_fashion_mnist_images(tmp_path):
+    study = load_study(resolve_study_path("accuracy-fashion-mnist"))
+    cfg = study.config(study.cells[0], study.seeds[-1], tmp_path / "r")
+    run = Trainer(cfg, log=lambda _line: None)
+    old = old_first_subset(build_datasets("fashion-mnist").train, 12000)
+    assert run.indices["train"].tolist() == list(old.indices)
+    assert np.bincount(dataset_labels(run.bundle.train), minlength=10).tolist() == \
+        np.bincount(dataset_labels(old), minlength=10).tolist()
 
 
 def test_a_bad_draw_is_one_line_and_exit_2(tmp_path, capsys):
@@ -142,3 +154,24 @@ def test_a_study_refuses_a_folder_trained_on_the_other_draw(tmp_path):
                                           "seeds": [0]}))
     with pytest.raises(UserInputError, match="train_subset_draw='stratified', the study asks for 'first'"):
         plan_runs(load_study(study_file), tmp_path / "out")
+
+
+
+@pytest.mark.parametrize("name", ["accuracy-fashion-mnist", "accuracy-quick"])
+def test_the_accuracy_studies_take_the_first_images_and_say_so(name):
+    study = load_study(resolve_study_path(name))
+    assert study.base["train_subset_draw"] == "first"
+    assert f"first {study.base['train_subset']:,} training images" in " ".join(study.description.split())
+    assert {cell.config.train_subset_draw for cell in study.cells} == {"first"}
+
+
+def test_every_shipped_study_describes_the_draw_it_sets():
+    """A study whose description says "first N" takes the first N; one drawing stratified does not say "first"."""
+    from olsmooth.engine.study import studies_dir
+    for path in sorted(studies_dir().glob("*.yaml")):
+        study = load_study(path)
+        if study.base.get("train_subset") is None:
+            continue
+        text = " ".join(study.description.split())
+        says_first = f"first {study.base['train_subset']:,}" in text
+        assert says_first == (study.base.get("train_subset_draw") == "first"), path.name
