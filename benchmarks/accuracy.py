@@ -104,8 +104,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          device="cpu | cuda (default: cuda when present)")
     p.add_argument("--study", help=f"study file or shipped study to run and analyse (default {STUDY})")
     p.add_argument("--dataset", help="replace the study's dataset (any registered dataset)")
-    p.add_argument("--subset", type=int, help="replace the study's training subset: the first N training images, "
-                   "0 for all (the test set stays whole)")
+    p.add_argument("--subset", type=int, help="replace the study's training subset size: N training images, drawn "
+                   "as the study's train_subset_draw says (the shipped accuracy studies: the first N), 0 for all "
+                   "(the test set stays whole)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the study's)")
     p.add_argument("--ensemble-seeds", type=int, help="first N seeds whose snapshot ensembles are evaluated "
                    "(default: all)")
@@ -253,10 +254,11 @@ def make_figures(study: Study, plan: Sequence[PlannedRun], last_eval: dict[str, 
 def settings_text(study: Study, data: Data) -> str:
     """The data, epochs, seeds and the training settings every cell shares, in a sentence."""
     configs = [resolve(cell.config) for cell in study.cells]
-    subsets = {cfg.train_subset for cfg in configs}
-    subset = subsets.pop() if len(subsets) == 1 else -1
-    size = ("a subset (per cell) of the" if subset == -1 else f"the first {subset:,}"
-            if subset and subset < data.train_size else f"all {data.train_size:,}")
+    subsets = {(cfg.train_subset, cfg.train_subset_draw) for cfg in configs}
+    subset, draw = subsets.pop() if len(subsets) == 1 else (-1, None)
+    size = ("a subset (per cell) of the" if subset == -1 else f"all {data.train_size:,}"
+            if not subset or subset >= data.train_size else f"the first {subset:,}"
+            if draw == "first" else f"a stratified, seeded draw of {subset:,}")
     epochs = {cfg.epochs for cfg in configs}
     shared = [f"{k} {option_text(getattr(configs[0], k))}" for k in SHARED_SETTINGS
               if len({option_text(getattr(cfg, k)) for cfg in configs}) == 1]

@@ -271,7 +271,8 @@ def test_shipped_studies_are_valid():
     shipped = {p.stem: load_study(p) for p in studies_dir().glob("*.yaml")}
     accuracy = shipped["accuracy-fashion-mnist"]
     assert len(accuracy.cells) == 10 and accuracy.seeds == (0, 1, 2, 3, 4)
-    assert accuracy.base == {"dataset": "fashion-mnist", "train_subset": 12000, "epochs": 10, "save_every": 1}
+    assert accuracy.base == {"dataset": "fashion-mnist", "train_subset": 12000, "train_subset_draw": "first",
+                             "epochs": 10, "save_every": 1}
     assert {c.name for c in accuracy.cells} >= {"model=small_resnet,method=ols,ols_preset=paper-cifar",
                                                 "model=small_cnn,method=ls,ls_eps=0.1", "model=small_cnn,method=tfkd"}
     assert len(shipped["digits-quick"].cells) == 3

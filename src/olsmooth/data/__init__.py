@@ -17,10 +17,10 @@ from .registry import (
     list_datasets,
 )
 from .spec import AUGMENT_LEVELS, DatasetBundle, DatasetSpec
-from .subsets import stratified_subset
+from .subsets import stratified_subset, training_subset
 
 __all__ = ["AUGMENT_LEVELS", "NOISE_KINDS", "DatasetBundle", "DatasetSpec", "LabelledDataset", "NoiseSpec",
            "NoisyLabels",
            "Relabelled", "WithIndex", "build_datasets", "canonical_dataset_name", "dataset_defaults", "dataset_info",
            "dataset_labels", "dataset_spec", "instance_images", "list_datasets", "load_noise_map",
-           "make_noisy_labels", "stratified_subset"]
+           "make_noisy_labels", "stratified_subset", "training_subset"]

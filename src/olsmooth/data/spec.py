@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from torch.utils.data import Dataset
 
-from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
+from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS, SUBSET_DRAWS
 
 if TYPE_CHECKING:
     from .transforms import Preset
 
-__all__ = ["AUGMENT_LEVELS", "INPUT_NORMS", "SPLITS", "BuildOptions", "DatasetBundle", "DatasetSpec"]
+__all__ = ["AUGMENT_LEVELS", "INPUT_NORMS", "SPLITS", "SUBSET_DRAWS", "BuildOptions", "DatasetBundle", "DatasetSpec"]
 
 
 @dataclass(frozen=True)

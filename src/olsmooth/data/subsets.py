@@ -1,4 +1,5 @@
-"""A seeded, stratified subset of a training set: class proportions kept, every class present when it can be."""
+"""Subsets of a training set: a seeded, stratified one (class proportions kept, every class present when it can be),
+or the first N samples in the dataset's order."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data_choices import SUBSET_DRAWS
 from ..errors import UserInputError
 
 
@@ -43,6 +45,13 @@ def _class_counts(counts: np.ndarray, size: int, rng: np.random.Generator) -> np
         pinned |= below
 
 
+def _check_size_and_seed(size: int, seed: int) -> None:
+    for what, value, least in (("subset size", size, 1), ("subset seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            kind = "positive" if least else "non-negative"
+            raise UserInputError(f"{what} must be a {kind} integer, got {value!r}")
+
+
 def stratified_subset(labels: Sequence[int] | np.ndarray, size: int, seed: int) -> np.ndarray:
     """Sorted int64 indices of a seeded, stratified subset of `size` samples (all of them when size >= N).
 
@@ -50,10 +59,7 @@ def stratified_subset(labels: Sequence[int] | np.ndarray, size: int, seed: int) 
     (see `_class_counts`; docs/datasets.md); within each class the samples are drawn uniformly without
     replacement, from a generator of its own seeded by `seed`, so the global RNG is neither read nor advanced.
     """
-    for what, value, least in (("subset size", size, 1), ("subset seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-            kind = "positive" if least else "non-negative"
-            raise UserInputError(f"{what} must be a {kind} integer, got {value!r}")
+    _check_size_and_seed(size, seed)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.ndim != 1 or (labels.size and labels.min() < 0):
         raise UserInputError("subset labels must be a 1-D sequence of non-negative class indices")
@@ -65,3 +71,16 @@ def stratified_subset(labels: Sequence[int] | np.ndarray, size: int, seed: int) 
     members = np.split(np.argsort(labels, kind="stable"), np.cumsum(counts)[:-1])
     chosen = [rng.choice(group, size=int(n), replace=False) for group, n in zip(members, per_class)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def training_subset(labels: Sequence[int] | np.ndarray, size: int, seed: int, draw: str = "stratified") -> np.ndarray:
+    """Sorted int64 positions in `labels` of the `size` samples that `--train-subset` keeps (all of them when size
+    >= N), drawn as `draw` (one of SUBSET_DRAWS) says: "stratified" is `stratified_subset(labels, size, seed)`;
+    "first" is positions 0..size-1, the dataset's first `size` samples in its own order, whatever their labels and
+    the seed (what olsmooth took before the seeded draw, `range(min(size, N))`)."""
+    if draw not in SUBSET_DRAWS:
+        raise UserInputError(f"unknown subset draw {draw!r}; use one of {', '.join(SUBSET_DRAWS)}")
+    if draw == "stratified":
+        return stratified_subset(labels, size, seed)
+    _check_size_and_seed(size, seed)
+    return np.arange(min(int(size), len(labels)), dtype=np.int64)

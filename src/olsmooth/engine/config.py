@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS
+from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS, SUBSET_DRAWS
 from ..errors import UserInputError
 from ..losses.registry import Option, did_you_mean, validate_loss_options
 
@@ -46,9 +46,17 @@ class TrainConfig:
     image_size: int | None = field(default=None, metadata={"help": "override the preset's image side",
                                                            "default_text": "per dataset", "min": 1})
     download: bool = field(default=False, metadata={"help": "let torchvision download the dataset"})
-    train_subset: int | None = field(default=None, metadata={"help": "train on the first N training samples "
-                                                                     "(quick studies); evaluation keeps all",
+    train_subset: int | None = field(default=None, metadata={"help": "train on N training samples (quick "
+                                                                     "studies): a seeded stratified draw, or the "
+                                                                     "first N with --train-subset-draw first; "
+                                                                     "evaluation keeps all",
                                                              "default_text": "all", "min": 1})
+    train_subset_draw: str = field(default="stratified", metadata={"help": "how --train-subset picks its samples: "
+                                                                           "stratified = a draw from the run's seed "
+                                                                           "that keeps the class proportions, first "
+                                                                           "= the first N in the dataset's order (as "
+                                                                           "before the seeded draw)",
+                                                                   "choices": SUBSET_DRAWS})
     workers: int | None = field(default=None, metadata={"help": "data-loader processes", "min": 0,
                                                         "default_text": "0 for in-memory sets, else min(8, cores)"})
     augment: str = field(default="default", metadata={"help": "training augmentation (docs/datasets.md says what "
@@ -325,6 +333,8 @@ def ineffective_options(cfg: TrainConfig) -> list[str]:
         notes.append(f"{names}: no effect with sched {cfg.sched} (only with multistep)")
     if cfg.optimizer != "sgd" and (names := changed("momentum", "nesterov")):
         notes.append(f"{names}: no effect with optimizer {cfg.optimizer} (only with sgd)")
+    if cfg.train_subset is None and (names := changed("train_subset_draw")):
+        notes.append(f"{names}: no effect without --train-subset")
     if cfg.noise is None and cfg.noise_map is not None:
         notes.append("noise_map: no effect without asymmetric --noise")
     if cfg.dataset == EMBEDDED_DATASET and cfg.data_root is not None:

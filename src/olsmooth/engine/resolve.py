@@ -52,6 +52,16 @@ def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def upgrade_subset_draw(config: dict[str, Any], indices_saved: bool) -> dict[str, Any]:
+    """A configuration stored before `train_subset_draw` existed, with the draw its run trained on: the seeded
+    stratified one when the run saved its indices (last.pt's data_indices, train_indices.npy), else the first
+    `train_subset` samples, all that versions before the seeded draw (c7d9464) took. Other configurations are
+    returned unchanged."""
+    if "train_subset_draw" in config or config.get("train_subset") is None:
+        return config
+    return {**config, "train_subset_draw": "stratified" if indices_saved else "first"}
+
+
 def small_input_note(side: int) -> str | None:
     """The warning for fine-tuning pretrained weights on `side` x `side` inputs, or None from FINETUNE_MIN_SIDE on."""
     if side >= FINETUNE_MIN_SIDE:

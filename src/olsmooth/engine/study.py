@@ -48,7 +48,7 @@ from .config import (
     read_yaml,
     resolve_recipe_path,
 )
-from .resolve import resolve
+from .resolve import resolve, upgrade_subset_draw
 from .trainer import Trainer, load_resume
 
 STUDY_KEYS = ("description", "base", "grid", "seeds", "baselines")
@@ -298,8 +298,12 @@ def baseline_pairs(study: Study) -> list[tuple[int, int]]:
 
 def _check_existing(run: PlannedRun) -> None:
     """An existing run folder must hold the run the study asks for: the same resolved options, except those that
-    do not change the experiment (NON_EXPERIMENT_OPTIONS)."""
-    saved, wanted = read_run_config(run.folder), resolve(run.config).to_dict()
+    do not change the experiment (NON_EXPERIMENT_OPTIONS). A config.yaml from before train_subset_draw, beside the
+    train_indices.npy that only the seeded draw writes, is read as the stratified draw it trained on."""
+    saved = read_run_config(run.folder)
+    if (run.folder / "train_indices.npy").is_file():
+        saved = upgrade_subset_draw(saved, indices_saved=True)
+    wanted = resolve(run.config).to_dict()
     for key in wanted:
         if key in saved and key not in NON_EXPERIMENT_OPTIONS and saved[key] != wanted[key]:
             raise UserInputError(f"{run.folder} holds a run with {key}={saved.get(key)!r}, the study asks for "

@@ -29,6 +29,7 @@ from ..data import (
     build_datasets,
     dataset_labels,
     stratified_subset,
+    training_subset,
 )
 from ..data.samplers import ClassPairBatchSampler
 from ..errors import UserInputError
@@ -44,7 +45,7 @@ from .inference import build_model, model_from_checkpoint
 from .label_noise import TrainingNoise, fit_on_corrupted
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress
-from .resolve import resolve, small_input_note, upgrade_stored_config
+from .resolve import resolve, small_input_note, upgrade_stored_config, upgrade_subset_draw
 from .run_folder import CONFIG, ESTIMATE_FOLDER, SUMMARY, RunFolder
 
 Log = Callable[[str], None]
@@ -74,9 +75,10 @@ def load_resume(run_dir: str | Path, overrides: dict[str, Any]) -> tuple[TrainCo
     run_dir = Path(run_dir)
     path = RunFolder(run_dir).check_resumable()
     ckpt = load_checkpoint(path, EVAL_KEYS + RESUME_KEYS)
-    stored = upgrade_stored_config(ckpt["config"])
+    indices_saved = "data_indices" in ckpt  # absent from the last.pt of versions before the seeded draw
+    stored = upgrade_subset_draw(upgrade_stored_config(ckpt["config"]), indices_saved)
     if (run_dir / CONFIG).exists():
-        on_disk = read_yaml(run_dir / CONFIG)
+        on_disk = upgrade_subset_draw(read_yaml(run_dir / CONFIG), indices_saved)
         free = (*RESUME_MAY_CHANGE, "out", "force")  # rewritten with the resumed run's values at its start
         differ = sorted(k for k in (set(stored) | set(on_disk)) - set(free) if on_disk.get(k) != stored.get(k))
         if differ:
@@ -299,7 +301,9 @@ class Trainer:
         """The datasets, the training split cut down to --train-subset and less the --val-fraction hold-out
         (returned second, with evaluation transforms), and the indices that define both.
 
-        Both are seeded and stratified; a resumed run reuses the indices saved in its checkpoint.
+        The hold-out is seeded and stratified; the subset is drawn from the rest as --train-subset-draw says
+        (seeded and stratified, or the first N in the dataset's order). A resumed run reuses the indices saved in
+        its checkpoint.
         """
         bundle = self._datasets(self.cfg.augment)
         saved = (checkpoint or {}).get("data_indices")
@@ -415,7 +419,7 @@ class Trainer:
             indices["val"] = stratified_subset(labels, size, cfg.seed)
             pool = np.setdiff1d(pool, indices["val"])
         if cfg.train_subset is not None and cfg.train_subset < len(pool):
-            indices["train"] = pool[stratified_subset(labels[pool], cfg.train_subset, cfg.seed)]
+            indices["train"] = pool[training_subset(labels[pool], cfg.train_subset, cfg.seed, cfg.train_subset_draw)]
         elif cfg.val_fraction:
             indices["train"] = pool
         return indices
