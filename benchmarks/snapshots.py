@@ -3,17 +3,24 @@
 Trains the study (`olsmooth study`, finished runs skipped, an interrupted one continued), evaluates each run's
 epoch snapshots once on the test set, and averages the softmax of K snapshots spread uniformly over the epochs
 after --after (by default the study's first learning-rate milestone, so that every member is near-converged) and,
-as the paper picks them, over all of training. Writes OUT/snapshots.{json,md} and OUT/snapshots.png: per method and
-K, top-1, NLL and ECE (mean ± sample std over seeds), the gain over the last snapshot alone with its paired
-t-test, and paired tests of each method's largest ensemble against the study baselines' ensembles of that size.
+as the paper picks them, over all of training. Writes OUT/snapshots.csv (one row per cell, seed, snapshot start and
+ensemble size, 1 being the last snapshot alone: top-1, NLL, ECE), OUT/snapshots.{json,md} and OUT/snapshots.png.
+The page is built from the CSV's rows alone: per cell and K, top-1 (mean ± sample std over seeds), NLL and ECE;
+paired tests of each cell's largest ensemble against its last snapshot and against the study baselines' ensembles,
+with Holm-corrected p and the resolvable difference. --from-csv prints the page from a CSV without evaluating;
+--publish DOCS copies the CSV, the page and its figure into DOCS/benchmarks and DOCS/figures.
 
-    python -m benchmarks.snapshots [--quick] [--study NAME] [--after EPOCH] [--sizes K ...]
+    python -m benchmarks.snapshots [--quick] [--study NAME] [--after EPOCH] [--sizes K ...] [--publish DOCS]
+    python -m benchmarks.snapshots --from-csv CSV [--study NAME] [--publish DOCS]
 """
 
 from __future__ import annotations
 
+import csv
+import difflib
+import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +33,25 @@ from olsmooth.analysis.report import (
     Group,
     cell_text,
     markdown_table,
+    paired_caption,
     paired_rows,
-    paired_test,
     summary_stats,
 )
 from olsmooth.engine.inference import evaluate_each, pick_snapshots, snapshot_epochs
 from olsmooth.engine.resolve import resolve
-from olsmooth.engine.study import PlannedRun, Study, baseline_pairs, load_study, plan_runs, run_study
+from olsmooth.engine.study import (
+    PUBLISHED_FIGURES,
+    PUBLISHED_PAGES,
+    PlannedRun,
+    Study,
+    baseline_pairs,
+    load_study,
+    plan_runs,
+    resolve_study_path,
+    run_study,
+)
 from olsmooth.errors import UserInputError
+from olsmooth.fileio import atomic_write_bytes, atomic_write_text
 
 from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
 
@@ -41,10 +59,17 @@ MODULE = "benchmarks.snapshots"
 STUDY, QUICK_STUDY = "family-snapshots-fashion-mnist", "snapshots-quick"
 DEFAULT_SIZES = (3, 5, 10)
 KEYS = ("top1", "nll", "ece")
-SPREADS = ("late", "all")
-"""late: snapshots after --after only; all: spread over all of training, as the paper's Table III."""
-EnsembleKey = tuple[int, str, int]
-"""(cell index, spread, number of snapshots; 1 is the last snapshot alone)."""
+NAME = "snapshots"
+"""OUT/snapshots.{csv,json,md,png}."""
+CSV_COLUMNS = ("cell", "seed", "folder", "after", "snapshots", *KEYS)
+"""One row per run and ensemble: the run's cell, seed and folder (under the study's run folder), the epoch after
+which its snapshots were picked (0: over all of training) and how many (1: the last snapshot alone), and the
+ensemble's test top-1, NLL and ECE (top-1 and ECE in %, NLL in nats)."""
+PROVENANCE = ("Machine: ", "Command: ")
+"""Lines of a page that say where its CSV was measured; a page regenerated from the CSV takes them from the page."""
+EnsembleKey = tuple[int, int, int]
+"""(cell index, snapshot start, number of snapshots; 1 is the last snapshot alone)."""
+Ensembles = dict[EnsembleKey, dict[int, dict[str, float]]]
 
 
 def parse_args(argv: Sequence[str] | None) -> Any:
@@ -57,6 +82,11 @@ def parse_args(argv: Sequence[str] | None) -> Any:
                                                   "(default: the study's first multistep milestone, else half)")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
                         help=f"ensemble sizes (default {' '.join(map(str, DEFAULT_SIZES))})")
+    parser.add_argument("--from-csv", metavar="CSV", help="print the page regenerated from a snapshots CSV (and "
+                        "with --publish publish it) instead of evaluating; the Machine and Command lines come from "
+                        "the page of the same name beside it, when there is one")
+    parser.add_argument("--publish", metavar="DOCS", help="then copy the CSV, the page regenerated from it and its "
+                        "figure into a docs folder: DOCS/benchmarks/STUDY.{csv,md}, DOCS/figures/STUDY.png")
     args = parse_benchmark_args(parser, argv)
     if args.quick and args.study:
         parser.error(f"--quick runs the {QUICK_STUDY} study; give --quick or --study, not both")
@@ -73,127 +103,275 @@ def late_start(study: Study) -> int:
 
 
 def evaluate_runs(study: Study, plan: Sequence[PlannedRun], after: int, sizes: Sequence[int],
-                  device: str | None) -> dict[EnsembleKey, dict[int, dict[str, float]]]:
-    """Each finished run's ensembles by (cell, spread, size), each seed's top1/nll/ece; every snapshot a run needs
-    is evaluated once and its test probabilities serve every ensemble."""
-    found: dict[EnsembleKey, dict[int, dict[str, float]]] = {}
+                  device: str | None) -> list[dict[str, Any]]:
+    """The CSV rows of every finished run: each ensemble's top1/nll/ece, of the last snapshot alone and of each size
+    that fits, picked after `after` and over all of training; every snapshot a run needs is evaluated once and its
+    test probabilities serve every ensemble. Rows in the grid's order, then seed, later start first, size."""
+    rows: list[dict[str, Any]] = []
     index = {cell.name: number for number, cell in enumerate(study.cells)}
     for run in plan:
         epochs = list(snapshot_epochs(run.folder))
         if run.status.state != "done" or not epochs:
             continue
-        cell = index[run.cell.name]
-        starts = {"late": after, "all": 0}
-        picks = {(spread, size): pick_snapshots(run.folder, size, starts[spread])
-                 for spread in SPREADS for size in (1, *sizes)
-                 if size <= sum(epoch > starts[spread] for epoch in epochs)}
+        starts = sorted({after, 0}, reverse=True)
+        picks = {(start, size): pick_snapshots(run.folder, size, start)
+                 for start in starts for size in (1, *sizes) if size <= sum(epoch > start for epoch in epochs)}
         needed = sorted({path for members in picks.values() for path in members})
         cache = dict(zip(needed, evaluate_each(needed, device=device)))
-        for (spread, size), members in picks.items():
+        for (start, size), members in picks.items():
             probs = torch.stack([cache[path].probs for path in members]).mean(dim=0)
             metrics = classification_metrics(probs, cache[members[0]].labels)
-            found.setdefault((cell, spread, size), {})[run.seed] = {k: float(metrics[k]) for k in KEYS}
+            rows.append({"cell": run.cell.name, "seed": run.seed,
+                         "folder": f"{run.cell.name}/{run.folder.name}", "after": start, "snapshots": size,
+                         **{k: float(metrics[k]) for k in KEYS}})
+    rows.sort(key=lambda r: (index[r["cell"]], r["seed"], -r["after"], r["snapshots"]))
+    return rows
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """snapshots.csv: CSV_COLUMNS, floats written with repr so that the file reads back to the exact values."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow([repr(row[k]) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def read_csv(study: Study, path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a snapshots CSV (as `csv_text` writes them), checked against the study: its columns, the study's
+    cells, each cell, seed, start and size once; numbers parsed back exactly."""
+    path = Path(path)
+    try:
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+        records = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UserInputError(f"{path}: cannot read ({err})") from None
+    if reader.fieldnames != list(CSV_COLUMNS):
+        raise UserInputError(f"{path}: columns {reader.fieldnames} are not {list(CSV_COLUMNS)}")
+    cells, rows = {cell.name for cell in study.cells}, []
+    for number, record in enumerate(records, start=2):
+        if record["cell"] not in cells:
+            raise UserInputError(f"{path}:{number}: cell {record['cell']!r} is not a cell of {study.name}")
+        row: dict[str, Any] = dict(record)
+        try:
+            for key in ("seed", "after", "snapshots"):
+                row[key] = int(record[key])
+            for key in KEYS:
+                row[key] = float(record[key])
+        except ValueError:
+            raise UserInputError(f"{path}:{number}: {key} is not a number: {record[key]!r}") from None
+        rows.append(row)
+    keys = [(row["cell"], row["seed"], row["after"], row["snapshots"]) for row in rows]
+    if len(set(keys)) != len(keys):
+        raise UserInputError(f"{path}: a cell, seed, start and size appear twice")
+    if not rows:
+        raise UserInputError(f"{path}: no rows")
+    return rows
+
+
+def ensembles(study: Study, rows: Sequence[Mapping[str, Any]]) -> Ensembles:
+    """The rows by (cell index, start, size): each seed's top1/nll/ece."""
+    index = {cell.name: number for number, cell in enumerate(study.cells)}
+    found: Ensembles = {}
+    for row in rows:
+        key = (index[row["cell"]], row["after"], row["snapshots"])
+        found.setdefault(key, {})[row["seed"]] = {k: row[k] for k in KEYS}
     return found
 
 
-def wide_rows(study: Study, found: dict[EnsembleKey, dict[int, dict[str, float]]], spread: str,
-              sizes: Sequence[int]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per cell: n, the last snapshot's top-1, each size's ensemble top-1, and at the largest size that
-    fits the gain (paired t-test p) and NLL/ECE of the single model → the ensemble."""
+def _fitted(found: Ensembles, cell: int, start: int, sizes: Sequence[int]) -> list[int]:
+    """The ensemble sizes above 1 that a cell has for a start, when it also has the last snapshot alone."""
+    return [size for size in sizes if size > 1 and found.get((cell, start, size))] if found.get((cell, start, 1)) \
+        else []
+
+
+def wide_rows(study: Study, found: Ensembles, start: int, sizes: Sequence[int]) -> tuple[list[dict[str, Any]],
+                                                                                       list[str]]:
+    """One row per cell: n, the last snapshot's top-1, each size's ensemble top-1, and NLL and ECE of the single
+    model → of the largest ensemble that fits (mean over the seeds the single model has)."""
     rows = []
     for index, cell in enumerate(study.cells):
-        single = found.get((index, spread, 1), {})
-        fitted = [size for size in sizes if found.get((index, spread, size))]
-        if not single or not fitted:
+        fitted = _fitted(found, index, start, sizes)
+        if not fitted:
             continue
-        largest, seeds = fitted[-1], sorted(single)
-        ensemble = found[index, spread, fitted[-1]]
-        stats = {size: summary_stats([found[index, spread, size][s] for s in seeds], KEYS, cell.name)
-                 for size in (1, *fitted)}
-        gain = paired_test([ensemble[s]["top1"] for s in seeds], [single[s]["top1"] for s in seeds]) \
-            if len(seeds) > 1 else None
+        seeds = sorted(found[index, start, 1])
+        stats = {size: summary_stats([found[index, start, size][s] for s in seeds if s in found[index, start, size]],
+                                     KEYS, cell.name) for size in (1, *fitted)}
         row = {"cell": cell.name, "n": str(len(seeds)), "single top-1": cell_text(stats[1]["top1"], ".2f")}
         row |= {f"{size} top-1": cell_text(stats[size]["top1"], ".2f") for size in fitted}
-        row["gain"] = (f"{gain['mean_diff']:+.2f} (p {gain['t_pvalue']:.3f})" if gain else
-                       f"{ensemble[seeds[0]]['top1'] - single[seeds[0]]['top1']:+.2f}")
         for key, fmt in (("nll", ".3f"), ("ece", ".2f")):
-            row[key.upper()] = f"{stats[1][key]['mean']:{fmt}} → {stats[largest][key]['mean']:{fmt}}"
+            row[key.upper()] = f"{stats[1][key]['mean']:{fmt}} → {stats[fitted[-1]][key]['mean']:{fmt}}"
         rows.append(row)
-    sizes_shown = [s for s in sizes if any(f"{s} top-1" in r for r in rows)]
-    return rows, ["cell", "n", "single top-1", *(f"{s} top-1" for s in sizes_shown), "gain", "NLL", "ECE"]
+    shown = [s for s in sizes if any(f"{s} top-1" in r for r in rows)]
+    return rows, ["cell", "n", "single top-1", *(f"{s} top-1" for s in shown), "NLL", "ECE"]
 
 
-def ensemble_tests(study: Study, found: dict[EnsembleKey, dict[int, dict[str, float]]], spread: str,
-                   size: int) -> list[dict[str, Any]]:
+def gain_tests(study: Study, found: Ensembles, start: int, sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """Paired tests (top-1, NLL, ECE) of each cell's largest ensemble against its last snapshot alone; Holm over
+    the cells of each metric."""
+    groups, pairs = [], []
+    for index, cell in enumerate(study.cells):
+        fitted = _fitted(found, index, start, sizes)
+        if not fitted:
+            continue
+        for size in (fitted[-1], 1):
+            group = Group({**cell.options, "snapshots": size})
+            for seed, figures in sorted(found[index, start, size].items()):
+                group.add(seed, figures, Path(cell.name) / f"seed-{seed}")
+            groups.append(group)
+        pairs.append((len(groups) - 2, len(groups) - 1))
+    return paired_rows(groups, pairs, KEYS)
+
+
+def ensemble_tests(study: Study, found: Ensembles, start: int, size: int) -> list[dict[str, Any]]:
     """Paired tests (top-1, NLL, ECE) of each cell's `size`-snapshot ensemble against the baselines' ensembles."""
     groups = [Group(dict(cell.options)) for cell in study.cells]
     for index, group in enumerate(groups):
-        for seed, figures in found.get((index, spread, size), {}).items():
+        for seed, figures in sorted(found.get((index, start, size), {}).items()):
             group.add(seed, figures, Path(study.cells[index].name) / f"seed-{seed}")
     return paired_rows(groups, baseline_pairs(study), KEYS)
 
 
-def plot(study: Study, found: dict[EnsembleKey, dict[int, dict[str, float]]], sizes: Sequence[int],
-         path: Path) -> Path:
-    """Mean test top-1 against the number of late snapshots, a line per cell."""
+def section_title(start: int) -> str:
+    return (f"## Near-converged snapshots: after epoch {start}" if start else
+            "## Snapshots over all of training (the paper's protocol)")
+
+
+def page_text(study: Study, rows: Sequence[Mapping[str, Any]], figure: str = f"{NAME}.png",
+              provenance: Sequence[str] = ()) -> str:
+    """The page, from the CSV's rows alone (and the study's cells, description and baselines): per snapshot start
+    (later first) the table of each cell's ensembles, the paired tests of its largest ensemble against its last
+    snapshot, and those of the largest ensembles against the baselines'. `provenance` lines (Machine, Command) go
+    under the title; `figure` is the link of the figure."""
+    found = ensembles(study, rows)
+    sizes = sorted({size for (_, _, size) in found})
+    lines = [f"# Snapshot ensembles: {study.name}\n", *(f"{line}\n" for line in provenance)]
+    if study.description:
+        lines.append(study.description.strip() + "\n")
+    lines.append("Softmax average of K epoch snapshots against the last snapshot alone (single); top-1 and ECE in %, "
+                 "NLL in nats, mean ± sample std over seeds; NLL and ECE are the means of the single model → of the "
+                 "largest ensemble. Per-run figures: the CSV of the same name, one row per cell, seed, snapshot "
+                 f"start and ensemble size; `python -m {MODULE} --from-csv CSV` prints this page from it.\n")
+    for start in sorted({start for (_, start, _) in found}, reverse=True):
+        table, columns = wide_rows(study, found, start, sizes)
+        lines += [f"{section_title(start)}\n", markdown_table(table, columns)]
+        gains = gain_tests(study, found, start, sizes)
+        if gains:
+            lines += ["Each cell's largest ensemble against its last snapshot alone (gain = ensemble − single). "
+                      f"{paired_caption(gains)}\n", markdown_table(gains, PAIRED_COLUMNS, PAIRED_FORMATS)]
+        largest = max(size for (_, s, size) in found if s == start)
+        tests = ensemble_tests(study, found, start, largest)
+        if tests:
+            lines += [f"The {largest}-snapshot ensembles against the baselines' (same seeds). "
+                      f"{paired_caption(tests)}\n", markdown_table(tests, PAIRED_COLUMNS, PAIRED_FORMATS)]
+    lines.append(f"![test top-1 against the ensemble size]({figure})\n")
+    return "\n".join(lines)
+
+
+def plot(study: Study, rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Mean test top-1 against the number of snapshots after the latest start, a line per cell."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    found = ensembles(study, rows)
+    start = max(s for (_, s, _) in found)
+    sizes = sorted({size for (_, s, size) in found if s == start})
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for index, cell in enumerate(study.cells):
-        points = [(size, found[index, "late", size]) for size in (1, *sizes) if found.get((index, "late", size))]
+        points = [(size, found[index, start, size]) for size in sizes if found.get((index, start, size))]
         if points:
             ax.plot([p[0] for p in points], [sum(r["top1"] for r in p[1].values()) / len(p[1]) for p in points],
                     marker="o", label=cell.name)
     ax.set(xlabel="snapshots in the ensemble (1 = last model)", ylabel="test top-1 (%)", xscale="log")
-    ax.set_xticks([1, *sizes], [str(s) for s in (1, *sizes)])
+    ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
+def provenance_of(page: Path) -> list[str]:
+    """The Machine and Command lines of a page, when it exists."""
+    if not page.is_file():
+        return []
+    return [line for line in page.read_text(encoding="utf-8").splitlines() if line.startswith(PROVENANCE)]
+
+
+def published_paths(study: Study, docs: str | Path) -> tuple[Path, Path, Path]:
+    """DOCS/benchmarks/STUDY.csv, DOCS/benchmarks/STUDY.md and DOCS/figures/STUDY.png."""
+    pages = Path(docs) / PUBLISHED_PAGES
+    return pages / f"{study.name}.csv", pages / f"{study.name}.md", Path(docs) / PUBLISHED_FIGURES / f"{study.name}.png"
+
+
+def published_link(study: Study) -> str:
+    return f"../{PUBLISHED_FIGURES}/{study.name}.png"
+
+
+def publish(study: Study, source: Path, docs: str | Path) -> list[Path]:
+    """Copy a snapshots CSV verbatim into DOCS/benchmarks/STUDY.csv, write the page regenerated from it (with the
+    Machine and Command lines of the page beside the CSV) and its figure, plotted from the same rows."""
+    rows = read_csv(study, source)
+    data_path, page_path, figure_path = published_paths(study, docs)
+    for folder in {data_path.parent, figure_path.parent}:
+        folder.mkdir(parents=True, exist_ok=True)
+    text = page_text(study, rows, published_link(study), provenance_of(source.with_suffix(".md")))
+    atomic_write_bytes(data_path, source.read_bytes())
+    atomic_write_text(page_path, text)
+    return [data_path, page_path, plot(study, rows, figure_path)]
+
+
+def published_page_difference(docs: str | Path, study: Study | None = None) -> str:
+    """'' when DOCS/benchmarks/STUDY.md is exactly the page its committed STUDY.csv regenerates (its Machine and
+    Command lines taken from the page), else a unified diff (published page first)."""
+    study = study or load_study(resolve_study_path(STUDY))
+    data_path, page_path, _ = published_paths(study, docs)
+    page = page_path.read_text(encoding="utf-8")
+    fresh = page_text(study, read_csv(study, data_path), published_link(study), provenance_of(page_path))
+    return "".join(difflib.unified_diff(page.splitlines(True), fresh.splitlines(True), "published", "regenerated"))
+
+
+def from_csv(args: Any) -> int:
+    """Print the page a CSV regenerates, and publish it with --publish."""
+    study, source = load_study(args.study), Path(args.from_csv)
+    rows = read_csv(study, source)
+    link = published_link(study) if source.name == f"{study.name}.csv" else f"{NAME}.png"
+    print(page_text(study, rows, link, provenance_of(source.with_suffix(".md"))), end="")
+    if args.publish:
+        print("published " + ", ".join(map(str, publish(study, source, args.publish))), file=sys.stderr)
+    return 0
+
+
 def run(args: Any, argv: Sequence[str] | None) -> int:
+    if args.from_csv:
+        return from_csv(args)
     study = load_study(args.study)
     runs = Path(args.runs) if args.runs else Path(args.out) / study.name
     run_study(study, runs)
     after = late_start(study) if args.after is None else args.after
     sizes = sorted(set(args.sizes))
-    found = evaluate_runs(study, plan_runs(study, runs), after, sizes, args.device)
-    if not found:
+    rows = evaluate_runs(study, plan_runs(study, runs), after, sizes, args.device)
+    if not rows:
         raise UserInputError(f"no finished run of {study.name} in {runs} has epoch snapshots (train with "
                              "--save-every)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    figure = plot(study, found, sizes, out / "snapshots.png")
+    data_path = out / f"{NAME}.csv"
+    atomic_write_text(data_path, csv_text(rows))
+    figure = plot(study, rows, out / f"{NAME}.png")
     info, command = machine_info(), command_line(argv, MODULE)
-    text = [f"# Snapshot ensembles: {study.name}\n", f"Machine: {machine_line(info)}\n", f"Command: `{command}`\n",
-            study.description.strip() + "\n",
-            "Softmax average of K epoch snapshots against the last snapshot alone (single). Mean ± sample std over "
-            "seeds; gain = ensemble top-1 − single top-1 at the largest K, paired by seed (t-test p); NLL and ECE "
-            "of the single model → of that ensemble.\n"]
+    provenance = [f"Machine: {machine_line(info)}", f"Command: `{command}`"]
     payload: dict[str, Any] = {"machine": info, "command": command, "study": study.name, "runs": str(runs),
-                               "after": after, "sizes": sizes, "ensembles": []}
-    for spread in SPREADS:
-        title = (f"## Near-converged snapshots: after epoch {after}" if spread == "late"
-                 else "## Snapshots over all of training (the paper's protocol)")
-        rows, columns = wide_rows(study, found, spread, sizes)
-        largest = max(size for (_, s, size) in found if s == spread)
-        tests = ensemble_tests(study, found, spread, largest)
-        text += [f"{title}\n", markdown_table(rows, columns)]
-        if tests:
-            text += [f"\nPaired tests of the {largest}-snapshot ensembles against the baselines' (same seeds):\n",
-                     markdown_table(tests, PAIRED_COLUMNS, PAIRED_FORMATS)]
-        payload["ensembles"] += [{"cell": study.cells[cell].name, "spread": spread, "snapshots": size,
-                                  "seed": seed, **figures}
-                                 for (cell, s, size), seeds in found.items() if s == spread
-                                 for seed, figures in sorted(seeds.items())]
-    text.append(f"\n![test top-1 against the ensemble size]({figure.name})\n")
-    json_path, md_path = write_results(out, "snapshots", payload, "\n".join(text))
-    print(f"wrote {json_path}, {md_path} and {figure}")
+                               "after": after, "sizes": sizes, "ensembles": rows}
+    json_path, md_path = write_results(out, NAME, payload, page_text(study, rows, figure.name, provenance))
+    print(f"wrote {data_path}, {json_path}, {md_path} and {figure}")
+    if args.publish:
+        print("published " + ", ".join(map(str, publish(study, data_path, args.publish))))
     return 0
 
 

@@ -1,5 +1,6 @@
 """`python -m benchmarks.snapshots --quick` end to end on digits, checked against ensembles evaluated directly;
-snapshot picks after an epoch, worked by hand; `olsmooth ensemble --after`."""
+its page regenerated from its CSV alone (--from-csv, --publish), an edited figure caught; snapshot picks after an
+epoch, worked by hand; `olsmooth ensemble --after`."""
 
 from __future__ import annotations
 
@@ -58,20 +59,20 @@ def quick(tmp_path_factory):
 def test_ensembles_match_direct_evaluation(quick):
     out, payload = quick
     assert payload["after"] == 3 and payload["sizes"] == [3, 5, 10]  # the first milestone of snapshots-quick
-    rows = {(r["cell"], r["spread"], r["snapshots"], r["seed"]): r for r in payload["ensembles"]}
+    rows = {(r["cell"], r["after"], r["snapshots"], r["seed"]): r for r in payload["ensembles"]}
     # 6 snapshots: late ensembles of 1 and 3 (epochs 4-6), over all of training 1, 3 and 5; 2 seeds per cell
-    assert sorted({(k[1], k[2]) for k in rows}) == [("all", 1), ("all", 3), ("all", 5), ("late", 1), ("late", 3)]
+    assert sorted({(k[1], k[2]) for k in rows}) == [(0, 1), (0, 3), (0, 5), (3, 1), (3, 3)]
     assert len(rows) == len(CELLS) * 5 * 2
     for cell in CELLS:
         for seed in (0, 1):
             run = out / "snapshots-quick" / cell / f"seed-{seed}"
             late = evaluate_checkpoints([run / f"epoch-00{e}.pt" for e in (4, 5, 6)]).metrics
-            assert rows[cell, "late", 3, seed]["top1"] == pytest.approx(late["top1"])
-            assert rows[cell, "late", 3, seed]["nll"] == pytest.approx(late["nll"], rel=1e-5)
+            assert rows[cell, 3, 3, seed]["top1"] == pytest.approx(late["top1"])
+            assert rows[cell, 3, 3, seed]["nll"] == pytest.approx(late["nll"], rel=1e-5)
             logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-            assert rows[cell, "late", 1, seed]["top1"] == pytest.approx(logged["top1"], abs=1e-4)
-            single = {k: rows[cell, "late", 1, seed][k] for k in ("top1", "nll", "ece")}
-            assert {k: rows[cell, "all", 1, seed][k] for k in single} == single
+            assert rows[cell, 3, 1, seed]["top1"] == pytest.approx(logged["top1"], abs=1e-4)
+            single = {k: rows[cell, 3, 1, seed][k] for k in ("top1", "nll", "ece")}
+            assert {k: rows[cell, 0, 1, seed][k] for k in single} == single
 
 
 def test_report_has_both_spreads_and_tests(quick):
@@ -79,4 +80,46 @@ def test_report_has_both_spreads_and_tests(quick):
     text = (out / "snapshots.md").read_text()
     assert "## Near-converged snapshots: after epoch 3" in text and "the paper's protocol" in text
     assert text.count("method=ols − method=ce") == 6  # top1, nll, ece in each of the two spreads
+    assert text.count("| snapshots=3 − snapshots=1 | method=ols |") == 3  # the late gain: top1, nll, ece
+    assert text.count("| snapshots=5 − snapshots=1 | method=ols |") == 3  # over all of training
+    assert "| Holm p |" in text and "resolvable" in text
     assert (out / "snapshots.png").stat().st_size > 0
+
+
+def test_csv_holds_the_runs_and_regenerates_the_page(quick, capsys):
+    out, payload = quick
+    script = load_script()
+    study = script.load_study(script.QUICK_STUDY)
+    rows = script.read_csv(study, out / "snapshots.csv")
+    assert rows == payload["ensembles"]  # floats read back exactly
+    assert script.main(["--from-csv", str(out / "snapshots.csv"), "--study", script.QUICK_STUDY]) == 0
+    assert capsys.readouterr().out == (out / "snapshots.md").read_text()
+
+
+def test_gain_by_hand(quick):
+    """The late gain of method=ce: mean over seeds of ensemble − single top-1, printed with 3 decimals."""
+    out, payload = quick
+    rows = {(r["cell"], r["after"], r["snapshots"], r["seed"]): r["top1"] for r in payload["ensembles"]}
+    gain = sum(rows["method=ce", 3, 3, s] - rows["method=ce", 3, 1, s] for s in (0, 1)) / 2
+    assert f"| snapshots=3 − snapshots=1 | method=ce | top1 | 2 | {gain:+.3f} |" in (out / "snapshots.md").read_text()
+
+
+def test_published_page_is_checked(quick, tmp_path):
+    out, _ = quick
+    script = load_script()
+    study = script.load_study(script.QUICK_STUDY)
+    docs = tmp_path / "docs"
+    written = script.publish(study, out / "snapshots.csv", docs)
+    assert [p.relative_to(docs).as_posix() for p in written] == [
+        "benchmarks/snapshots-quick.csv", "benchmarks/snapshots-quick.md", "figures/snapshots-quick.png"]
+    page = docs / "benchmarks" / "snapshots-quick.md"
+    text = page.read_text()
+    assert "Machine: " in text and "](../figures/snapshots-quick.png)" in text
+    assert script.published_page_difference(docs, study) == ""
+    holm = next(line for line in text.splitlines() if line.startswith("| snapshots=3 − snapshots=1 | method=ce |"))
+    cells = holm.split(" | ")
+    cells[-2] = "0.001" if cells[-2] != "0.001" else "0.002"  # the Holm p
+    page.write_text(text.replace(holm, " | ".join(cells)))
+    difference = script.published_page_difference(docs, study)
+    assert holm in difference and " | ".join(cells) in difference
+
