@@ -1,11 +1,12 @@
 """`python -m benchmarks.snapshots --quick` end to end on digits, checked against ensembles evaluated directly;
-its page regenerated from its CSV alone (--from-csv, --publish), an edited figure caught; snapshot picks after an
-epoch, worked by hand; `olsmooth ensemble --after`."""
+its page regenerated from its CSV alone (--from-csv, --publish), an edited figure caught; the published page
+regenerated from its committed CSV; snapshot picks after an epoch, worked by hand; `olsmooth ensemble --after`."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -123,3 +124,16 @@ def test_published_page_is_checked(quick, tmp_path):
     difference = script.published_page_difference(docs, study)
     assert holm in difference and " | ".join(cells) in difference
 
+
+def test_committed_page_regenerates_from_its_csv(tmp_path):
+    """docs/benchmarks/family-snapshots-fashion-mnist.md is what its committed CSV prints; an edited top-1 fails."""
+    script = load_script()
+    assert script.published_page_difference(ROOT / "docs") == ""
+    shutil.copytree(ROOT / "docs" / "benchmarks", tmp_path / "benchmarks")
+    page = tmp_path / "benchmarks" / f"{script.STUDY}.md"
+    text = page.read_text(encoding="utf-8")
+    assert "not yet regenerated" not in text.lower()
+    edited = text.replace("| 83.64 ± 0.41 |", "| 83.65 ± 0.41 |", 1)
+    assert edited != text
+    page.write_text(edited, encoding="utf-8")
+    assert "83.65 ± 0.41" in script.published_page_difference(tmp_path)
