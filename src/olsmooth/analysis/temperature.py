@@ -98,7 +98,8 @@ def fit_temperature_streamed(batches: Callable[[], Iterable[tuple[Tensor, Tensor
 
     def bad(logits: Tensor, labels: Tensor) -> list[Tensor]:  # one pass first: samples, non-finite rows, bad labels
         outside = (labels < 0) | (labels >= logits.size(1))
-        return [torch.tensor(len(labels)), (~torch.isfinite(logits).all(dim=1)).sum(), outside.sum()]
+        samples = torch.tensor(len(labels), device=logits.device)
+        return [samples, (~torch.isfinite(logits).all(dim=1)).sum(), outside.sum()]
 
     count, non_finite, outside = summed(bad, 3).tolist()
     if non_finite:
