@@ -327,18 +327,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     evaluation = evaluate_calibrated([path], args.data_root, args.batch_size, args.workers, args.device,
                                      ema=args.ema, calibration_data=args.calibration_data,
                                      shift_consistency=args.shift_consistency, max_shift=args.max_shift,
-                                     seed=args.seed)
+                                     seed=args.seed, keep_probs=bool(args.save_predictions))
     if not evaluation.is_main:
         return 0
     _report_evaluation(evaluation, args)
     if folder is not None:
-        from .analysis.plots import plot_reliability
-        plot_reliability(evaluation.probs, evaluation.labels, folder / f"{path.stem}-reliability.png",
-                         title="before temperature scaling")
+        from .analysis.plots import plot_reliability_of
+        plot_reliability_of(evaluation.reliability, folder / f"{path.stem}-reliability.png",
+                            title="before temperature scaling")
         if evaluation.fit is not None:
-            plot_reliability(evaluation.probs_ts, evaluation.labels[evaluation.indices_ts],
-                             folder / f"{path.stem}-reliability-ts.png",
-                             title=f"after temperature scaling (T = {evaluation.fit.temperature:.3f})")
+            plot_reliability_of(evaluation.reliability_ts, folder / f"{path.stem}-reliability-ts.png",
+                                title=f"after temperature scaling (T = {evaluation.fit.temperature:.3f})")
     if args.save_to_run:
         record = {"command": "eval", "checkpoint": str(path.resolve()), "ema": args.ema, **evaluation.metrics}
         atomic_write_text(results / f"eval-{path.stem}.json", json.dumps(record, indent=2) + "\n")

@@ -3,13 +3,13 @@
 Importing this package does not import matplotlib or scipy; the functions that need them import them.
 """
 
-from .calibration import MetricAccumulator, classification_metrics, reliability_bins
-from .plots import plot_curves, plot_reliability, plot_soft_labels
+from .calibration import CalibrationAccumulator, MetricAccumulator, classification_metrics, reliability_bins
+from .plots import plot_curves, plot_reliability, plot_reliability_of, plot_soft_labels
 from .report import final_metrics, markdown_table, read_metrics, summarize
 from .stats import holm, paired_mde, paired_test
 
 __all__ = [
-    "MetricAccumulator", "classification_metrics", "reliability_bins", "plot_curves", "plot_reliability",
-    "plot_soft_labels", "final_metrics", "markdown_table", "paired_test", "paired_mde", "holm", "read_metrics",
-    "summarize",
+    "CalibrationAccumulator", "MetricAccumulator", "classification_metrics", "reliability_bins", "plot_curves",
+    "plot_reliability", "plot_reliability_of", "plot_soft_labels", "final_metrics", "markdown_table", "paired_test",
+    "paired_mde", "holm", "read_metrics", "summarize",
 ]

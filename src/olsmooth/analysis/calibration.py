@@ -24,6 +24,9 @@ NLL_EPS = 1e-12
 ROW_SUM_TOLERANCE = 1e-2
 """Rows given as probabilities must sum to 1 within this; it catches logits passed where probabilities belong."""
 
+CLASS_SUM_ELEMENTS = 1 << 20
+"""The classwise sums take a batch in row slices of about this many probabilities (at least one row)."""
+
 # Layout of the sum tensor: these scalars, then per-bin sample counts, confidence sums and correct counts, then
 # (with num_classes) per class and bin the sums of that class's probability and of its label indicator.
 _SCALARS = ("count", "top1", "topk", "nll", "brier", "bad_label", "non_finite", "not_probability")
@@ -154,13 +157,21 @@ class MetricAccumulator:
         return torch.bucketize(values, edges)
 
     def _class_bin_sums(self, probs: Tensor, labels: Tensor) -> Tensor:
-        """Per class c and bin b of p_ic: the sum of p_ic and the count of y_i = c, as (2, K, n_bins) flattened."""
+        """Per class c and bin b of p_ic: the sum of p_ic and the count of y_i = c, as (2, K, n_bins) flattened.
+
+        The label counts add one per sample at its label's slot (no N x K one-hot), and the rows go in slices of
+        about CLASS_SUM_ELEMENTS entries, so the transient index and float64 copies stay small at any K."""
         num_classes = probs.size(1)
-        slots = self._bins(probs) + self.n_bins * torch.arange(num_classes, device=probs.device)
-        is_label = F.one_hot(labels, num_classes).to(torch.float64)
+        offsets = self.n_bins * torch.arange(num_classes, device=probs.device)
         sums = torch.zeros(2, num_classes * self.n_bins, dtype=torch.float64, device=probs.device)
-        sums[0].index_add_(0, slots.reshape(-1), probs.reshape(-1).to(torch.float64))
-        sums[1].index_add_(0, slots.reshape(-1), is_label.reshape(-1))
+        step = max(1, CLASS_SUM_ELEMENTS // num_classes)
+        for start in range(0, probs.size(0), step):
+            rows, row_labels = probs[start:start + step], labels[start:start + step]
+            slots = self._bins(rows) + offsets
+            sums[0].index_add_(0, slots.reshape(-1), rows.reshape(-1).to(torch.float64))
+            label_slots = slots.gather(1, row_labels[:, None])[:, 0]
+            sums[1].index_add_(0, label_slots, torch.ones(len(label_slots), dtype=torch.float64,
+                                                          device=probs.device))
         return sums.reshape(-1)
 
     def _checked_sums(self) -> tuple[dict[str, float], np.ndarray]:
@@ -233,17 +244,19 @@ def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> dict[st
     return _one_shot(probs, labels, n_bins).reliability_bins()
 
 
-def adaptive_ece(scores: Tensor, labels: Tensor, n_bins: int = 15, from_logits: bool = False) -> float:
-    """Top-label ECE over equal-mass bins (%): samples sorted by confidence (stable sort, so ties keep their
-    order), the one at sorted position j of N in bin floor(j * n_bins / N); then sum_b (n_b / N)|acc_b - conf_b|.
-
-    The bins depend on every sample's confidence, so this is not a sum over batches or processes: compute it
-    from the collected scores of all samples (on the main process, after gathering)."""
-    _one_shot(scores, labels, n_bins, from_logits).compute()  # the accumulator's checks of the inputs
+def top_label(scores: Tensor, labels: Tensor, from_logits: bool = False) -> tuple[Tensor, Tensor]:
+    """Each sample's top-label confidence and correctness (0 or 1), float64, from float64 probabilities: what the
+    adaptive ECE ranks and bins."""
     scores = scores.detach().double()
     probs = torch.softmax(scores, dim=1) if from_logits else scores
     confidence, predicted = probs.max(dim=1)
-    correct = (predicted == labels.to(predicted.device)).double()
+    return confidence, (predicted == labels.to(predicted.device)).double()
+
+
+def adaptive_ece_of(confidence: Tensor, correct: Tensor, n_bins: int = 15) -> float:
+    """The adaptive ECE (%) of samples given by their top-label confidence and correctness, in dataset order
+    (the stable sort keeps that order among equal confidences); see `adaptive_ece`."""
+    confidence, correct = confidence.double(), correct.double()
     order = torch.sort(confidence, stable=True).indices
     n = confidence.numel()
     bins = torch.arange(n, device=confidence.device) * n_bins // n
@@ -252,8 +265,93 @@ def adaptive_ece(scores: Tensor, labels: Tensor, n_bins: int = 15, from_logits: 
     return 100.0 * float(gap.abs().sum()) / n
 
 
+def adaptive_ece(scores: Tensor, labels: Tensor, n_bins: int = 15, from_logits: bool = False) -> float:
+    """Top-label ECE over equal-mass bins (%): samples sorted by confidence (stable sort, so ties keep their
+    order), the one at sorted position j of N in bin floor(j * n_bins / N); then sum_b (n_b / N)|acc_b - conf_b|.
+
+    The bins depend on every sample's confidence, so this is not a sum over batches or processes: compute it
+    from every sample's confidence and correctness (`CalibrationAccumulator` keeps them, O(N), over batches)."""
+    _one_shot(scores, labels, n_bins, from_logits).compute()  # the accumulator's checks of the inputs
+    return adaptive_ece_of(*top_label(scores, labels, from_logits), n_bins)
+
+
+class RowBuffer:
+    """Rows of a fixed width appended batch by batch into one buffer that doubles when full. Keeping each batch's
+    few per-sample numbers as its own small tensor would scatter them between the large transient (n, K) buffers
+    and fragment the heap (the resident set then grows with N by far more than the numbers kept); one buffer
+    holds them in a handful of allocations."""
+
+    def __init__(self, width: int, dtype: torch.dtype = torch.float64) -> None:
+        self._data = torch.empty(0, width, dtype=dtype)
+        self.rows = 0
+
+    def append(self, rows: Tensor) -> None:
+        """Add rows (n, width), copied to the CPU in the buffer's dtype."""
+        rows = rows.detach().reshape(-1, self._data.size(1))
+        end = self.rows + len(rows)
+        if end > len(self._data):
+            grown = torch.empty(max(end, 2 * len(self._data), 1024), self._data.size(1), dtype=self._data.dtype)
+            grown[:self.rows] = self._data[:self.rows]
+            self._data = grown
+        self._data[self.rows:end] = rows
+        self.rows = end
+
+    def tensor(self) -> Tensor:
+        """The rows added so far (a view of the buffer)."""
+        return self._data[:self.rows]
+
+
+class CalibrationAccumulator:
+    """Every metric of `calibration_metrics` over batches, the same values as on all scores at once: a
+    `MetricAccumulator` with the classwise sums (2 x K x n_bins numbers) for all but the adaptive ECE, and for
+    that one each sample's position, top-label confidence and correctness (3 numbers a sample). Memory is
+    O(K x n_bins + N), never N x K.
+
+    Across processes: all_reduce `sums.sum_tensor()` with SUM, gather every process's `per_sample()` rows (any
+    order: they are ranked by position), then `from_parts(...)`. `positions` (default: the order of arrival)
+    place each sample in the dataset, so the adaptive ECE ranks ties as on the whole set in dataset order."""
+
+    def __init__(self, num_classes: int | None, n_bins: int = 15, from_logits: bool = True) -> None:
+        self.sums = MetricAccumulator(n_bins, from_logits, num_classes)
+        self._rows = RowBuffer(3)
+
+    @classmethod
+    def from_parts(cls, sums: Tensor, per_sample: Tensor, num_classes: int | None, n_bins: int = 15,
+                   from_logits: bool = True) -> CalibrationAccumulator:
+        """An accumulator from a (reduced) sum tensor and the (gathered) per-sample rows of every process."""
+        acc = cls(num_classes, n_bins, from_logits)
+        acc.sums = MetricAccumulator.from_sum_tensor(sums, from_logits, num_classes)
+        acc._rows.append(per_sample)
+        return acc
+
+    @torch.no_grad()
+    def update(self, scores: Tensor, labels: Tensor, positions: Tensor | None = None) -> None:
+        """Add a batch: scores (N, K) (logits or probabilities, as built), labels (N,), positions (N,) in the
+        dataset (default: after the samples seen so far)."""
+        self.sums.update(scores, labels)  # checks the shapes first
+        if scores.size(0) == 0:
+            return
+        confidence, correct = top_label(scores, labels, self.sums.from_logits)
+        if positions is None:
+            positions = torch.arange(self._rows.rows, self._rows.rows + scores.size(0))
+        self._rows.append(torch.stack([positions.to(confidence), confidence, correct], 1).cpu())
+
+    def per_sample(self) -> Tensor:
+        """(n, 3) float64 rows: position, top-label confidence, correctness, for the samples added here."""
+        return self._rows.tensor().clone()
+
+    def compute(self) -> dict[str, float]:
+        """top1, top5, nll, ece, adaptive_ece, mce, classwise_ece (%, nats) and brier, as `calibration_metrics`."""
+        metrics = self.sums.compute()  # raises on invalid input seen
+        rows = self.per_sample()
+        rows = rows[torch.sort(rows[:, 0], stable=True).indices]
+        adaptive = adaptive_ece_of(rows[:, 1], rows[:, 2], self.sums.n_bins)
+        return {**metrics, "adaptive_ece": adaptive, **self.sums.calibration()}
+
+
 def calibration_metrics(scores: Tensor, labels: Tensor, n_bins: int = 15, from_logits: bool = False
                         ) -> dict[str, float]:
     """Everything at once: top1, top5, nll, ece, adaptive_ece, mce, classwise_ece (%, nats) and brier."""
-    acc = _one_shot(scores, labels, n_bins, from_logits, num_classes=scores.size(1) if scores.dim() == 2 else None)
-    return {**acc.compute(), "adaptive_ece": adaptive_ece(scores, labels, n_bins, from_logits), **acc.calibration()}
+    acc = CalibrationAccumulator(scores.size(1) if scores.dim() == 2 else None, n_bins, from_logits)
+    acc.update(scores, labels)
+    return acc.compute()

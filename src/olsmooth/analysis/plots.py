@@ -150,10 +150,16 @@ def plot_reliability(
 ) -> Figure | Path:
     """Reliability diagram of probabilities (N, K) and labels (N,), tensors or numpy arrays: accuracy per
     confidence bin against the diagonal, ECE in the title, counts below."""
-    from matplotlib.figure import Figure
-
     acc = MetricAccumulator(n_bins, from_logits=False)
     acc.update(_as_tensor(probs), _as_tensor(labels))
+    return plot_reliability_of(acc, path, title)
+
+
+def plot_reliability_of(acc: MetricAccumulator, path: PathLike | None, title: str | None = None) -> Figure | Path:
+    """The reliability diagram of `plot_reliability` from an accumulator's summed statistics (its confidence bins),
+    as streamed evaluation keeps them instead of the N x K probabilities."""
+    from matplotlib.figure import Figure
+
     bins, ece = acc.reliability_bins(), acc.compute()["ece"]
     edges, filled = bins["edges"], bins["count"] > 0
     width = np.diff(edges)

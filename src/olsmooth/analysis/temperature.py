@@ -9,6 +9,7 @@ without gradients, and gives the same T for the same inputs on every run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -61,15 +62,66 @@ def fit_temperature(logits: Tensor, labels: Tensor, bounds: tuple[float, float] 
     search on log T within `bounds` until the bracket is narrower than `tolerance`.
 
     Logits may be shifted per row (log-probabilities work as well): softmax ignores a constant per row. For an
-    ensemble, pass the log of its averaged probabilities."""
+    ensemble, pass the log of its averaged probabilities. `fit_temperature_streamed` does the same from batches."""
     logits, labels = _checked_logits(logits, labels)
-    lo, hi = bounds
-    if not lo < hi or tolerance <= 0:
-        raise UserInputError(f"bad temperature search: bounds {bounds}, tolerance {tolerance}")
 
     def nll(log_t: float) -> float:
         return float(F.cross_entropy(logits * math.exp(-log_t), labels))
 
+    return _golden_section(nll, bounds, tolerance)
+
+
+def fit_temperature_streamed(batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+                             bounds: tuple[float, float] = LOG_T_BOUNDS, tolerance: float = LOG_T_TOLERANCE,
+                             reduce: Callable[[Tensor], Tensor] | None = None) -> TemperatureFit:
+    """`fit_temperature` without holding the samples: `batches()` yields (logits (n, K), labels (n,)) and is called
+    again for every NLL the search evaluates (about 40 times), so memory is one batch, whatever N x K.
+
+    Each NLL is a sum over batches (float64) divided by the count, the mean `fit_temperature` takes to float
+    rounding, so both find the same T. `reduce` sums a float64 vector over processes (under torchrun, each
+    process streams its share and all of them get the same NLL, hence the same T); bad input (a non-finite logit,
+    a label out of range) is counted, reduced, then raised on every process alike."""
+    lo, hi = bounds
+    if not lo < hi or tolerance <= 0:
+        raise UserInputError(f"bad temperature search: bounds {bounds}, tolerance {tolerance}")
+
+    def summed(per_batch: Callable[[Tensor, Tensor], list[Tensor]], width: int) -> Tensor:
+        total = torch.zeros(width, dtype=torch.float64)
+        for logits, labels in batches():
+            if logits.dim() != 2 or labels.shape != (logits.size(0),):
+                raise UserInputError(f"logits (samples, classes) and labels (samples,) expected, got "
+                                     f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+            if logits.size(0):
+                parts = per_batch(logits.detach(), labels.to(logits.device).long())
+                total += torch.stack([part.to(torch.float64) for part in parts]).cpu()
+        return total if reduce is None else reduce(total).cpu()
+
+    def bad(logits: Tensor, labels: Tensor) -> list[Tensor]:  # one pass first: samples, non-finite rows, bad labels
+        outside = (labels < 0) | (labels >= logits.size(1))
+        samples = torch.tensor(len(labels), device=logits.device)
+        return [samples, (~torch.isfinite(logits).all(dim=1)).sum(), outside.sum()]
+
+    count, non_finite, outside = summed(bad, 3).tolist()
+    if non_finite:
+        raise UserInputError("logits contain NaN or inf")
+    if outside:
+        raise UserInputError("labels out of range for the logits' classes")
+    if count == 0:
+        raise UserInputError("no samples to fit the temperature on")
+
+    def nll(log_t: float) -> float:
+        scale = math.exp(-log_t)
+        return float(summed(lambda logits, labels: [
+            F.cross_entropy(logits.double() * scale, labels, reduction="sum")], 1)[0]) / count
+
+    return _golden_section(nll, bounds, tolerance)
+
+
+def _golden_section(nll: Callable[[float], float], bounds: tuple[float, float], tolerance: float) -> TemperatureFit:
+    """Golden-section search of log T minimising `nll` (unimodal) on `bounds`, to a bracket below `tolerance`."""
+    lo, hi = bounds
+    if not lo < hi or tolerance <= 0:
+        raise UserInputError(f"bad temperature search: bounds {bounds}, tolerance {tolerance}")
     a, b = lo, hi
     c, d = b - _INVERSE_PHI * (b - a), a + _INVERSE_PHI * (b - a)
     fc, fd = nll(c), nll(d)

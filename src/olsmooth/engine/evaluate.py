@@ -63,6 +63,28 @@ def gather_in_order(local: Tensor, total: int, dist: DistInfo) -> Tensor:
     return torch.stack(parts, dim=1).reshape(rows * dist.world_size, *local.shape[1:])[:total].cpu()
 
 
+def gather_by_position(local: Tensor, positions: Tensor, dist: DistInfo) -> tuple[Tensor, Tensor]:
+    """The rows of every process, each process holding any number of them, ordered by their dataset positions
+    (`positions`, one per row, unique over processes): (rows, positions), on the CPU."""
+    positions = positions.to("cpu", torch.long)
+    if dist.enabled:
+        count = torch.tensor([len(local)], device=dist.device)
+        counts = [torch.empty_like(count) for _ in range(dist.world_size)]
+        torch.distributed.all_gather(counts, count)
+        counts = [int(c) for c in counts]
+        rows = max(counts)
+        parts = []
+        for tensor in (local, positions):
+            padded = tensor.new_zeros((rows, *tensor.shape[1:])).to(dist.device)
+            padded[: len(tensor)] = tensor.to(dist.device)
+            gathered = [torch.empty_like(padded) for _ in range(dist.world_size)]
+            torch.distributed.all_gather(gathered, padded)
+            parts.append(torch.cat([g[:c] for g, c in zip(gathered, counts)]).cpu())
+        local, positions = parts
+    order = torch.sort(positions, stable=True).indices
+    return local.cpu()[order], positions[order]
+
+
 def autocast_context(device: torch.device, amp: str):
     """torch.autocast for `amp` in (bf16, fp16), or a no-op for none."""
     if amp == "none":

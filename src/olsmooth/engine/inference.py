@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -16,17 +16,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from ..analysis.calibration import CalibrationAccumulator, MetricAccumulator, RowBuffer
 from ..analysis.shift import default_max_shift, draw_offsets, shift_agreement
-from ..analysis.temperature import TemperatureFit, calibration_report, fit_temperature, scaled_log_probs
+from ..analysis.temperature import SCALED_KEYS, TemperatureFit, fit_temperature_streamed, scaled_log_probs
 from ..data import DatasetBundle, build_datasets, stratified_subset
 from ..errors import UserInputError
 from ..fileio import read_array
 from ..models import create_model
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, all_reduce_sum, setup
-from .evaluate import Evaluation, check_loader_options, eval_loader, evaluate, gather_in_order
+from .evaluate import Evaluation, check_loader_options, eval_loader, evaluate, gather_by_position
 from .progress import Progress
 from .resolve import upgrade_stored_config
+from .row_store import RowStore
 
 
 def build_model(name: str, options: dict[str, Any], num_classes: int, channels: int,
@@ -102,6 +104,8 @@ def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, bat
                      progress=f"evaluating checkpoint {i + 1} of {len(paths)}") for i, c in enumerate(ckpts)]
 
 
+SLICE_ELEMENTS = 1 << 20
+"""`evaluate_calibrated` computes its metrics and stores its rows in row slices of about this many scores."""
 DEFAULT_TEST_FRACTION = 0.5
 """Without a validation split, the share of the test set the temperature is fitted on (the rest is reported)."""
 CALIBRATION_CHOICES = "auto, validation, test-fraction[:F] or none"
@@ -137,17 +141,21 @@ class CalibratedEvaluation:
     """What `olsmooth eval` reports. `metrics` (JSON-ready): those of `calibration_metrics` before scaling on the
     whole evaluation split (`samples` of them), and with a fit `temperature` and the scaled ones (KEY_ts) on the
     samples T was not fitted on (`samples_ts` of them); `calibration_data` (where T was fitted), and
-    `shift_consistency` (%) with `max_shift` when asked. `probs` and `labels`: every sample of the split, in order;
-    `indices_ts` and `probs_ts`: the positions and scaled probabilities of the samples the scaled figures are on
-    (None without a fit); `fit`; `is_main`: whether this process should write."""
+    `shift_consistency` (%) with `max_shift` when asked. `labels`: every sample of the split, in order;
+    `indices_ts`: the positions of the samples the scaled figures are on (None without a fit); `probs` (every
+    sample, N x K) and `probs_ts` (the scaled samples): only when asked for with keep_probs, else None;
+    `reliability` and `reliability_ts`: the summed statistics (confidence bins) before and after scaling, what
+    `plot_reliability_of` draws; `fit`; `is_main`: whether this process should write."""
 
     metrics: dict[str, Any]
-    probs: Tensor
+    probs: Tensor | None
     labels: Tensor
     indices_ts: Tensor | None
     probs_ts: Tensor | None
     fit: TemperatureFit | None
     is_main: bool
+    reliability: MetricAccumulator | None = None
+    reliability_ts: MetricAccumulator | None = None
 
 
 def validation_indices(ckpt: dict[str, Any], path: str | Path) -> np.ndarray | None:
@@ -184,21 +192,45 @@ def ensemble_log_probs(models: Sequence[nn.Module], images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _predict(models: Sequence[nn.Module], dataset: Dataset, num_classes: int, batch_size: int, workers: int,
-             dist: DistInfo, what: str) -> tuple[Tensor, Tensor]:
-    """`ensemble_log_probs` (N, K) and labels (N,) of every sample of `dataset`, in order, on every process."""
+def _stream(models: Sequence[nn.Module], dataset: Dataset, batch_size: int, workers: int, dist: DistInfo,
+            what: str) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """(`ensemble_log_probs` (n, K) float32, labels (n,), dataset positions (n,)) of this process's share of
+    `dataset`, each batch in slices of about SLICE_ELEMENTS scores (the metrics' float64 copies of a slice stay
+    small at any K): nothing of N x K is kept."""
     loader = eval_loader(dataset, batch_size, workers, dist)
-    scores, labels = [torch.empty(0, num_classes)], [torch.empty(0, dtype=torch.long)]
+    seen = 0
     bar = Progress(len(loader), what, enabled=dist.is_main)
-    for images, batch_labels in loader:
-        scores.append(ensemble_log_probs(models, images.to(dist.device, non_blocking=True)).cpu())
-        labels.append(batch_labels.long())
+    for images, labels in loader:
+        scores = ensemble_log_probs(models, images.to(dist.device, non_blocking=True))
+        labels = labels.long().to(dist.device)
+        positions = dist.rank + dist.world_size * torch.arange(seen, seen + len(labels))
+        seen += len(labels)
+        step = max(1, SLICE_ELEMENTS // scores.size(1))
+        for start in range(0, len(labels), step):
+            yield scores[start:start + step], labels[start:start + step], positions[start:start + step]
         if bar.due():
             bar.show({})
         bar.update()
     bar.close()
-    total = len(dataset)
-    return gather_in_order(torch.cat(scores), total, dist), gather_in_order(torch.cat(labels), total, dist)
+
+
+def _reduced(acc: CalibrationAccumulator, dist: DistInfo) -> tuple[dict[str, float], MetricAccumulator]:
+    """The metrics of an accumulator over every process (one all_reduce, one gather of 3 numbers a sample) and
+    its reduced sums (for the reliability diagram)."""
+    sums = all_reduce_sum(acc.sums.sum_tensor().to(dist.device)).cpu()
+    rows = acc.per_sample()
+    rows, _ = gather_by_position(rows, rows[:, 0].long(), dist)
+    merged = CalibrationAccumulator.from_parts(sums, rows, acc.sums.num_classes, acc.sums.n_bins)
+    return merged.compute(), merged.sums
+
+
+def _fit_on(store: RowStore, select: Tensor | None, dist: DistInfo) -> TemperatureFit:
+    """The temperature fitted on the selected rows of a store (every process's share), re-reading them from it."""
+    def batches() -> Iterator[tuple[Tensor, Tensor]]:
+        for scores, labels, _ in store.batches(select):
+            yield scores.to(dist.device), labels.to(dist.device)
+
+    return fit_temperature_streamed(batches, reduce=lambda total: all_reduce_sum(total.to(dist.device)))
 
 
 @torch.no_grad()
@@ -225,7 +257,8 @@ def _shift_consistency(models: Sequence[nn.Module], dataset: Dataset, batch_size
 def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
                         workers: int = 0, device: str | None = None, ema: bool = False,
                         calibration_data: str = "auto", shift_consistency: bool = False,
-                        max_shift: int | None = None, seed: int = 0) -> CalibratedEvaluation:
+                        max_shift: int | None = None, seed: int = 0, keep_probs: bool = False
+                        ) -> CalibratedEvaluation:
     """Evaluate one checkpoint, or the ensemble of several from the log of their averaged probabilities, with every
     metric of `calibration_report` before and after temperature scaling.
 
@@ -234,7 +267,12 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
     evaluation transforms) and the scaled figures are on the whole test set too, or on a seeded (`seed`),
     stratified fraction of the test set and they are on the rest (`calibration_data`, see CalibrationData).
     With `shift_consistency`, also Zhang's shift consistency over the whole test set (max shift P: `max_shift`,
-    default `default_max_shift` of the image size; the shifts drawn from `seed`)."""
+    default `default_max_shift` of the image size; the shifts drawn from `seed`).
+
+    Memory does not grow with N x K: the metrics are streamed (`CalibrationAccumulator`: O(K x bins + N)), and
+    the rows T is fitted on (the validation split, or with a test fraction the whole test set) are kept in a
+    `RowStore`, in memory up to its budget and beyond it in a temporary file, and re-read for each NLL the
+    search evaluates. `keep_probs` also returns the N x K probabilities (for --save-predictions)."""
     source = parse_calibration_data(calibration_data)
     check_loader_options(batch_size, workers)
     if max_shift is not None and max_shift < 0:
@@ -252,43 +290,87 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
     num_classes = first["num_classes"]
     test = data_for_checkpoint(first, data_root).test
     what = "evaluating" if len(models) == 1 else f"evaluating an ensemble of {len(models)}"
-    scores, labels = _predict(models, test, num_classes, batch_size, workers, dist, what)
-    reported = torch.arange(len(labels))  # the samples the scaled figures are on: those T was not fitted on
     fit, described = None, "none"
-    if val_indices is not None:
+    if val_indices is not None:  # fit first, so the test pass can report the scaled figures as it goes
         train = data_for_checkpoint(first, data_root, augment="none").train
         if len(val_indices) == 0 or val_indices.min() < 0 or val_indices.max() >= len(train):
             raise UserInputError(f"the run's validation indices do not fit the {len(train)} training samples here")
         val = Subset(train, val_indices.tolist())
-        val_scores, val_labels = _predict(models, val, num_classes, batch_size, workers, dist, "validation split")
-        fit = fit_temperature(val_scores, val_labels)
+        with RowStore(num_classes) as store:
+            for scores, labels, positions in _stream(models, val, batch_size, workers, dist, "validation split"):
+                store.append(scores, labels, positions)
+            fit = _fit_on(store, None, dist)
         described = f"validation split ({len(val)} samples)"
-    elif source.kind != "none":
-        size = round(source.fraction * len(labels))
-        if not 1 <= size < len(labels):
-            raise UserInputError(f"a test fraction of {source.fraction:g} leaves no calibration or no reported "
-                                 f"samples of {len(labels)}")
-        held = torch.from_numpy(stratified_subset(labels.numpy(), size, seed))
-        keep = torch.ones(len(labels), dtype=torch.bool)
-        keep[held] = False
-        reported = reported[keep]
-        fit = fit_temperature(scores[held], labels[held])
-        described = (f"test fraction {source.fraction:g} ({size} samples, seed {seed}); "
-                     f"scaled figures on the other {len(reported)}")
-    metrics: dict[str, Any] = {**calibration_report(scores, labels), "samples": len(labels)}
-    probs_ts = None
+    # the test pass: unscaled figures on every sample; with a fit already, the scaled ones too; for a test
+    # fraction, the rows are stored to fit T on some and report the others at T afterwards
+    plain = CalibrationAccumulator(num_classes)
+    scaled = CalibrationAccumulator(num_classes) if fit is not None else None
+    store = RowStore(num_classes) if fit is None and source.kind != "none" else None
+    kept: dict[str, list[Tensor]] = {"probs": [], "positions": [], "probs_ts": [], "positions_ts": []}
+    seen = RowBuffer(2, torch.long)  # label, position of this process's test samples
+
+    def add_scaled(scores: Tensor, labels: Tensor, positions: Tensor) -> None:
+        log_probs = scaled_log_probs(scores.double(), fit.temperature)
+        scaled.update(log_probs, labels, positions)
+        if keep_probs:
+            kept["probs_ts"].append(log_probs.exp().float().cpu())
+            kept["positions_ts"].append(positions)
+
+    try:
+        for scores, labels, positions in _stream(models, test, batch_size, workers, dist, what):
+            plain.update(scores, labels, positions)
+            seen.append(torch.stack([labels.cpu(), positions], 1))
+            if keep_probs:
+                kept["probs"].append(scores.exp().cpu())
+                kept["positions"].append(positions)
+            if scaled is not None:
+                add_scaled(scores, labels, positions)
+            if store is not None:
+                store.append(scores, labels, positions)
+        labels, _ = gather_by_position(seen.tensor()[:, 0], seen.tensor()[:, 1], dist)
+        reported = torch.arange(len(labels))  # the samples the scaled figures are on: those T was not fitted on
+        if store is not None:
+            size = round(source.fraction * len(labels))
+            if not 1 <= size < len(labels):
+                raise UserInputError(f"a test fraction of {source.fraction:g} leaves no calibration or no reported "
+                                     f"samples of {len(labels)}")
+            held = torch.from_numpy(stratified_subset(labels.numpy(), size, seed))
+            keep = torch.ones(len(labels), dtype=torch.bool)
+            keep[held] = False
+            reported = reported[keep]
+            local_keep = keep[store.positions()]
+            with store.subset(~local_keep) as held_rows:  # read ~40 times: only the rows T is fitted on
+                fit = _fit_on(held_rows, None, dist)
+            scaled = CalibrationAccumulator(num_classes)
+            for scores, batch_labels, positions in store.batches(local_keep):
+                add_scaled(scores.to(dist.device), batch_labels.to(dist.device), positions)
+            described = (f"test fraction {source.fraction:g} ({size} samples, seed {seed}); "
+                         f"scaled figures on the other {len(reported)}")
+    finally:
+        if store is not None:
+            store.close()
+    plain_metrics, reliability = _reduced(plain, dist)
+    metrics: dict[str, Any] = {**plain_metrics, "samples": len(labels)}
+    reliability_ts = None
     if fit is not None:
-        scaled = calibration_report(scores[reported], labels[reported], fit)
-        metrics.update({k: v for k, v in scaled.items() if k == "temperature" or k.endswith("_ts")},
-                       samples_ts=len(reported))
-        probs_ts = scaled_log_probs(scores[reported].double(), fit.temperature).exp().float()
+        scaled_metrics, reliability_ts = _reduced(scaled, dist)
+        metrics["temperature"] = fit.temperature
+        metrics.update({f"{key}_ts": scaled_metrics[key] for key in SCALED_KEYS}, samples_ts=len(reported))
     metrics["calibration_data"] = described
     if shift_consistency:
         shift = default_max_shift(*test[0][0].shape[-2:]) if max_shift is None else max_shift
         metrics["shift_consistency"] = _shift_consistency(models, test, batch_size, workers, dist, shift, seed)
         metrics["max_shift"] = shift
-    return CalibratedEvaluation(metrics, scores.exp(), labels, None if fit is None else reported, probs_ts, fit,
-                                dist.is_main)
+    probs = probs_ts = None
+    if keep_probs:
+        probs = gather_by_position(torch.cat(kept["probs"]) if kept["probs"] else torch.zeros(0, num_classes),
+                                   torch.cat(kept["positions"]) if kept["positions"] else torch.zeros(0), dist)[0]
+        if fit is not None:
+            probs_ts = gather_by_position(
+                torch.cat(kept["probs_ts"]) if kept["probs_ts"] else torch.zeros(0, num_classes),
+                torch.cat(kept["positions_ts"]) if kept["positions_ts"] else torch.zeros(0), dist)[0]
+    return CalibratedEvaluation(metrics, probs, labels, None if fit is None else reported, probs_ts, fit,
+                                dist.is_main, reliability, reliability_ts)
 
 
 def snapshot_epochs(run_dir: Path) -> dict[int, Path]:
