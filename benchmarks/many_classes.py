@@ -13,8 +13,6 @@ classes in the seed-averaged matrix), the page that regenerates from them, and t
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,15 +23,26 @@ import numpy as np
 from olsmooth.analysis.report import Group, markdown_report, markdown_table
 from olsmooth.analysis.soft_labels import diagonal_mass, load_matrix, row_entropy, soft_label_files
 from olsmooth.engine.checkpoint import checkpoint_class_names
-from olsmooth.engine.study import Study, baseline_pairs, load_study, plan_runs, resolve_study_path
+from olsmooth.engine.study import (
+    Study,
+    baseline_pairs,
+    exact_csv_text,
+    load_study,
+    plan_runs,
+    read_exact_csv,
+    resolve_study_path,
+)
 from olsmooth.errors import UserInputError
-from olsmooth.fileio import atomic_write_file
+from olsmooth.fileio import atomic_write_file, atomic_write_text
 
 MODULE = "benchmarks.many_classes"
 CALIBRATION_KEYS = ("top1", "top5", "nll", "ece", "temperature", "nll_ts", "ece_ts")
 TESTED_KEYS = ("top5", "nll_ts", "ece_ts")
 MATRIX_KEYS = ("diagonal_mean", "diagonal_min", "diagonal_max", "entropy_mean", "largest_off_diagonal_mean")
 NEAREST_COLUMNS = ("cell", "class", "rank", "neighbour", "mass")
+CSV_COLUMNS = {"calibration": ("cell", "seed", *CALIBRATION_KEYS), "matrices": ("cell", "seed", *MATRIX_KEYS),
+               "nearest": NEAREST_COLUMNS}
+"""The columns of each CSV, by role."""
 SAMPLED_CLASSES, NEIGHBOURS, SAMPLE_SEED = 12, 5, 0
 FORMATS = {"top1": ".2f", "top5": ".2f", "nll": ".4f", "ece": ".2f", "temperature": ".3f", "nll_ts": ".4f",
            "ece_ts": ".2f"}
@@ -107,30 +116,6 @@ def collect(study: Study, runs: Path) -> dict[str, list[dict[str, Any]]]:
     if not calibration:
         raise UserInputError(f"{runs} holds no finished run of study {study.name}")
     return {"calibration": calibration, "matrices": matrices, "nearest": nearest}
-
-
-def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: repr(float(v)) if isinstance(v, (float, np.floating)) else v for k, v in row.items()})
-    return buffer.getvalue()
-
-
-def read_csv(path: Path) -> list[dict[str, Any]]:
-    """Rows of one of the CSVs, numbers as numbers."""
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file")
-    with path.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key, value in row.items():
-            if key in ("seed", "rank"):
-                row[key] = int(value)
-            elif key not in ("cell", "class", "neighbour"):
-                row[key] = float(value)
-    return rows
 
 
 def groups(study: Study, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[Group]:
@@ -208,8 +193,13 @@ def draw_nearest(rows: Sequence[Mapping[str, Any]], cell: str, data_root: Path, 
 
 
 def read_tables(study: Study, folder: Path) -> dict[str, list[dict[str, Any]]]:
-    names = file_names(study)
-    return {role: read_csv(folder / names[role]) for role in ("calibration", "matrices", "nearest")}
+    """The three CSVs of FOLDER, checked against the study (`read_exact_csv`)."""
+    names, tables = file_names(study), {}
+    for role, columns in CSV_COLUMNS.items():
+        ints = ("rank",) if role == "nearest" else ("seed",)
+        floats = [k for k in columns if k not in ("cell", "class", "neighbour", *ints)]
+        tables[role] = read_exact_csv(study, folder / names[role], columns, ints, floats)
+    return tables
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,12 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserInputError("give --runs and --docs, or --from-csv")
         tables = collect(study, args.runs)
         names, pages = file_names(study), args.docs / "benchmarks"
-        columns = {"calibration": ("cell", "seed", *CALIBRATION_KEYS), "matrices": ("cell", "seed", *MATRIX_KEYS),
-                   "nearest": NEAREST_COLUMNS}
         for role, rows in tables.items():
-            atomic_write_file(pages / names[role], lambda h, r=rows, c=columns[role]: h.write(csv_text(r, c).encode()))
+            atomic_write_text(pages / names[role], exact_csv_text(CSV_COLUMNS[role], rows))
         tables = read_tables(study, pages)
-        atomic_write_file(pages / names["page"], lambda h: h.write(page_text(study, tables).encode()))
+        atomic_write_text(pages / names["page"], page_text(study, tables))
         cell = next((c for c in (row["cell"] for row in tables["nearest"]) if "fine-grained" in c),
                     tables["nearest"][0]["cell"] if tables["nearest"] else None)
         if cell is not None:

@@ -16,7 +16,6 @@ with Holm-corrected p and the resolvable difference. --from-csv prints the page 
 
 from __future__ import annotations
 
-import csv
 import difflib
 import io
 import sys
@@ -45,8 +44,10 @@ from olsmooth.engine.study import (
     PlannedRun,
     Study,
     baseline_pairs,
+    exact_csv_text,
     load_study,
     plan_runs,
+    read_exact_csv,
     resolve_study_path,
     run_study,
 )
@@ -129,39 +130,14 @@ def evaluate_runs(study: Study, plan: Sequence[PlannedRun], after: int, sizes: S
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """snapshots.csv: CSV_COLUMNS, floats written with repr so that the file reads back to the exact values."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        writer.writerow([repr(row[k]) if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS])
-    return buffer.getvalue()
+    """snapshots.csv: CSV_COLUMNS, read back exactly (`exact_csv_text`)."""
+    return exact_csv_text(CSV_COLUMNS, rows)
 
 
 def read_csv(study: Study, path: str | Path) -> list[dict[str, Any]]:
     """The rows of a snapshots CSV (as `csv_text` writes them), checked against the study: its columns, the study's
     cells, each cell, seed, start and size once; numbers parsed back exactly."""
-    path = Path(path)
-    try:
-        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
-        records = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise UserInputError(f"{path}: cannot read ({err})") from None
-    if reader.fieldnames != list(CSV_COLUMNS):
-        raise UserInputError(f"{path}: columns {reader.fieldnames} are not {list(CSV_COLUMNS)}")
-    cells, rows = {cell.name for cell in study.cells}, []
-    for number, record in enumerate(records, start=2):
-        if record["cell"] not in cells:
-            raise UserInputError(f"{path}:{number}: cell {record['cell']!r} is not a cell of {study.name}")
-        row: dict[str, Any] = dict(record)
-        try:
-            for key in ("seed", "after", "snapshots"):
-                row[key] = int(record[key])
-            for key in KEYS:
-                row[key] = float(record[key])
-        except ValueError:
-            raise UserInputError(f"{path}:{number}: {key} is not a number: {record[key]!r}") from None
-        rows.append(row)
+    rows = read_exact_csv(study, path, CSV_COLUMNS, ("seed", "after", "snapshots"), KEYS)
     keys = [(row["cell"], row["seed"], row["after"], row["snapshots"]) for row in rows]
     if len(set(keys)) != len(keys):
         raise UserInputError(f"{path}: a cell, seed, start and size appear twice")

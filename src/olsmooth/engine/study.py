@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..analysis.report import (
     CONFIG_FILE,
     NOISE_OPTION,
@@ -410,43 +412,62 @@ def _option_columns(study: Study) -> list[str]:
     return list(dict.fromkeys(k for cell in study.cells for k in study.shown_options(cell)))
 
 
-def csv_text(study: Study, rows: Sequence[Mapping[str, Any]]) -> str:
-    """results.csv: one row per run (cell, seed, folder, the cell's options, RUN_COLUMNS); floats written with
-    repr, so that the file reads back to the exact values every table is computed from."""
+def exact_csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of `rows` under `columns`: floats (numpy's too) written with repr, so that the file reads back to the exact
+    values every table is computed from; None as an empty entry."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = ["cell", "seed", "folder", *_option_columns(study), *RUN_COLUMNS]
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row.get(k) is None else repr(row[k]) if isinstance(row[k], float) else row[k]
-                         for k in columns])
+        writer.writerow(["" if row.get(k) is None else repr(float(row[k])) if isinstance(row[k], (float, np.floating))
+                         else row[k] for k in columns])
     return buffer.getvalue()
 
 
-def read_results_csv(study: Study, path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a study's results.csv (as `csv_text` writes them), checked against the study: every cell and
-    seed once, the columns it writes; numbers parsed back exactly, empty entries as None."""
+def read_exact_csv(study: Study, path: str | Path, columns: Sequence[str], int_keys: Sequence[str],
+                   float_keys: Sequence[str], blank_is_none: bool = False) -> list[dict[str, Any]]:
+    """The rows of a CSV `exact_csv_text` wrote for `study`: exactly `columns`, every row's cell one of the study's,
+    `int_keys` and `float_keys` parsed back exactly (an empty entry as None where `blank_is_none`)."""
     path = Path(path)
     try:
         reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
         records = list(reader)
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise UserInputError(f"{path}: cannot read ({err})") from None
-    expected = ["cell", "seed", "folder", *_option_columns(study), *RUN_COLUMNS]
-    if reader.fieldnames != expected:
-        raise UserInputError(f"{path}: columns {reader.fieldnames} are not the study's {expected}")
+    if reader.fieldnames != list(columns):
+        raise UserInputError(f"{path}: columns {reader.fieldnames} are not {list(columns)}")
     cells, rows = {cell.name for cell in study.cells}, []
     for number, record in enumerate(records, start=2):
         if record["cell"] not in cells:
             raise UserInputError(f"{path}:{number}: cell {record['cell']!r} is not a cell of {study.name}")
         row: dict[str, Any] = dict(record)
-        try:
-            for key in (*_INT_COLUMNS, *RUN_COLUMNS):
+        for kind, keys in ((int, int_keys), (float, float_keys)):
+            for key in keys:
                 text = record[key]
-                row[key] = None if text == "" else int(text) if key in _INT_COLUMNS else float(text)
-        except ValueError:
-            raise UserInputError(f"{path}:{number}: {key} is not a number: {record[key]!r}") from None
+                try:
+                    row[key] = None if blank_is_none and text == "" else kind(text)
+                except ValueError:
+                    raise UserInputError(f"{path}:{number}: {key} is not a number: {text!r}") from None
         rows.append(row)
+    return rows
+
+
+def csv_text(study: Study, rows: Sequence[Mapping[str, Any]]) -> str:
+    """results.csv: one row per run (cell, seed, folder, the cell's options, RUN_COLUMNS), read back exactly."""
+    return exact_csv_text(_csv_columns(study), rows)
+
+
+def _csv_columns(study: Study) -> list[str]:
+    return ["cell", "seed", "folder", *_option_columns(study), *RUN_COLUMNS]
+
+
+def read_results_csv(study: Study, path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a study's results.csv (as `csv_text` writes them), checked against the study: every cell and
+    seed once, the columns it writes; numbers parsed back exactly, empty entries as None."""
+    rows = read_exact_csv(study, path, _csv_columns(study), _INT_COLUMNS,
+                          [k for k in RUN_COLUMNS if k not in _INT_COLUMNS], blank_is_none=True)
     pairs = [(row["cell"], row["seed"]) for row in rows]
     if len(set(pairs)) != len(pairs):
         raise UserInputError(f"{path}: a cell and seed appear twice")
