@@ -4,6 +4,7 @@ role says: each test changes one option at a time, for every option, and checks 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from olsmooth.engine.resolve import resolve
 from olsmooth.engine.study import parse_study, plan_runs
 from olsmooth.engine.trainer import load_resume
 from olsmooth.errors import UserInputError
-from olsmooth.option_roles import ROLES, Role
+from olsmooth.option_roles import RESUME_MAY_CHANGE, ROLES, SET_BY_RESUME, Role, options_with
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -111,3 +112,22 @@ def test_a_study_sets_the_seed_and_the_folder_and_nothing_else(tmp_path):
                 parse_study(content, "roles", "roles.yaml")
         else:
             parse_study(content, "roles", "roles.yaml")
+
+
+def flags(names) -> list[str]:
+    return ["--" + name.replace("_", "-") for name in names]
+
+
+def test_the_cli_docs_state_the_roles_and_the_resume_list_as_the_code_does():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    rows = [line.split("|")[1:3] for line in docs.splitlines()
+            if re.match(rf"\| ({'|'.join(role.value for role in Role)}) \|", line)]
+    roles = {role.strip(): re.findall(r"`(\w+)`", options) for role, options in rows}
+    assert len(rows) == len(roles) == len(Role)
+    for role in Role:  # the experiment's row says "every option not named below"
+        assert roles[role.value] == ([] if role is Role.EXPERIMENT else list(options_with(role))), role
+    resume = docs[docs.index("## Resume"):docs.index("## Progress")]
+    table = [line.split("|")[1] for line in resume.splitlines() if line.startswith("| `--")]
+    assert sorted(re.findall(r"`(--[\w-]+)`", "".join(table))) == sorted(flags(RESUME_MAY_CHANGE))
+    place = " and ".join(f"`{flag}`" for flag in flags(SET_BY_RESUME))
+    assert f"`-c`, {place} cannot be given with `--resume`" in resume
