@@ -36,7 +36,6 @@ import torch
 
 from olsmooth.analysis import classification_metrics, plot_curves, plot_reliability, plot_soft_labels
 from olsmooth.analysis.report import (
-    METHOD_OPTIONS,
     Group,
     markdown_report,
     markdown_table,
@@ -64,6 +63,7 @@ from olsmooth.engine.study import (
     run_study,
 )
 from olsmooth.errors import UserInputError
+from olsmooth.option_roles import METHOD_OPTIONS
 
 from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
 

@@ -200,6 +200,19 @@ def test_resume_with_more_epochs_continues_and_rewrites_config_yaml(finished, tm
     assert rows(run)[2]["lr"] > 0  # the longer cosine continues from where the step is on it, not from lr 0
 
 
+def test_resume_with_new_threads_and_timeout_goes_on_with_them(finished, tmp_path):
+    """Threads and the like are how the run goes, not what it measures: a resume takes them and records them."""
+    run = copy_of(finished, tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        assert main(["train", "--resume", str(run), "--epochs", "3", "--threads", "1", "--dist-timeout", "30"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["epoch"] for r in rows(run)] == [1, 2, 3]
+    for config in (yaml.safe_load((run / "config.yaml").read_text()), load_checkpoint(run / "last.pt")["config"]):
+        assert (config["threads"], config["dist_timeout"]) == (1, 30.0)
+
+
 def test_resume_does_not_need_the_pretrained_file(finished, tmp_path):
     weights = tmp_path / "weights.pt"
     torch.save(load_checkpoint(finished / "last.pt")["model"], weights)

@@ -40,18 +40,24 @@ def _parse_loss_option(text: str) -> tuple[str, Any]:
     return key.replace("-", "_"), parsed
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of a configuration option (`data_root` -> `--data-root`)."""
+    return "--" + name.replace("_", "-")
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, plus the loss-option aliases; only flags given on the command line reach the
     configuration. Values stay as typed (numbers where they read as one): the configuration checks them."""
-    from .engine.config import LOSS_OPTION_ALIASES, OPTIONS, from_text
+    from .engine.config import OPTIONS, from_text
     from .losses import loss_options
+    from .option_roles import LOSS_OPTION_ALIASES
 
     def help_of(option: Any, prefix: str = "") -> str:
         shown = [f"default: {option.shown_default()}"] + ([option.allowed()] if option.allowed() else [])
         return f"{prefix}{option.help} ({'; '.join(shown)})".replace("%", "%%")
 
     for name, option in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
+        flag = _flag(name)
         if name in ("loss_options", "model_options"):
             parser.add_argument(f"--{name.split('_')[0]}-opt", dest=name, action="append", type=_parse_loss_option,
                                 default=argparse.SUPPRESS, metavar="KEY=VALUE", help=help_of(option))
@@ -65,7 +71,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=help_of(option))
     for alias, (method, key) in LOSS_OPTION_ALIASES.items():
         option = next(o for o in loss_options(method) if o.name == key)
-        parser.add_argument("--" + alias.replace("_", "-"), dest="loss_options", action="append",
+        parser.add_argument(_flag(alias), dest="loss_options", action="append",
                             type=lambda text, alias=alias, kind=option.kind: (alias, from_text(kind, text)),
                             default=argparse.SUPPRESS, metavar=key.upper(),
                             help=help_of(option, f"for method {method}, the same as --loss-opt {key}=VALUE: "))
@@ -221,6 +227,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.config import FIELDS, build_config, load_recipe, resolve_recipe_path
     from .engine.distributed import teardown
     from .engine.trainer import Trainer, load_resume
+    from .option_roles import SET_BY_RESUME
     if _print_lists(args):
         return 0
     overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
@@ -228,8 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if key in overrides:
             overrides[key] = dict(overrides[key])
     if args.resume:
-        ignored = [flag for flag, given in (("-c", args.config), ("--out", "out" in overrides),
-                                            ("--force", "force" in overrides)) if given]
+        ignored = (["-c"] if args.config else []) + [_flag(k) for k in SET_BY_RESUME if k in overrides]
         if ignored:
             raise UserInputError(f"--resume continues the run as it was configured: {', '.join(ignored)} "
                                  f"cannot be given with it")

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ..errors import UserInputError
+from ..option_roles import METHOD_OPTIONS, NON_EXPERIMENT_OPTIONS
 from .stats import ALPHA, POWER, WILCOXON_MIN_FOR_005, holm, paired_test
 
 if TYPE_CHECKING:
@@ -30,12 +31,6 @@ DEFAULT_KEYS = ("top1", "top5", "nll", "ece")
 PAIRED_KEYS = ("top1", "nll", "ece")
 SEED_KEY = "seed"
 """The option that tells the runs of one experiment apart; paired tests match runs by it."""
-NON_EXPERIMENT_OPTIONS = ("out", "force", "data_root", "download", "workers", "threads", "device", "dist_timeout",
-                          "compile", "channels_last", "save_every", "expected_top1_error", "reference")
-"""Options that do not change what a run measures (where it reads and writes, how fast it runs, what it cites):
-runs that differ only in these (and the seed) are runs of one experiment."""
-METHOD_OPTIONS = ("method", "ols_preset", "ls_eps", "tfkd_temperature", "loss_options")
-"""The loss and its options: one factor when `one_factor_pairs` looks for groups that differ in one thing."""
 PAIRED_COLUMNS = ("comparison", "setting", "metric", "n", "mean diff", "resolvable", "t-test p", "Holm p",
                   "Wilcoxon p")
 PAIRED_FORMATS = {"mean diff": "+.3f", "resolvable": ".3f", "t-test p": ".3f", "Holm p": ".3f", "Wilcoxon p": ".3f"}

@@ -2,7 +2,8 @@
 
 Each field declares what it accepts next to it, in its metadata: `choices`, `min`/`max` (with `min_exclusive`,
 `max_exclusive`), `pattern`, and `default_text` for what an unset default means. `validate_config` checks them
-all in one place. Loss options are declared by each loss (`olsmooth.losses.registry`) and checked there.
+all in one place. Loss options are declared by each loss (`olsmooth.losses.registry`) and checked there. What each
+field is to an experiment (its role: part of it, or free to change on resume) is `olsmooth.option_roles.ROLES`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS, SUBSET_DRAWS
 from ..errors import UserInputError
 from ..losses.registry import Option, did_you_mean, validate_loss_options
+from ..option_roles import LOSS_OPTION_ALIASES
 
 if TYPE_CHECKING:
     from ..data.noise import NoiseSpec
@@ -179,13 +181,6 @@ def _declared_option(spec: dataclasses.Field) -> Option:
 # What each field accepts; `validate_config` and the command line's flags are built from it.
 OPTIONS: dict[str, Option] = {name: _declared_option(spec) for name, spec in FIELDS.items()}
 
-# Keys kept from when these were fields of the configuration: each sets one option of one loss. They are
-# accepted as YAML keys, inside loss_options and as flags (--ols-preset ...), so old recipes and run folders load.
-LOSS_OPTION_ALIASES: dict[str, tuple[str, str]] = {
-    "ols_preset": ("ols", "preset"),
-    "ls_eps": ("ls", "eps"),
-    "tfkd_temperature": ("tfkd", "temperature"),
-}
 
 def recipes_dir() -> Path:
     """Folder of the shipped YAML recipes."""

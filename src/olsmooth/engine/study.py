@@ -25,7 +25,6 @@ import numpy as np
 from ..analysis.report import (
     CONFIG_FILE,
     NOISE_OPTION,
-    NON_EXPERIMENT_OPTIONS,
     Group,
     RunStatus,
     load_run,
@@ -39,10 +38,10 @@ from ..analysis.report import (
     run_status,
 )
 from ..errors import UserInputError
+from ..option_roles import LOSS_OPTION_ALIASES, NON_EXPERIMENT_OPTIONS, SET_BY_STUDY
 from .checkpoint import atomic_write_file
 from .config import (
     FIELDS,
-    LOSS_OPTION_ALIASES,
     OPTIONS,
     TrainConfig,
     build_config,
@@ -54,8 +53,6 @@ from .resolve import resolve, upgrade_subset_draw
 from .trainer import Trainer, load_resume
 
 STUDY_KEYS = ("description", "base", "grid", "seeds", "baselines")
-SET_BY_STUDY = ("seed", "out", "force")
-"""Options the study sets for every run itself; base and grid may not set them."""
 DEFAULT_SEEDS = (0,)
 RESULT_KEYS = ("top1", "nll", "ece")
 """Shown per cell for the last epoch and, as best_*, for each run's epoch with the highest test top-1."""

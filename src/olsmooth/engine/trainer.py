@@ -36,6 +36,7 @@ from ..errors import UserInputError
 from ..losses import EpochLoss, LossInputError, TrainingRun, build_loss
 from ..losses.correction import estimate_transition, read_transition
 from ..models import accepts_in_chans, model_source
+from ..option_roles import RESUME_MAY_CHANGE, SET_BY_RESUME
 from .checkpoint import EVAL_KEYS, RESUME_KEYS, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig, build_config, read_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, broadcast_tensor, setup
@@ -49,9 +50,6 @@ from .resolve import resolve, small_input_note, upgrade_stored_config, upgrade_s
 from .run_folder import CONFIG, ESTIMATE_FOLDER, SUMMARY, RunFolder
 
 Log = Callable[[str], None]
-
-RESUME_MAY_CHANGE = ("epochs", "save_every", "workers", "device", "data_root")
-"""Options a resumed run may change (epochs only upward); any other difference is another experiment."""
 
 
 def seed_everything(seed: int) -> None:
@@ -69,8 +67,8 @@ def epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
 def load_resume(run_dir: str | Path, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
     """The configuration stored in a run's last.pt (the truth), with the few allowed overrides, and last.pt.
 
-    config.yaml must agree with last.pt; options outside `RESUME_MAY_CHANGE` must not differ from the stored
-    ones; epochs may only grow. Every refusal names the differing values.
+    config.yaml must agree with last.pt; options outside `option_roles.RESUME_MAY_CHANGE` must not differ from the
+    stored ones; epochs may only grow. Every refusal names the differing values.
     """
     run_dir = Path(run_dir)
     path = RunFolder(run_dir).check_resumable()
@@ -79,7 +77,7 @@ def load_resume(run_dir: str | Path, overrides: dict[str, Any]) -> tuple[TrainCo
     stored = upgrade_subset_draw(upgrade_stored_config(ckpt["config"]), indices_saved)
     if (run_dir / CONFIG).exists():
         on_disk = upgrade_subset_draw(read_yaml(run_dir / CONFIG), indices_saved)
-        free = (*RESUME_MAY_CHANGE, "out", "force")  # rewritten with the resumed run's values at its start
+        free = (*RESUME_MAY_CHANGE, *SET_BY_RESUME)  # rewritten with the resumed run's values at its start
         differ = sorted(k for k in (set(stored) | set(on_disk)) - set(free) if on_disk.get(k) != stored.get(k))
         if differ:
             what = ", ".join(f"{k}: {on_disk.get(k)!r} in {CONFIG}, {stored.get(k)!r} in last.pt" for k in differ)
