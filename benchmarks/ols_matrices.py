@@ -1,17 +1,21 @@
 """What the OLS matrix learned in each OLS cell of a finished study: the last epoch's soft labels averaged over seeds.
 
-For each cell folder of STUDY_DIR whose runs saved soft labels (`soft_labels/epoch-NNN.npy`), averages the last
-saved matrix of every seed and prints one markdown row: seeds, the mean diagonal (its smallest and largest class),
-the mean row entropy in nats, and the largest off-diagonal entries (class -> class: mass).
+Collecting reads the last saved matrix (`soft_labels/epoch-NNN.npy`) of every finished run of the study's OLS cells
+and writes them, entry by entry with the class names, to a CSV (the per-run data a results page cites); the table
+is computed from that CSV alone: per cell, the seeds, the mean diagonal of the seed-averaged matrix (its smallest and
+largest class), its mean row entropy in nats, and its largest off-diagonal entries (class -> class: mass).
 
-    python -m benchmarks.ols_matrices STUDY_DIR [--pairs N]
+    python -m benchmarks.ols_matrices --study family-fitted-fashion-mnist --runs runs/family-fitted-fashion-mnist \
+        --csv docs/benchmarks/family-fitted-fashion-mnist-soft-labels.csv
+    python -m benchmarks.ols_matrices --study family-fitted-fashion-mnist \
+        --from-csv docs/benchmarks/family-fitted-fashion-mnist-soft-labels.csv      # the table only
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,56 +25,106 @@ from olsmooth.analysis.report import markdown_table
 from olsmooth.analysis.soft_labels import (
     dataset_class_names,
     diagonal_mass,
-    has_soft_labels,
     load_matrix,
     resolve_class_names,
     row_entropy,
     soft_label_files,
 )
 from olsmooth.engine.checkpoint import checkpoint_class_names
+from olsmooth.engine.study import Cell, Study, exact_csv_text, load_study, plan_runs, read_exact_csv, resolve_study_path
 from olsmooth.errors import UserInputError
+from olsmooth.fileio import atomic_write_text
 
 MODULE = "benchmarks.ols_matrices"
-COLUMNS = ["cell", "seeds", "mean diagonal (min-max)", "mean entropy (nats)", "largest off-diagonal entries"]
+CSV_COLUMNS = ("cell", "seed", "row", "column", "row_class", "column_class", "mass")
+MAX_CLASSES = 200
+"""Largest class count written entry by entry (K x K rows per run); larger studies publish the matrices'
+structure instead (benchmarks/many_classes.py)."""
+COLUMNS = ["OLS", "seeds", "mean diagonal (min-max over classes)", "mean row entropy (nats)",
+           "largest off-diagonal entries"]
 
 
-def cell_row(cell: Path, pairs: int) -> dict[str, Any] | None:
-    """The row of one cell folder (its seed-N runs with soft labels), or None when no run saved any."""
-    runs = sorted(run for run in cell.glob("seed-*") if has_soft_labels(run))
-    if not runs:
-        return None
-    mean = np.mean([load_matrix(list(soft_label_files(run).values())[-1]) for run in runs], axis=0)
-    names = checkpoint_class_names(runs[0])
-    names = resolve_class_names(mean.shape[0], names if names is not None else dataset_class_names(runs[0]))
+def cell_label(study: Study, cell: Cell) -> str:
+    """The cell named by the options it sets besides the method (`paper-cifar`), or "ours" for the defaults."""
+    values = [f"`{value}`" for key, value in study.shown_options(cell).items() if key != "method"]
+    return ", ".join(values) or "ours"
+
+
+def last_matrix_rows(run_folder: Path, cell: str, seed: int) -> list[dict[str, Any]]:
+    """Every entry of the run's last soft-label matrix, with both classes' names."""
+    matrix = load_matrix(list(soft_label_files(run_folder).values())[-1])
+    if not isinstance(matrix, np.ndarray) or len(matrix) > MAX_CLASSES:
+        raise UserInputError(f"{run_folder}: its soft labels are not a dense matrix of at most {MAX_CLASSES} classes; "
+                             "publish their structure with benchmarks.many_classes")
+    names = checkpoint_class_names(run_folder)
+    names = resolve_class_names(len(matrix), names if names is not None else dataset_class_names(run_folder))
+    return [{"cell": cell, "seed": seed, "row": i, "column": j, "row_class": names[i], "column_class": names[j],
+             "mass": float(matrix[i, j])} for i in range(len(matrix)) for j in range(len(matrix))]
+
+
+def collect(study: Study, runs: Path) -> list[dict[str, Any]]:
+    """The CSV rows of every finished run of the study's OLS cells (runs without soft labels are skipped)."""
+    rows = []
+    for run in plan_runs(study, runs):
+        if run.status.state == "done" and run.cell.options.get("method") == "ols":
+            rows += last_matrix_rows(run.folder, run.cell.name, run.seed)
+    if not rows:
+        raise UserInputError(f"{runs} holds no finished OLS run of study {study.name}")
+    return rows
+
+
+def read_rows(study: Study, path: Path) -> list[dict[str, Any]]:
+    return read_exact_csv(study, path, CSV_COLUMNS, ("seed", "row", "column"), ("mass",))
+
+
+def cell_row(label: str, rows: Sequence[Mapping[str, Any]], pairs: int) -> dict[str, str]:
+    """The table row of one cell: its seeds' matrices averaged, then described."""
+    seeds = sorted({row["seed"] for row in rows})
+    size = max(row["row"] for row in rows) + 1
+    matrices = np.zeros((len(seeds), size, size))
+    names = [""] * size
+    for row in rows:
+        matrices[seeds.index(row["seed"]), row["row"], row["column"]] = row["mass"]
+        names[row["row"]] = row["row_class"]
+    mean = matrices.mean(axis=0)
     diagonal = diagonal_mass(mean)
     off = mean.copy()
     np.fill_diagonal(off, -np.inf)
     largest = np.argsort(-off, axis=None, kind="stable")[:pairs]
     entries = [f"{names[i]} → {names[j]} {mean[i, j]:.3f}" for i, j in zip(*np.unravel_index(largest, mean.shape))]
-    return {"cell": cell.name, "seeds": str(len(runs)),
-            "mean diagonal (min-max)": f"{diagonal.mean():.3f} ({diagonal.min():.3f}-{diagonal.max():.3f})",
-            "mean entropy (nats)": f"{np.nanmean(row_entropy(mean)):.3f}", "largest off-diagonal entries":
-            ", ".join(entries)}
+    spread = f"{diagonal.mean():.3f} ({diagonal.min():.3f}-{diagonal.max():.3f})"
+    return {"OLS": label, "seeds": str(len(seeds)), "mean diagonal (min-max over classes)": spread,
+            "mean row entropy (nats)": f"{np.nanmean(row_entropy(mean)):.3f}",
+            "largest off-diagonal entries": ", ".join(entries)}
 
 
-def matrices_table(study_dir: Path, pairs: int = 4) -> str:
-    """The markdown table of every OLS cell of `study_dir`."""
-    if not study_dir.is_dir():
-        raise UserInputError(f"{study_dir}: no such study folder")
-    rows = [row for cell in sorted(p for p in study_dir.iterdir() if p.is_dir())
-            if (row := cell_row(cell, pairs)) is not None]
-    if not rows:
-        raise UserInputError(f"{study_dir} has no cell whose runs saved soft labels (OLS runs do)")
-    return markdown_table(rows, COLUMNS)
+def matrices_table(study: Study, rows: Sequence[Mapping[str, Any]], pairs: int = 4) -> str:
+    """The markdown table of every OLS cell that has rows, in the study's grid order."""
+    table = [cell_row(cell_label(study, cell), mine, pairs) for cell in study.cells
+             if (mine := [row for row in rows if row["cell"] == cell.name])]
+    return markdown_table(table, COLUMNS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.strip().splitlines()[0])
-    parser.add_argument("study_dir", type=Path, help="a study's output folder (its cells hold seed-N runs)")
+    parser.add_argument("--study", required=True, help="the study file (name or path)")
+    parser.add_argument("--runs", type=Path, help="the study's output folder: collect its OLS runs' last matrices")
+    parser.add_argument("--csv", type=Path, help="with --runs: write the collected entries here")
+    parser.add_argument("--from-csv", type=Path, metavar="CSV", help="print the table a CSV of this script gives")
     parser.add_argument("--pairs", type=int, default=4, help="off-diagonal entries shown per cell (default 4)")
     args = parser.parse_args(argv)
     try:
-        print(matrices_table(args.study_dir, args.pairs), end="")
+        study = load_study(resolve_study_path(args.study))
+        if bool(args.runs) == bool(args.from_csv):
+            raise UserInputError("give --runs (and --csv), or --from-csv")
+        if args.runs:
+            rows = collect(study, args.runs)
+            if args.csv:
+                atomic_write_text(args.csv, exact_csv_text(CSV_COLUMNS, rows))
+                rows = read_rows(study, args.csv)
+        else:
+            rows = read_rows(study, args.from_csv)
+        print(matrices_table(study, rows, args.pairs), end="")
     except UserInputError as err:
         print(f"python -m {MODULE}: error: {err}", file=sys.stderr)
         return 2

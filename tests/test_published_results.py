@@ -9,14 +9,18 @@ list can only shrink, and each carries a banner saying so.
 The hand-written pages (README.md, docs/results*.md, ...) quote figures of the generated pages, and a rerun moves
 those silently: QUOTED declares, per hand-written page, each figure it quotes from a regenerated page, printed as
 that page prints it, and each must occur in both pages (a typographic minus counts as "-"). When a study is rerun
-this fails until the quotes, and the claims resting on them, are brought up to date.
+this fails until the quotes, and the claims resting on them, are brought up to date. FROM_CSV does the same for
+figures computed from a CSV column that no generated page prints (train top-1, the OLS rows' noise mass), and the
+family page's OLS-matrix table is regenerated from its committed matrices.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib
 import re
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -226,3 +230,97 @@ def test_quotes_come_from_pages_regenerated_from_data() -> None:
     stems = {stem for pairs in QUOTED.values() for stem, _ in pairs}
     assert not stems & AWAITING_DATA, f"figures quoted from pages still awaiting data: {sorted(stems & AWAITING_DATA)}"
     assert stems <= set(CHECKED), f"figures quoted from pages without committed data: {sorted(stems - set(CHECKED))}"
+
+
+# Hand-written figures computed from a committed CSV column that no generated page prints: page -> (study, cells,
+# column, figure). With one cell, "m ± s" is the mean ± sample std over its seeds and "seed N: x" one seed's value;
+# with two cells (a, b), "+d" (or "d") is mean(a) - mean(b) and "lo-hi" the range of a - b paired by seed. Each at
+# the figure's decimals.
+OLS_CIFAR = "method=ols,ols_preset=paper-cifar"
+SYMMETRIC = ("symmetric_0.2", "symmetric_0.4", "symmetric_0.6")
+
+
+def _noisy(noise: str, method: str) -> str:
+    return f"noise={noise},{method}"
+
+
+
+
+def _validation_chosen_lead(*figures: str) -> list[tuple[str, tuple[str, str], str, str]]:
+    """OLS `paper-cifar` - CE at the validation-chosen epoch under symmetric noise, a difference of means."""
+    return [(NOISY, (_noisy(noise, OLS_CIFAR), _noisy(noise, "method=ce")), "best_top1", figure)
+            for noise, figure in zip(SYMMETRIC, figures)]
+
+
+FROM_CSV: dict[str, list[tuple[str, str | tuple[str, str], str, str]]] = {
+    "docs/results/family-fashion-mnist.md": [
+        *[(FITTED, cell, "train_top1", "100.00 ± 0.00") for cell in (
+            "method=ce", "method=ls,ls_eps=0.1", OLS_CIFAR, "method=ols,ols_preset=paper-fine-grained", "method=ols",
+            "method=cskd", "method=pskd", "method=zipf", "method=maxsup")],
+        (FITTED, "method=tfkd", "train_top1", "87.87 ± 0.77"),
+    ],
+    "docs/results/noisy-fashion-mnist.md": [
+        *[(NOISY, "noise=-,method=ce", "train_top1", f"seed {seed}: {value}")
+          for seed, value in ((0, "99.0"), (1, "99.3"), (2, "98.7"))],
+        *[(NOISY, _noisy(noise, f"method=ols,ols_preset={preset}"), "ols_noise_mass", figure)
+          for noise, preset, figure in (
+              ("symmetric_0.2", "paper-cifar", "0.322 ± 0.005"),
+              ("symmetric_0.2", "paper-fine-grained", "0.230 ± 0.004"),
+              ("symmetric_0.4", "paper-cifar", "0.489 ± 0.010"),
+              ("symmetric_0.4", "paper-fine-grained", "0.358 ± 0.002"),
+              ("symmetric_0.6", "paper-cifar", "0.640 ± 0.003"),
+              ("symmetric_0.6", "paper-fine-grained", "0.469 ± 0.006"),
+              ("asymmetric_0.4", "paper-cifar", "0.214 ± 0.002"),
+              ("asymmetric_0.4", "paper-fine-grained", "0.178 ± 0.003"))],
+        *[(NOISY, (_noisy(noise, OLS_CIFAR), _noisy(noise, "method=ce")), "top1", figure)
+          for noise, figure in zip(SYMMETRIC, ("2.49-2.85", "7.23-8.87", "12.61-14.12"))],
+        *[(NOISY, (_noisy(noise, "method=gce"), _noisy(noise, OLS_CIFAR)), column, figure)
+          for column, figures in (("top1", ("1.20", "5.59", "14.74")), ("best_top1", ("0.68", "1.18", "1.83")))
+          for noise, figure in zip(SYMMETRIC, figures)],
+        *_validation_chosen_lead("+0.68", "+0.90", "+1.93"),
+        (NOISY, (_noisy("asymmetric_0.4", OLS_CIFAR), _noisy("asymmetric_0.4", "method=ce")), "best_top1", "+1.48"),
+    ],
+    "README.md": _validation_chosen_lead("0.68", "0.90", "1.93"),
+    "docs/results.md": [(NOISY, (_noisy(noise, OLS_CIFAR), _noisy(noise, "method=ce")), "best_top1", figure)
+                        for noise, figure in (("symmetric_0.2", "0.68"), ("symmetric_0.6", "1.93"))],
+}
+
+
+def _csv_figure(stem: str, cells: str | tuple[str, str], column: str, figure: str) -> str:
+    """What the committed CSV gives for `figure`'s form (see FROM_CSV), at its decimals."""
+    rows = list(csv.DictReader((PAGES / f"{stem}.csv").open(encoding="utf-8")))
+    values = [{row["seed"]: float(row[column]) for row in rows if row["cell"] == cell}
+              for cell in ((cells,) if isinstance(cells, str) else cells)]
+    digits = len(re.split(r" ± |(?<=\d)-", figure)[0].rpartition(".")[2])
+    if isinstance(cells, tuple):
+        if re.fullmatch(r"[\d.]+-[\d.]+", figure):
+            paired = [values[0][seed] - values[1][seed] for seed in values[0]]
+            return f"{min(paired):.{digits}f}-{max(paired):.{digits}f}"
+        difference = statistics.mean(values[0].values()) - statistics.mean(values[1].values())
+        return f"{difference:{'+' if figure[0] in '+-' else ''}.{digits}f}"
+    if figure.startswith("seed "):
+        seed = figure.split(":")[0].removeprefix("seed ")
+        return f"seed {seed}: {values[0][seed]:.{digits}f}"
+    return f"{statistics.mean(values[0].values()):.{digits}f} ± {statistics.stdev(values[0].values()):.{digits}f}"
+
+
+@pytest.mark.parametrize("page", sorted(FROM_CSV))
+def test_figures_computed_from_csv_columns(page: str) -> None:
+    text = _text(ROOT / page)
+    problems = []
+    for stem, cells, column, figure in FROM_CSV[page]:
+        computed = _csv_figure(stem, cells, column, figure)
+        if computed != figure:
+            problems.append(f"{page}: {figure!r} for {cells} {column}, but {stem}.csv gives {computed!r}")
+        if not _occurs(figure.rpartition(": ")[2], text):
+            problems.append(f"{page} no longer quotes {figure!r} ({cells} {column})")
+    assert not problems, "\n".join(problems)
+
+
+def test_family_matrix_table_regenerates_from_its_csv() -> None:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    script = importlib.import_module("benchmarks.ols_matrices")
+    study = load_study(resolve_study_path(FITTED))
+    table = script.matrices_table(study, script.read_rows(study, PAGES / f"{FITTED}-soft-labels.csv"))
+    assert table in _text(DOCS / "results" / "family-fashion-mnist.md")
