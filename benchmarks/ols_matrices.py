@@ -21,14 +21,13 @@ from olsmooth.analysis.report import markdown_table
 from olsmooth.analysis.soft_labels import (
     dataset_class_names,
     diagonal_mass,
-    has_soft_labels,
     load_matrix,
     resolve_class_names,
     row_entropy,
-    soft_label_files,
 )
-from olsmooth.engine.checkpoint import checkpoint_class_names
 from olsmooth.errors import UserInputError
+from olsmooth.runs.checkpoints import checkpoint_class_names
+from olsmooth.runs.reader import has_soft_labels, soft_label_files
 
 MODULE = "benchmarks.ols_matrices"
 COLUMNS = ["cell", "seeds", "mean diagonal (min-max)", "mean entropy (nats)", "largest off-diagonal entries"]
