@@ -107,6 +107,20 @@ def test_run_folder_file_names_are_spelled_only_in_runs():
     assert found == [], "run-folder file names outside olsmooth.runs (use olsmooth.runs.layout):\n" + "\n".join(found)
 
 
+def test_runs_imports_neither_the_engine_nor_the_analysis():
+    """engine, analysis -> runs (DESIGN.md): the run folder's owner sits below both."""
+    imported = set()
+    for path in RUNS.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                package = "olsmooth" if node.level == 2 else "olsmooth.runs" if node.level == 1 else ""
+                imported.add(".".join(filter(None, [package, node.module])))
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+    assert not {name for name in imported if name.startswith(("olsmooth.engine", "olsmooth.analysis"))}
+    assert "olsmooth.fileio" in imported  # the scan sees the package's own imports
+
+
 # -- which checkpoint a run folder means --------------------------------------------------------------------------
 def write_checkpoint(path: Path, epoch: int) -> None:
     """A checkpoint with the entries every checkpoint holds, telling its epoch and (as its class names) its file."""
