@@ -1,13 +1,13 @@
 """The one writer of a run folder: `RunFolder` owns its lock, checkpoints, metrics.jsonl, summary.json, TensorBoard
 and soft labels (every file but results/, which `runs.results` writes).
 
-The training loop only says what happened (`save_epoch`, `write_summary`, `close`); this object decides what is written, in an
-order that survives a kill at any moment: the files of an epoch first, then `last.pt`, then `metrics.jsonl`, so a
-run resumed from `last.pt` redoes at most one epoch and rewrites the same files. An epoch whose `last.pt` cannot be
-written (full disk, read-only folder) is rolled back, and a resumed run rewrites `config.yaml` (its new --epochs)
-only once a `last.pt` of its own is on disk, so a failed resume leaves the folder the run of its `last.pt`. An
-exclusive lock (`flock` on `.lock`, released by the kernel when the process dies, so a killed run never blocks its
-resume) keeps a second writer out for the whole run.
+The training loop only says what happened (`save_epoch`, `write_summary`, `close`); this object decides what is
+written, in an order that survives a kill at any moment: the files of an epoch first, then `last.pt`, then
+`metrics.jsonl`, so a run resumed from `last.pt` redoes at most one epoch and rewrites the same files. An epoch
+whose `last.pt` cannot be written (full disk, read-only folder) is rolled back, and a resumed run rewrites
+`config.yaml` (its new --epochs) only once a `last.pt` of its own is on disk, so a failed resume leaves the folder
+the run of its `last.pt`. An exclusive lock (`flock` on `.lock`, released by the kernel when the process dies, so a
+killed run never blocks its resume) keeps a second writer out for the whole run.
 
 A forced replacement never touches the old run until the new one stands on its own: the new run is written into a
 hidden sibling folder (`.NAME.olsmooth-replacing`) and, once its first checkpoint is there, one atomic exchange
