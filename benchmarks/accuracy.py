@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from olsmooth.analysis import classification_metrics, plot_curves, plot_reliability, plot_soft_labels
@@ -42,13 +41,13 @@ from olsmooth.analysis.report import (
     metric_formats,
     option_text,
     paired_rows,
-    read_metrics,
     summary_rows,
     summary_table,
 )
+from olsmooth.analysis.soft_labels import load_matrix
 from olsmooth.data import build_datasets
 from olsmooth.engine.config import TrainConfig
-from olsmooth.engine.inference import evaluate_each, pick_snapshots, snapshot_epochs
+from olsmooth.engine.inference import evaluate_each, pick_snapshots
 from olsmooth.engine.resolve import resolve
 from olsmooth.engine.study import (
     Cell,
@@ -64,6 +63,7 @@ from olsmooth.engine.study import (
 )
 from olsmooth.errors import UserInputError
 from olsmooth.option_roles import METHOD_OPTIONS
+from olsmooth.runs.reader import has_soft_labels, read_metrics, snapshot_files, soft_label_files
 
 from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
 
@@ -177,7 +177,7 @@ def evaluate_ensembles(study: Study, plan: Sequence[PlannedRun], seeds: Sequence
     last_eval: dict[str, Any] = {}
     for run in plan:
         ensembled = run.config.method in ENSEMBLE_METHODS and run.seed in seeds
-        available = len(snapshot_epochs(run.folder))
+        available = len(snapshot_files(run.folder))
         if not available or not (ensembled or run.seed == study.seeds[0]):
             continue
         picks = {count: pick_snapshots(run.folder, count) for count in (ensemble_sizes(available) if ensembled
@@ -243,11 +243,11 @@ def make_figures(study: Study, plan: Sequence[PlannedRun], last_eval: dict[str, 
             paths.append(plot_reliability(evaluation.probs, evaluation.labels,
                                           figures / f"{prefix}-reliability-{tag}.png", title=title))
         folder = next(run.folder for run in plan if run.cell is cell and run.seed == first)
-        matrices = sorted((folder / "soft_labels").glob("epoch-*.npy"))
-        if matrices:
-            paths.append(plot_soft_labels(np.load(matrices[-1]), class_names=data.class_names,
+        if has_soft_labels(folder):
+            epoch, matrix = list(soft_label_files(folder).items())[-1]
+            paths.append(plot_soft_labels(load_matrix(matrix), class_names=data.class_names,
                                           path=figures / f"{prefix}-soft-labels-{tag}.png",
-                                          title=f"soft labels: {title}, after {matrices[-1].stem.replace('-', ' ')}"))
+                                          title=f"soft labels: {title}, after epoch {epoch:03d}"))
     return paths
 
 

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from olsmooth.analysis.report import Group, markdown_report, markdown_table
-from olsmooth.analysis.soft_labels import diagonal_mass, load_matrix, row_entropy, soft_label_files
-from olsmooth.engine.checkpoint import checkpoint_class_names
+from olsmooth.analysis.soft_labels import diagonal_mass, load_matrix, row_entropy
 from olsmooth.engine.study import (
     Study,
     baseline_pairs,
@@ -34,6 +33,9 @@ from olsmooth.engine.study import (
 )
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_file, atomic_write_text
+from olsmooth.runs.checkpoints import checkpoint_class_names
+from olsmooth.runs.layout import LAST
+from olsmooth.runs.reader import soft_label_files
 
 MODULE = "benchmarks.many_classes"
 CALIBRATION_KEYS = ("top1", "top5", "nll", "ece", "temperature", "nll_ts", "ece_ts")
@@ -63,7 +65,7 @@ def calibration_row(run_folder: Path) -> dict[str, float]:
     """The run's last checkpoint evaluated as `olsmooth eval --calibration-data validation` does."""
     from olsmooth.engine.inference import evaluate_calibrated
 
-    metrics = evaluate_calibrated([run_folder / "last.pt"], batch_size=512, calibration_data="validation").metrics
+    metrics = evaluate_calibrated([run_folder / LAST], batch_size=512, calibration_data="validation").metrics
     return {key: float(metrics[key]) for key in CALIBRATION_KEYS}
 
 

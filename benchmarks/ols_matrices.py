@@ -28,12 +28,12 @@ from olsmooth.analysis.soft_labels import (
     load_matrix,
     resolve_class_names,
     row_entropy,
-    soft_label_files,
 )
-from olsmooth.engine.checkpoint import checkpoint_class_names
 from olsmooth.engine.study import Cell, Study, exact_csv_text, load_study, plan_runs, read_exact_csv, resolve_study_path
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_text
+from olsmooth.runs.checkpoints import checkpoint_class_names
+from olsmooth.runs.reader import soft_label_files
 
 MODULE = "benchmarks.ols_matrices"
 CSV_COLUMNS = ("cell", "seed", "row", "column", "row_class", "column_class", "mass")

@@ -24,6 +24,8 @@ from olsmooth.engine.attack import attack_settings, result_name
 from olsmooth.engine.study import load_study, plan_runs, run_study
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_text
+from olsmooth.runs.layout import LAST, eval_result_name
+from olsmooth.runs.results import read_results
 
 from .common import benchmark_parser, command_line, machine_info, parse_benchmark_args, report_header
 
@@ -60,18 +62,19 @@ def quiet(argv: list[str]) -> dict[str, Any]:
 
 
 def evaluate_run(folder: Path, surrogate: Path | None, args: Any) -> dict[str, Any]:
-    """Calibration and attack results of one run, from its results/ folder, computing what is missing."""
-    last, results = folder / "last.pt", folder / "results"
+    """Calibration and attack results of one run, from its results/ folder (`read_results`), computing what is
+    missing."""
+    last = folder / LAST
     device = ["--device", args.device] if args.device else []
+    results = {result.path.name: result.data for result in read_results(folder)}
     record: dict[str, Any] = {}
-    saved = results / "eval-last.json"
-    record["eval"] = (json.loads(saved.read_text()) if saved.is_file() else
+    saved = results.get(eval_result_name(last.stem))
+    record["eval"] = (saved if saved is not None else
                       quiet(["eval", "--checkpoint", str(last), "--json", "--save-to-run", *device]))
     for eps in args.eps:
         for attack in (*WHITE_BOX, *(("transfer",) if surrogate else ())):
             name = "pgd" if attack == "transfer" else attack
-            path = results / result_name(attack_settings(name, "linf", eps, args.steps), attack == "transfer")
-            saved = json.loads(path.read_text()) if path.is_file() else None
+            saved = results.get(result_name(attack_settings(name, "linf", eps, args.steps), attack == "transfer"))
             if saved is not None and (saved["n"], saved["steps"]) == (args.n, args.steps):
                 record[(attack, eps)] = saved  # the same attack at the same budget: reused
                 continue
@@ -129,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = Path(args.runs or Path(args.out) / "robustness" / study.name)
     run_study(study, runs, log=print)
     plan = plan_runs(study, runs)
-    ce = {run.seed: run.folder / "last.pt" for run in plan if run.cell.options.get("method") == "ce"}
+    ce = {run.seed: run.folder / LAST for run in plan if run.cell.options.get("method") == "ce"}
     records = {}
     for run in plan:
         surrogate = None if run.cell.options.get("method") == "ce" else ce.get(run.seed)

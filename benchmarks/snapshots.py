@@ -36,7 +36,7 @@ from olsmooth.analysis.report import (
     paired_rows,
     summary_stats,
 )
-from olsmooth.engine.inference import evaluate_each, pick_snapshots, snapshot_epochs
+from olsmooth.engine.inference import evaluate_each, pick_snapshots
 from olsmooth.engine.resolve import resolve
 from olsmooth.engine.study import (
     PUBLISHED_FIGURES,
@@ -53,6 +53,7 @@ from olsmooth.engine.study import (
 )
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_bytes, atomic_write_text
+from olsmooth.runs.reader import snapshot_files
 
 from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
 
@@ -111,7 +112,7 @@ def evaluate_runs(study: Study, plan: Sequence[PlannedRun], after: int, sizes: S
     rows: list[dict[str, Any]] = []
     index = {cell.name: number for number, cell in enumerate(study.cells)}
     for run in plan:
-        epochs = list(snapshot_epochs(run.folder))
+        epochs = list(snapshot_files(run.folder))
         if run.status.state != "done" or not epochs:
             continue
         starts = sorted({after, 0}, reverse=True)

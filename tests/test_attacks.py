@@ -305,6 +305,23 @@ def test_transfer_attacks(runs, capsys):
     assert code == 2 and "sees other test images" in err
 
 
+def test_a_broken_result_beside_the_checkpoint_is_one_line_not_skipped(runs, capsys):
+    # the masking check reads the run's results/ under the rule of every reader (olsmooth.runs.results): a file
+    # that is not a JSON object is named, not passed over in silence
+    results = runs["ce"] / "results"
+    made = not results.exists()
+    results.mkdir(exist_ok=True)
+    broken = results / "attack-square-linf-0.1.json"
+    broken.write_text("{not json", encoding="utf-8")
+    try:
+        code, _, err = attack(capsys, "--checkpoint", str(runs["ce"]), "--attack", "fgsm", "--eps", "0.1", "--n", "20")
+    finally:
+        broken.unlink()
+        if made:
+            results.rmdir()
+    assert code == 2 and f"{broken}: malformed JSON" in err and err.count("\n") == 1
+
+
 def test_attack_command_bad_input(runs, capsys, tmp_path):
     ols = str(runs["ols"])
     for argv, message in (

@@ -17,7 +17,7 @@ import torch
 
 from gloo import on_processes
 from olsmooth.cli import main
-from olsmooth.engine import attack as attack_module
+from olsmooth.runs import results as results_module
 
 ATTACK = ["--attack", "pgd", "--eps", "0.1", "--steps", "3", "--n", "150", "--batch-size", "32", "--json"]
 
@@ -39,8 +39,8 @@ def command(argv: list[str], rank: int, world: int) -> dict:
     """Run `olsmooth ARGV` on one process of the group: its exit code, what it printed, the files it wrote."""
     as_torchrun(rank, world)
     writes = []
-    real = attack_module.atomic_write_text
-    attack_module.atomic_write_text = lambda path, text: (writes.append(str(path)), real(path, text))
+    real = results_module.atomic_write_text  # what results/ is written with (`runs.results.write_result`)
+    results_module.atomic_write_text = lambda path, text: (writes.append(str(path)), real(path, text))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(argv)

@@ -10,8 +10,8 @@ import yaml
 
 from olsmooth.cli import main
 from olsmooth.data import NoiseSpec, build_datasets
-from olsmooth.engine.checkpoint import load_checkpoint
 from olsmooth.engine.config import build_config
+from olsmooth.runs.checkpoints import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ import yaml
 
 from olsmooth import fileio
 from olsmooth.cli import main
-from olsmooth.engine import run_folder
-from olsmooth.engine.checkpoint import load_checkpoint
+from olsmooth.runs import writer
+from olsmooth.runs.checkpoints import load_checkpoint
 
 CLI = [sys.executable, "-m", "olsmooth.cli"]
 QUICK = ["--epochs", "2", "--train-subset", "300"]
@@ -109,14 +109,14 @@ def test_second_writer_and_force_are_refused_while_a_run_writes_and_a_kill_leave
 # -- a kill at the worst moment: right after last.pt of epoch 2 is written -------------------------------------
 KILL_AFTER_LAST = textwrap.dedent("""
     import os, sys
-    from olsmooth.engine import run_folder
+    from olsmooth.runs import writer
     from olsmooth.cli import main
-    real = run_folder.save_checkpoint
+    real = writer.save_checkpoint
     def save(path, payload):
         real(path, payload)
         if path.name == "last.pt" and payload["epoch"] == 2:
             os._exit(9)
-    run_folder.save_checkpoint = save
+    writer.save_checkpoint = save
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -261,13 +261,13 @@ def test_full_disk_and_read_only_folder_are_one_line_and_keep_the_old_run(finish
 
 def break_at_last_pt_of(monkeypatch, epoch: int, fault: Callable[[pytest.MonkeyPatch], None]) -> None:
     """From the write of epoch `epoch`'s last.pt on, `fault` breaks the file system for this process."""
-    real = run_folder.save_checkpoint
+    real = writer.save_checkpoint
 
     def save(path: Path, payload: dict) -> None:
         if path.name == "last.pt" and payload["epoch"] == epoch:
             fault(monkeypatch)
         real(path, payload)
-    monkeypatch.setattr(run_folder, "save_checkpoint", save)
+    monkeypatch.setattr(writer, "save_checkpoint", save)
 
 
 def fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:

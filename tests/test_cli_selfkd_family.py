@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from olsmooth.cli import main
-from olsmooth.engine import run_folder
-from olsmooth.engine.checkpoint import load_checkpoint
+from olsmooth.runs import writer
+from olsmooth.runs.checkpoints import load_checkpoint
 
 QUICK = ["--epochs", "2", "--train-subset", "200"]
 
@@ -51,17 +51,17 @@ def test_an_interrupted_run_resumed_equals_the_uninterrupted_run(tmp_path, monke
         args += ["--loss-opt", "schedule=step"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     assert main([*args, "--out", str(whole)]) == 0
-    real = run_folder.save_checkpoint
+    real = writer.save_checkpoint
 
     def save_then_die(path: Path, payload: dict) -> None:
         real(path, payload)
         if path.name == "last.pt" and payload["epoch"] == 1:
             raise Interrupted
 
-    monkeypatch.setattr(run_folder, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(writer, "save_checkpoint", save_then_die)
     with pytest.raises(Interrupted):
         main([*args, "--out", str(broken)])
-    monkeypatch.setattr(run_folder, "save_checkpoint", real)
+    monkeypatch.setattr(writer, "save_checkpoint", real)
     assert main(["train", "--resume", str(broken)]) == 0
     assert untimed(rows(broken)) == untimed(rows(whole))
     a, b = (load_checkpoint(run / "last.pt", keys=("loss",))["loss"]["_extra_state"] for run in (whole, broken))

@@ -16,8 +16,8 @@ import yaml
 
 from olsmooth.cli import main
 from olsmooth.data import build_datasets
-from olsmooth.engine.checkpoint import load_checkpoint
 from olsmooth.engine.inference import evaluate_checkpoints, evaluate_each, model_from_checkpoint, pick_snapshots
+from olsmooth.runs.checkpoints import load_checkpoint
 
 CLI = [sys.executable, "-m", "olsmooth.cli"]
 FAST = ["--epochs", "3", "--save-every", "1"]

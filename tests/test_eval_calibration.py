@@ -17,8 +17,8 @@ from torch import nn
 from olsmooth.analysis.shift import default_max_shift, draw_offsets, roll_images, shift_agreement, shift_consistency
 from olsmooth.cli import main
 from olsmooth.data import build_datasets, dataset_labels, stratified_subset
-from olsmooth.engine.checkpoint import load_checkpoint
 from olsmooth.engine.inference import evaluate_calibrated, model_from_checkpoint
+from olsmooth.runs.checkpoints import load_checkpoint
 
 QUICK = ["--epochs", "2", "--train-subset", "300"]
 

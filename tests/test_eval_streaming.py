@@ -25,9 +25,9 @@ from olsmooth.analysis.temperature import fit_temperature, fit_temperature_strea
 from olsmooth.cli import main
 from olsmooth.data import build_datasets, dataset_labels, stratified_subset
 from olsmooth.engine import row_store
-from olsmooth.engine.checkpoint import load_checkpoint
 from olsmooth.engine.inference import evaluate_calibrated, model_from_checkpoint
 from olsmooth.errors import UserInputError
+from olsmooth.runs.checkpoints import load_checkpoint
 
 N_BINS = 15
 KEYS = ("top1", "top5", "nll", "ece", "adaptive_ece", "mce", "classwise_ece", "brier")

@@ -23,8 +23,8 @@ import torch
 import yaml
 
 from olsmooth.cli import main
-from olsmooth.engine import run_folder
-from olsmooth.engine.checkpoint import load_checkpoint
+from olsmooth.runs import writer
+from olsmooth.runs.checkpoints import load_checkpoint
 
 OLD = ["train", "--epochs", "2", "--train-subset", "300", "--save-every", "1", "--threads", "1"]
 NEW = [*OLD, "--seed", "1", "--force"]
@@ -41,7 +41,7 @@ def counting(kill_at: int | None, exchange: bool, count: list[int]) -> None:
     """Count renames (os.replace, os.rename and the folder exchange) in count[0], the exchange's number in count[1];
     SIGKILL this process before rename number kill_at."""
     real_replace, real_rename = os.replace, os.rename
-    real_exchange = getattr(run_folder, "exchange_paths", None)
+    real_exchange = getattr(writer, "exchange_paths", None)
 
     def step() -> None:
         count[0] += 1
@@ -62,7 +62,7 @@ def counting(kill_at: int | None, exchange: bool, count: list[int]) -> None:
         step()
         count[1] = count[0]
         return real_exchange(first, second)
-    os.replace, os.rename, run_folder.exchange_paths = replace, rename, swap
+    os.replace, os.rename, writer.exchange_paths = replace, rename, swap
 
 
 def killed_at(n: int, out: Path, exchange: bool = True) -> int:
@@ -87,12 +87,12 @@ def runs(tmp_path_factory) -> dict:
     assert main([*OLD, "--out", str(old)]) == 0
     new = root / "new" / "run"
     shutil.copytree(old, new)
-    count, saved = [0, 0], (os.replace, os.rename, getattr(run_folder, "exchange_paths", None))
+    count, saved = [0, 0], (os.replace, os.rename, getattr(writer, "exchange_paths", None))
     try:
         counting(None, True, count)
         assert main([*NEW, "--out", str(new)]) == 0
     finally:
-        os.replace, os.rename, run_folder.exchange_paths = saved
+        os.replace, os.rename, writer.exchange_paths = saved
     return {"old": old, "new": new, "renames": count[0], "switch": count[1]}
 
 

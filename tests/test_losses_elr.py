@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from gloo import on_processes
 from olsmooth.cli import main
-from olsmooth.engine.checkpoint import load_checkpoint
 from olsmooth.errors import UserInputError
 from olsmooth.losses import ELR, TrainingRun, build_loss, elr_loss
+from olsmooth.runs.checkpoints import load_checkpoint
 
 
 def bound(num_samples: int, **options) -> ELR:

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from olsmooth import fileio
-from olsmooth.engine import run_folder
-from olsmooth.engine.run_folder import LOCK, RunFolder
+from olsmooth.analysis.soft_labels import epoch_soft_labels
 from olsmooth.errors import UserInputError
+from olsmooth.runs import writer
+from olsmooth.runs.layout import LOCK
+from olsmooth.runs.writer import RunFolder
 
 
 def populate(folder: Path, text: str = "old") -> None:
@@ -50,7 +52,7 @@ def names(folder: Path) -> list[str]:
 
 def save_one_epoch(run: RunFolder) -> None:
     run.save_epoch(1, last={"epoch": 1}, light={"epoch": 1}, history=[{"epoch": 1, "top1": 50.0}], is_best=True,
-                   snapshot=False, final=False, soft_labels=None, class_names=[])
+                   snapshot=False)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -63,24 +65,24 @@ def test_an_epoch_whose_last_pt_cannot_be_written_is_rolled_back(tmp_path, monke
     populate(folder)
     (folder / "best.pt").write_text("old best.pt")
     before = files(folder)
-    real = run_folder.save_checkpoint
+    real = writer.save_checkpoint
 
     def no_links(*args) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
     if not links:  # a file system without hard links: the previous best.pt is kept as a copy
-        monkeypatch.setattr(run_folder.os, "link", no_links)
+        monkeypatch.setattr(writer.os, "link", no_links)
 
     def save(path: Path, payload: dict) -> None:
         if path.name == "last.pt":
             raise fileio.io_error(path, OSError(errno.ENOSPC, "No space left on device"))
         real(path, payload)
-    monkeypatch.setattr(run_folder, "save_checkpoint", save)
+    monkeypatch.setattr(writer, "save_checkpoint", save)
     run = RunFolder(folder)
     run.open(resume=True, saved=1)
     with pytest.raises(UserInputError, match="last.pt: the disk is full"):
         run.save_epoch(2, last={"epoch": 2}, light={"epoch": 2}, history=[{"epoch": 2, "top1": 60.0}],
-                       is_best=True, snapshot=True, final=True, soft_labels=np.eye(3, dtype=np.float32),
-                       class_names=["a", "b", "c"])
+                       is_best=True, snapshot=True,
+                       soft_labels=epoch_soft_labels(np.eye(3, dtype=np.float32), ["a", "b", "c"], 2, keep=True))
     run.close(failed=True)
     assert files(folder) == before  # no epoch-002 files, no TensorBoard events, the previous best.pt
 
@@ -88,18 +90,18 @@ def test_an_epoch_whose_last_pt_cannot_be_written_is_rolled_back(tmp_path, monke
 def test_an_interrupt_after_last_pt_is_written_keeps_the_epoch(tmp_path, monkeypatch):
     folder = tmp_path / "run"
     populate(folder)
-    real = run_folder.save_checkpoint
+    real = writer.save_checkpoint
 
     def save_then_interrupt(path: Path, payload: dict) -> None:
         real(path, payload)
         if path.name == "last.pt":
             raise KeyboardInterrupt
-    monkeypatch.setattr(run_folder, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(writer, "save_checkpoint", save_then_interrupt)
     run = RunFolder(folder)
     run.open(resume=True)
     with pytest.raises(KeyboardInterrupt):
         run.save_epoch(2, last={"epoch": 2}, light={"epoch": 2}, history=[{"epoch": 2, "top1": 60.0}],
-                       is_best=True, snapshot=True, final=False, soft_labels=None, class_names=[])
+                       is_best=True, snapshot=True)
     run.close(failed=True)
     assert {"best.pt", "epoch-002.pt"} <= set(files(folder))  # the epoch of the new last.pt is saved
 
@@ -141,7 +143,7 @@ def test_force_switches_to_the_new_run_at_its_first_checkpoint(tmp_path, monkeyp
     folder = tmp_path / "run"
     populate(folder)
     if not exchange:  # a file system without renameat2's exchange: two renames
-        monkeypatch.setattr(run_folder, "exchange_paths", lambda first, second: False)
+        monkeypatch.setattr(writer, "exchange_paths", lambda first, second: False)
     run = RunFolder(folder)
     run.open(resume=False, force=True)
     save_one_epoch(run)

@@ -22,7 +22,7 @@ from olsmooth.analysis.soft_labels import (
     view_order,
 )
 from olsmooth.cli import main
-from olsmooth.engine.checkpoint import save_checkpoint
+from olsmooth.runs.checkpoints import save_checkpoint
 
 # rows are soft labels; row 1 ties classes 0 and 2, row 2 ties 0 and 1, row 3 is one-hot
 HAND = np.array([[0.70, 0.20, 0.10, 0.00],

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint: top-1, top-5, NLL and calibration (ECE, adaptive ECE, "
                                      "MCE, classwise ECE, Brier) before and after temperature scaling")
-    ev.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt)")
+    ev.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt, else last.pt)")
     ev.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     ev.add_argument("--save-predictions", metavar="FILE.npz",
                     help="write probs (N, K) and labels (N,) of the whole test set and, when scaled, probs_ts of the "
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_flags(ev)
 
     ens = sub.add_parser("ensemble", help="evaluate the softmax average of several checkpoints")
-    ens.add_argument("checkpoints", nargs="*", help="checkpoint files")
+    ens.add_argument("checkpoints", nargs="*", help="checkpoint files, or run folders (their best.pt, else last.pt)")
     ens.add_argument("--from-run", metavar="DIR", help="take snapshots from this run folder")
     ens.add_argument("--count", type=int, help="with --from-run: how many snapshots, spread uniformly")
     ens.add_argument("--after", type=int, default=0, metavar="EPOCH",
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     att = sub.add_parser("attack", help="clean and robust top-1 of a checkpoint under FGSM, PGD, APGD, Square, "
                                         "AutoAttack or a transfer attack; eps in pixel space [0, 1] "
                                         "(docs/robustness.md)")
-    att.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt)")
+    att.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt, else last.pt)")
     att.add_argument("--attack", required=True, choices=ATTACKS,
                      help="fgsm and pgd are built in; the others need the attacks extra (torchattacks)")
     att.add_argument("--norm", choices=NORMS, default="linf", help="threat model (default: linf)")
@@ -287,8 +287,8 @@ def _print_lists(args: argparse.Namespace) -> bool:
 
 def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
     """Write --save-predictions and print the metrics: the four of an Evaluation, all of a CalibratedEvaluation."""
-    from .engine.checkpoint import atomic_write_file
     from .engine.inference import CalibratedEvaluation
+    from .fileio import atomic_write_file
     calibrated = isinstance(evaluation, CalibratedEvaluation)
     if args.save_predictions:
         import numpy as np
@@ -321,11 +321,11 @@ def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .analysis.report import results_folder
-    from .engine.checkpoint import run_checkpoint
     from .engine.inference import evaluate_calibrated
-    from .fileio import atomic_write_text
-    path = run_checkpoint(args.checkpoint)
+    from .runs.checkpoints import checkpoint_path
+    from .runs.layout import eval_result_name
+    from .runs.results import results_folder, write_result
+    path = checkpoint_path(args.checkpoint)
     folder = Path(args.reliability) if args.reliability else None
     if folder is not None and folder.exists() and not folder.is_dir():
         raise UserInputError(f"--reliability {folder}: not a folder")
@@ -346,7 +346,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 title=f"after temperature scaling (T = {evaluation.fit.temperature:.3f})")
     if args.save_to_run:
         record = {"command": "eval", "checkpoint": str(path.resolve()), "ema": args.ema, **evaluation.metrics}
-        atomic_write_text(results / f"eval-{path.stem}.json", json.dumps(record, indent=2) + "\n")
+        write_result(results, eval_result_name(path.stem), record)
     return 0
 
 
@@ -416,7 +416,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     pairs = one_factor_pairs(groups)
     if args.html:
         from .analysis.html_report import write_html_report
-        from .engine.checkpoint import checkpoint_class_names
+        from .runs.checkpoints import checkpoint_class_names
         path = write_html_report(args.html, runs, args.which, checkpoint_class_names, note=note)
         print(f"olsmooth: wrote {path}", file=sys.stderr)
     if args.json:
@@ -447,8 +447,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_soft_labels(args: argparse.Namespace) -> int:
-    from .analysis.soft_labels import soft_label_figures, soft_label_files, soft_label_summary, summary_text
-    from .engine.checkpoint import checkpoint_class_names
+    from .analysis.soft_labels import soft_label_figures, soft_label_summary, summary_text
+    from .runs.checkpoints import checkpoint_class_names
+    from .runs.reader import soft_label_files
     run = Path(args.run)
     soft_label_files(run)  # a run without soft labels stops here, before a checkpoint is read
     if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():

@@ -3,9 +3,10 @@
 Importing this package does not import matplotlib or scipy; the functions that need them import them.
 """
 
+from ..runs.reader import read_metrics
 from .calibration import CalibrationAccumulator, MetricAccumulator, classification_metrics, reliability_bins
 from .plots import plot_curves, plot_reliability, plot_reliability_of, plot_soft_labels
-from .report import final_metrics, markdown_table, read_metrics, summarize
+from .report import final_metrics, markdown_table, summarize
 from .stats import holm, paired_mde, paired_test
 
 __all__ = [

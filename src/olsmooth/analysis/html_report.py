@@ -23,13 +23,15 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..fileio import atomic_write_text
+from ..runs.layout import RESULTS
+from ..runs.reader import has_soft_labels, soft_label_files
+from ..runs.results import SavedResult, read_results
 from .report import (
     DEFAULT_KEYS,
     NO_PAIRED_TESTS,
     PAIRED_COLUMNS,
     PAIRED_FORMATS,
     PAIRED_KEYS,
-    RESULTS_DIR,
     FinishedRun,
     Group,
     cell_text,
@@ -39,7 +41,6 @@ from .report import (
     option_text,
     paired_caption,
     paired_rows,
-    read_json_object,
     summary_stats,
     summary_table,
 )
@@ -49,12 +50,10 @@ from .soft_labels import (
     class_rows,
     dataset_class_names,
     epoch_curves,
-    has_soft_labels,
     load_matrix,
     num_classes_of,
     resolve_class_names,
     soft_label_figures,
-    soft_label_files,
 )
 
 if TYPE_CHECKING:
@@ -108,29 +107,17 @@ summary{cursor:pointer;color:#1f5fa8}
 
 
 @dataclass(frozen=True)
-class SavedResult:
-    """One results/*.json of a run folder: the run, the file and its JSON object."""
+class RunResult(SavedResult):
+    """One results/*.json of a run folder, with the run it belongs to."""
 
     run: FinishedRun
-    path: Path
-    data: dict[str, Any]
-
-    @property
-    def command(self) -> str:
-        return str(self.data.get("command", ""))
-
-
-def read_results(run_dir: PathLike) -> list[tuple[Path, dict[str, Any]]]:
-    """The JSON objects of a run folder's results/*.json (written by `eval` and `attack` with --save-to-run)."""
-    folder = Path(run_dir) / RESULTS_DIR
-    return [(path, read_json_object(path)) for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])]
 
 
 def find_predictions(run_dir: PathLike) -> list[tuple[Path, np.ndarray, np.ndarray]]:
     """The .npz files directly in a run folder or in its results/ that hold `probs` (N, K) and `labels` (N,)
     (what `--save-predictions` writes), with those arrays; other .npz files are not predictions and are passed."""
     found = []
-    for folder in (Path(run_dir), Path(run_dir) / RESULTS_DIR):
+    for folder in (Path(run_dir), Path(run_dir) / RESULTS):
         for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
             try:
                 with np.load(path, allow_pickle=False) as data:
@@ -322,7 +309,7 @@ def _similar_table(matrix: SoftLabels, class_names: Sequence[str] | None, epoch:
             + html_table(table, list(table[0]), {"diagonal": ".3f", "entropy (nats)": ".3f"}) + "</details>")
 
 
-def _result_columns(results: Sequence[SavedResult]) -> tuple[list[str], list[str]]:
+def _result_columns(results: Sequence[RunResult]) -> tuple[list[str], list[str]]:
     """The settings and the averaged figures of results of one command, in the order the files give them."""
     keys = list(dict.fromkeys(k for r in results for k in r.data if k != "command"))
     declared = RESULT_METRICS.get(results[0].command)
@@ -346,7 +333,7 @@ def _shown(value: Any, run: FinishedRun) -> Any:
         return "/".join(path.parts[-2:])
 
 
-def _results_section(results: Sequence[SavedResult], groups: Sequence[Group], names: Mapping[Path, str]
+def _results_section(results: Sequence[RunResult], groups: Sequence[Group], names: Mapping[Path, str]
                      ) -> Section | None:
     label = {folder: g.label for g in groups for folder in g.folders.values()}
     parts = []
@@ -355,7 +342,7 @@ def _results_section(results: Sequence[SavedResult], groups: Sequence[Group], na
         if not chosen:
             continue
         settings, metrics = _result_columns(chosen)
-        buckets: dict[tuple[str, str], list[SavedResult]] = {}
+        buckets: dict[tuple[str, str], list[RunResult]] = {}
         for result in chosen:
             buckets.setdefault((label[result.run.path], result.path.name), []).append(result)
         summary = [{"group": group, "result": Path(file).stem,
@@ -366,7 +353,7 @@ def _results_section(results: Sequence[SavedResult], groups: Sequence[Group], na
         formats = {k: ".4f" if "nll" in k or "brier" in k else ".3f" if "temperature" in k else ".2f"
                    for k in metrics}
         parts.append(f"<h3>{html.escape(title)}</h3>"
-                     + _note(f"results/*.json of olsmooth {command} --save-to-run: mean ± sample std over the "
+                     + _note(f"{RESULTS}/*.json of olsmooth {command} --save-to-run: mean ± sample std over the "
                              f"runs of each group with the same result file.")
                      + _summary_of_results(summary, metrics, formats)
                      + "<details><summary>Every run</summary>"
@@ -389,16 +376,16 @@ def _summary_of_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str
     return html_table(table, ["figure", *columns], right=columns)
 
 
-def _saved_results(runs: Sequence[FinishedRun], note: Callable[[str], None]) -> list[SavedResult]:
+def _saved_results(runs: Sequence[FinishedRun], note: Callable[[str], None]) -> list[RunResult]:
     """Every results/*.json of the runs; files of another command are passed with a note."""
     found = []
     for run in runs:
-        for path, data in read_results(run.path):
-            if data.get("command") in RESULT_COMMANDS:
-                found.append(SavedResult(run, path, data))
+        for result in read_results(run.path):
+            if result.command in RESULT_COMMANDS:
+                found.append(RunResult(result.path, result.data, run))
             else:
-                note(f"skipping {path}: not a result of {' or '.join(RESULT_COMMANDS)} (command "
-                     f"{data.get('command')!r})")
+                note(f"skipping {result.path}: not a result of {' or '.join(RESULT_COMMANDS)} (command "
+                     f"{result.data.get('command')!r})")
     return found
 
 

@@ -224,6 +224,15 @@ def plot_curves(
     return _finish(fig, path)
 
 
+def plot_memorisation(history: Sequence[Mapping[str, float]], path: PathLike | None) -> Figure | Path:
+    """Per epoch, how a noisy-label run predicts its training samples whose label was corrupted: as their clean
+    label, or as their noisy one (memorised); `history` holds the epochs' `noisy_fit_clean` / `noisy_fit_noisy`."""
+    series = {"as their clean label": [r["noisy_fit_clean"] for r in history],
+              "as their noisy label (memorised)": [r["noisy_fit_noisy"] for r in history]}
+    return plot_curves(series, path, ylabel="% of corrupted training samples",
+                       title="predictions on the training samples whose label was corrupted")
+
+
 def _heatmap_panel(ax, array: np.ndarray, names: Sequence[str], norm: Normalize, annotate: bool):
     """One soft-label heatmap on `ax` (rows: true class), ticks as `_class_ticks` sets them; returns the image."""
     k = array.shape[0]

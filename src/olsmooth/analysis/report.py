@@ -14,19 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import yaml
 
 from ..errors import UserInputError
 from ..option_roles import METHOD_OPTIONS, NON_EXPERIMENT_OPTIONS
+from ..runs.reader import metrics_path, read_metrics, read_run_config, read_summary, run_status, summary_path
 from .stats import ALPHA, POWER, WILCOXON_MIN_FOR_005, holm, paired_test
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-RESULTS_DIR = "results"  # eval and attack results saved with --save-to-run
 DEFAULT_KEYS = ("top1", "top5", "nll", "ece")
 PAIRED_KEYS = ("top1", "nll", "ece")
 SEED_KEY = "seed"
@@ -35,38 +31,6 @@ PAIRED_COLUMNS = ("comparison", "setting", "metric", "n", "mean diff", "resolvab
                   "Wilcoxon p")
 PAIRED_FORMATS = {"mean diff": "+.3f", "resolvable": ".3f", "t-test p": ".3f", "Holm p": ".3f", "Wilcoxon p": ".3f"}
 NO_PAIRED_TESTS = "Paired tests need at least 2 seeds that both groups have; none here."
-# config.yaml entries a report relies on, with the type each must have
-_CONFIG_TYPES = {"method": str, "dataset": str, "seed": int, "epochs": int}
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a metrics.jsonl, blank lines skipped; malformed lines name the file and line."""
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserInputError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-            if not isinstance(record, dict) or "epoch" not in record:
-                raise UserInputError(f"{path}:{number}: expected a JSON object with an 'epoch' key")
-            records.append(record)
-    return records
-
-
-def read_metrics(run_dir: Union[str, os.PathLike]) -> list[dict[str, Any]]:
-    """The per-epoch records of a run folder's metrics.jsonl (or of that file given directly), in order."""
-    path = Path(run_dir)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file (is {run_dir} a run folder?)")
-    records = _read_records(path)
-    if not records:
-        raise UserInputError(f"{path}: no epochs recorded")
-    return records
 
 
 def _select(records: Sequence[Mapping[str, Any]], which: str, where: Any) -> Mapping[str, Any]:
@@ -96,47 +60,6 @@ def _number(record: Mapping[str, Any], key: str, where: Any) -> float:
     return float(value)
 
 
-def read_run_config(run_dir: Union[str, os.PathLike]) -> dict[str, Any]:
-    """A run folder's config.yaml, with the entries a report relies on checked (method, dataset, seed, epochs)."""
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such file (is {run_dir} a run folder?)") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise UserInputError(f"{path}: malformed YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(config, dict):
-        raise UserInputError(f"{path}: expected a mapping of option: value")
-    for key, kind in _CONFIG_TYPES.items():
-        value = config.get(key)
-        if isinstance(value, bool) or not isinstance(value, kind) or (key == "epochs" and value < 1):
-            expected = "a string" if kind is str else "an integer" + (" >= 1" if key == "epochs" else "")
-            raise UserInputError(f"{path}: {key} must be {expected}, got {value!r}")
-    return config
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """How far a run folder got: "done" (finished), "partial" (has a last.pt to continue from) or "new"."""
-
-    state: str
-    epochs_done: int = 0
-    epochs: int | None = None
-
-
-def run_status(run_dir: Union[str, os.PathLike]) -> RunStatus:
-    """Finished means metrics.jsonl holds as many epochs as config.yaml asks for, or summary.json exists."""
-    folder = Path(run_dir)
-    if not (folder / CONFIG_FILE).is_file():
-        return RunStatus("new")
-    epochs = read_run_config(folder)["epochs"]
-    metrics = folder / METRICS_FILE
-    done = len(_read_records(metrics)) if metrics.is_file() else 0
-    if done >= epochs or (folder / SUMMARY_FILE).is_file():
-        return RunStatus("done", done, epochs)
-    return RunStatus("partial" if (folder / "last.pt").is_file() else "new", done, epochs)
-
-
 @dataclass(frozen=True)
 class FinishedRun:
     """A finished run: where it is, its configuration and its per-epoch records."""
@@ -152,7 +75,7 @@ class FinishedRun:
 
     def record(self, which: str = "last") -> Mapping[str, Any]:
         """The last epoch's record, or with which="best" the (first) epoch with the highest top1."""
-        return _select(self.records, which, self.path / METRICS_FILE)
+        return _select(self.records, which, metrics_path(self.path))
 
     def figures(self, which: str = "last", keys: Sequence[str] = DEFAULT_KEYS) -> dict[str, float]:
         """The test metrics `keys` of the last or the best epoch, each checked to be a number: from summary.json
@@ -160,40 +83,17 @@ class FinishedRun:
         split, else from that epoch's record."""
         tested = {key: f"test_{key}_{which}" for key in keys}
         if all(name in self.summary for name in tested.values()):
-            return {key: _number(self.summary, name, self.path / SUMMARY_FILE) for key, name in tested.items()}
+            return {key: _number(self.summary, name, summary_path(self.path)) for key, name in tested.items()}
         record = self.record(which)
-        return {key: _number(record, key, self.path / METRICS_FILE) for key in keys}
+        return {key: _number(record, key, metrics_path(self.path)) for key in keys}
 
 
 def load_run(run_dir: Union[str, os.PathLike]) -> FinishedRun:
     """Read a finished run folder; an unfinished one is a user error."""
     status = run_status(run_dir)
     if status.state != "done":
-        raise UserInputError(f"{run_dir} is not a finished run ({_progress(status)})")
-    return FinishedRun(Path(run_dir), read_run_config(run_dir), read_metrics(run_dir), _read_summary(Path(run_dir)))
-
-
-def _read_summary(folder: Path) -> dict[str, Any]:
-    """summary.json of a run folder, or {} where there is none (runs of older versions)."""
-    path = folder / SUMMARY_FILE
-    return read_json_object(path) if path.is_file() else {}
-
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file holding one object; malformed content is a one-line user error naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{path}: malformed JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise UserInputError(f"{path}: expected a JSON object")
-    return data
-
-
-def _progress(status: RunStatus) -> str:
-    if status.epochs is None:
-        return f"no {CONFIG_FILE}"
-    return f"{status.epochs_done} of {status.epochs} epochs"
+        raise UserInputError(f"{run_dir} is not a finished run ({status.progress()})")
+    return FinishedRun(Path(run_dir), read_run_config(run_dir), read_metrics(run_dir), read_summary(run_dir))
 
 
 def load_finished_runs(folders: Sequence[Union[str, os.PathLike]], note: Callable[[str], None]) -> list[FinishedRun]:
@@ -210,7 +110,7 @@ def load_finished_runs(folders: Sequence[Union[str, os.PathLike]], note: Callabl
         if status.state == "done":
             runs.append(load_run(folder))
         else:
-            note(f"skipping {folder}: not a finished run ({_progress(status)})")
+            note(f"skipping {folder}: not a finished run ({status.progress()})")
     return runs
 
 
@@ -551,15 +451,3 @@ def plot_noise_curves(curves: Sequence[tuple[Mapping[str, Any], Sequence[Sequenc
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 3), 1, 1))
     return fig
-
-
-def results_folder(checkpoint: Path, required: bool) -> Path | None:
-    """The results/ folder of the run folder a checkpoint lies in; outside one, None, or with `required` (the
-    --save-to-run flag) a one-line user error."""
-    folder = Path(checkpoint).parent
-    if (folder / CONFIG_FILE).is_file():
-        return folder / RESULTS_DIR
-    if required:
-        raise UserInputError(f"--save-to-run: {folder}, where {Path(checkpoint).name} lies, is not a run folder "
-                             f"(it has no {CONFIG_FILE})")
-    return None

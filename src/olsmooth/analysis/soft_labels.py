@@ -13,27 +13,32 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import yaml
 
 from ..errors import UserInputError
 from ..fileio import read_array
+from ..runs.reader import read_config, soft_label_files
+from ..runs.writer import SoftLabelFiles
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PathLike = Union[str, os.PathLike]
-SOFT_LABELS_DIR = "soft_labels"
 MAX_FULL_VIEW = 30
 """Up to this many classes the full heatmap in class order reads well; beyond it `view="auto"` clusters."""
 VIEWS = ("auto", "full", "sorted", "clustered", "top")
-_EPOCH_FILE = re.compile(r"epoch-(\d+)\.np[yz]")
+SAVED_EVERY_EPOCH_MAX_K = 200
+"""A run saves the matrix every epoch up to this K, else at snapshots and at the end only; heatmaps of all classes
+up to this K, of the classes of the largest off-diagonal masses beyond it."""
+SAVED_DENSE_MAX_K = 2048
+"""Saved as a dense .npy up to this K (16 MiB), as top-k rows in a .npz beyond it."""
+SAVED_TOP = 32
+"""Entries per row kept when a dense matrix beyond that K is saved as top-k rows."""
 
 
 @dataclass(frozen=True)
@@ -114,26 +119,35 @@ class SparseRows:
 SoftLabels = Union[np.ndarray, SparseRows]
 
 
-def has_soft_labels(run_dir: PathLike) -> bool:
-    """Whether the run folder holds at least one soft_labels/epoch-NNN.npy (an OLS run)."""
-    folder = Path(run_dir) / SOFT_LABELS_DIR
-    return folder.is_dir() and any(_EPOCH_FILE.fullmatch(p.name) for p in folder.iterdir())
+def epoch_soft_labels(soft: np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray], class_names: Sequence[str],
+                      epoch: int, keep: bool) -> SoftLabelFiles | None:
+    """What a run saves of a loss's matrix (dense, or top-k rows as (index, value, residual)) after `epoch`: every
+    epoch for K <= 200, else only where `keep` (snapshots and the end), None otherwise. A dense .npy up to K = 2048,
+    else top-k rows in a .npz (a dense matrix keeps its 32 largest entries per row there); a heatmap of every class
+    (and a TensorBoard image) up to K = 200, else of the classes of the largest off-diagonal masses."""
+    from .plots import plot_soft_labels
 
-
-def soft_label_files(run_dir: PathLike) -> dict[int, Path]:
-    """Epoch -> soft_labels/epoch-NNN.npy of a run folder, in epoch order; none is a user error."""
-    folder = Path(run_dir) / SOFT_LABELS_DIR
-    if not Path(run_dir).is_dir():
-        raise UserInputError(f"{run_dir}: no such run folder")
-    files = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            match = _EPOCH_FILE.fullmatch(path.name)
-            if match:
-                files[int(match.group(1))] = path
-    if not files:
-        raise UserInputError(f"{run_dir} has no {SOFT_LABELS_DIR}/epoch-NNN.npy (soft labels are saved by OLS runs)")
-    return dict(sorted(files.items()))
+    rows = SparseRows(*soft) if isinstance(soft, tuple) else None
+    K = soft.shape[0] if rows is None else rows.num_classes
+    if not (K <= SAVED_EVERY_EPOCH_MAX_K or keep):
+        return None
+    title = f"OLS soft labels after epoch {epoch}"
+    if K <= SAVED_DENSE_MAX_K:
+        saved = {"matrix": soft if rows is None else rows.block(np.arange(K)).astype(np.float32)}
+    else:
+        rows = rows or SparseRows.from_dense(soft, SAVED_TOP)
+        saved = {"rows": {"index": rows.index.astype(np.int32), "value": rows.value.astype(np.float32),
+                          "residual": rows.residual.astype(np.float32)}}
+    if K <= SAVED_EVERY_EPOCH_MAX_K:
+        matrix = soft if rows is None else rows.block(np.arange(K))
+        names = list(class_names) if K <= MAX_FULL_VIEW else None
+        return SoftLabelFiles(**saved, draw=lambda path: plot_soft_labels(matrix, names, path, title),
+                              image=(matrix / max(float(matrix.max()), 1e-12))[None])
+    rows = rows or SparseRows.from_dense(soft, SAVED_TOP)
+    shown = rows.top_classes()
+    return SoftLabelFiles(**saved, draw=lambda path: plot_soft_labels(
+        rows.block(shown), [class_names[c] for c in shown], path,
+        f"{title}: {len(shown)} of {K} classes (largest off-diagonal masses)"))
 
 
 def load_matrix(path: PathLike) -> SoftLabels:
@@ -217,11 +231,11 @@ def dataset_class_names(run_dir: PathLike) -> list[str] | None:
     from ..data import build_datasets
 
     try:
-        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
-        if not isinstance(config, dict) or not isinstance(config.get("dataset"), str):
+        config = read_config(run_dir)
+        if not isinstance(config.get("dataset"), str):
             return None
         bundle = build_datasets(config["dataset"], config.get("data_root"), config.get("split"), augment="none")
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, UserInputError):
+    except (OSError, UserInputError):
         return None
     return [str(name) for name in bundle.class_names]
 

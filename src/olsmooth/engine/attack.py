@@ -8,7 +8,6 @@ through `NormalizedModel`, so every attack perturbs the pixels the dataset holds
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,11 +34,11 @@ from ..analysis.attacks import (
     project,
     to_pixels,
 )
-from ..analysis.report import results_folder
 from ..data.transforms import RepeatChannels
 from ..errors import UserInputError
-from ..fileio import atomic_write_text
-from .checkpoint import load_checkpoint, run_checkpoint
+from ..runs.checkpoints import checkpoint_path, load_checkpoint
+from ..runs.layout import attack_result_name
+from ..runs.results import read_results, results_folder, write_result
 from .distributed import DistInfo, all_reduce_max, all_reduce_sum, setup
 from .evaluate import batch_shards, check_loader_options
 from .inference import data_for_checkpoint, model_from_checkpoint, same_data
@@ -250,9 +249,8 @@ class AttackReport:
 
 
 def result_name(settings: AttackSettings, transfer: bool) -> str:
-    """results/ file name: attack-ATTACK-NORM-EPS[-transfer].json, the '/' of a fraction written '_'."""
-    suffix = "-transfer" if transfer else ""
-    return f"attack-{settings.attack}-{settings.norm}-{settings.eps_text.replace('/', '_')}{suffix}.json"
+    """results/ file name of this attack (`runs.layout.attack_result_name`)."""
+    return attack_result_name(settings.attack, settings.norm, settings.eps_text, transfer)
 
 
 def _check_options(settings: AttackSettings, surrogate: str | Path | None, n: int | None, batch_size: int | None,
@@ -270,9 +268,10 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
                n: int | None = None, batch_size: int | None = None, workers: int = 0, device: str | None = None,
                data_root: str | None = None, check_sanity: bool = False, save_to_run: bool = False) -> AttackReport:
     """Attack the first n test samples of a checkpoint (crafted on `surrogate` when given) and check the result."""
-    path = run_checkpoint(checkpoint)
+    path = checkpoint_path(checkpoint)
     _check_options(settings, surrogate, n, batch_size, workers)
     results = results_folder(path, required=save_to_run)
+    saved = _saved_results(results, result_name(settings, surrogate is not None))  # a broken file stops us here
     dist = setup(device)
     target = load_subject(path, n, batch_size, workers, dist, data_root)
     num_classes = int(target.ckpt["num_classes"])
@@ -281,17 +280,16 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
                              f"{path} has {num_classes}")
     source = None
     if surrogate is not None:
-        source_path = run_checkpoint(surrogate)
+        source_path = checkpoint_path(surrogate)
         source = load_subject(source_path, n, target.loader.batch_size, workers, dist, data_root)
         same_data(target.ckpt, source.ckpt, source_path)
     counts = _attack_batches(settings, target, source, num_classes, dist, check_sanity)
     record = _record(settings, target, source, counts)
     report = AttackReport(record, sanity_warnings(settings, counts, record), is_main=dist.is_main)
-    report.warnings += masking_warnings([*_saved_results(results, result_name(settings, source is not None)),
-                                         record])
+    report.warnings += masking_warnings([*saved, record])
     record["warnings"] = report.warnings
     if save_to_run and results is not None and dist.is_main:
-        atomic_write_text(results / result_name(settings, source is not None), json.dumps(record, indent=2) + "\n")
+        write_result(results, result_name(settings, source is not None), record)
     return report
 
 
@@ -390,20 +388,11 @@ def sanity_warnings(settings: AttackSettings, counts: Counts, record: dict[str, 
 
 
 def _saved_results(results: Path | None, replaced: str) -> list[dict[str, Any]]:
-    """The attack results saved in a run folder's results/, less the file this result would replace."""
-    if results is None or not results.is_dir():
+    """The attack results saved in a run folder's results/ (read under `runs.results`' rule), less the file this
+    result would replace."""
+    if results is None:
         return []
-    found = []
-    for path in sorted(results.glob("attack-*.json")):
-        if path.name == replaced:
-            continue
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # an unreadable file is not a result
-        if isinstance(record, dict) and record.get("command") == "attack":
-            found.append(record)
-    return found
+    return [r.data for r in read_results(results.parent, "attack") if r.path.name != replaced]
 
 
 def _is_white_box(record: dict[str, Any]) -> bool:

@@ -4,7 +4,6 @@ plainly or with temperature scaling, every calibration metric and shift consiste
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -23,7 +22,9 @@ from ..data import DatasetBundle, build_datasets, stratified_subset
 from ..errors import UserInputError
 from ..fileio import read_array
 from ..models import create_model
-from .checkpoint import load_checkpoint
+from ..runs.checkpoints import checkpoint_path, load_checkpoint
+from ..runs.layout import indices_name
+from ..runs.reader import snapshot_files
 from .distributed import DistInfo, all_reduce_sum, setup
 from .evaluate import Evaluation, check_loader_options, eval_loader, evaluate, gather_by_position
 from .progress import Progress
@@ -166,7 +167,7 @@ def validation_indices(ckpt: dict[str, Any], path: str | Path) -> np.ndarray | N
     saved = (ckpt.get("data_indices") or {}).get("val")
     if saved is not None:
         return saved.numpy()
-    stored = Path(path).parent / "val_indices.npy"
+    stored = Path(path).parent / indices_name("val")
     if not stored.is_file():
         raise UserInputError(f"{path} was trained with a validation split but {stored} is missing; "
                              f"pass --calibration-data test-fraction:F")
@@ -279,6 +280,7 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
         raise UserInputError(f"--max-shift must be at least 0 pixels, got {max_shift}")
     if seed < 0:
         raise UserInputError(f"--seed must be non-negative, got {seed}")
+    paths = [checkpoint_path(p) for p in paths]  # a run folder's validation indices lie beside its checkpoint
     first = load_checkpoint(paths[0])
     ckpts = [first] + [same_data(first, load_checkpoint(p), p) for p in paths[1:]]
     val_indices = _shared_validation_split(ckpts, paths) if source.kind in ("auto", "validation") else None
@@ -373,16 +375,6 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
                                 dist.is_main, reliability, reliability_ts)
 
 
-def snapshot_epochs(run_dir: Path) -> dict[int, Path]:
-    """The epoch-NNN.pt snapshots of a run, by epoch."""
-    found = {}
-    for path in run_dir.glob("epoch-*.pt"):
-        match = re.fullmatch(r"epoch-(\d+)\.pt", path.name)
-        if match:
-            found[int(match.group(1))] = path
-    return dict(sorted(found.items()))
-
-
 def pick_snapshots(run_dir: str | Path, count: int, after: int = 0) -> list[Path]:
     """`count` snapshots spread uniformly over the epochs after `after`: those nearest to epochs
     A + (E - A) i / count for i = 1..count (A = after, E the last snapshot's epoch), so the last is always one;
@@ -392,7 +384,7 @@ def pick_snapshots(run_dir: str | Path, count: int, after: int = 0) -> list[Path
         raise UserInputError("--count must be at least 1")
     if after < 0:
         raise UserInputError(f"--after must be an epoch (0 or more), got {after}")
-    snaps = {epoch: path for epoch, path in snapshot_epochs(run_dir).items() if epoch > after}
+    snaps = {epoch: path for epoch, path in snapshot_files(run_dir).items() if epoch > after}
     if len(snaps) < count:
         where = f" after epoch {after}" if after else ""
         raise UserInputError(f"{run_dir} has {len(snaps)} epoch snapshots{where}, fewer than --count {count} "

@@ -23,23 +23,20 @@ from typing import Any
 import numpy as np
 
 from ..analysis.report import (
-    CONFIG_FILE,
     NOISE_OPTION,
     Group,
-    RunStatus,
     load_run,
     markdown_report,
     option_text,
     plot_groups,
     plot_noise_curves,
     plot_noise_groups,
-    read_metrics,
-    read_run_config,
-    run_status,
 )
 from ..errors import UserInputError
+from ..fileio import atomic_write_file
 from ..option_roles import LOSS_OPTION_ALIASES, NON_EXPERIMENT_OPTIONS, SET_BY_STUDY
-from .checkpoint import atomic_write_file
+from ..runs.layout import CONFIG, METRICS, indices_name
+from ..runs.reader import RunStatus, read_metrics, read_run_config, run_status
 from .config import (
     FIELDS,
     OPTIONS,
@@ -300,7 +297,7 @@ def _check_existing(run: PlannedRun) -> None:
     do not change the experiment (NON_EXPERIMENT_OPTIONS). A config.yaml from before train_subset_draw, beside the
     train_indices.npy that only the seeded draw writes, is read as the stratified draw it trained on."""
     saved = read_run_config(run.folder)
-    if (run.folder / "train_indices.npy").is_file():
+    if (run.folder / indices_name("train")).is_file():
         saved = upgrade_subset_draw(saved, indices_saved=True)
     wanted = resolve(run.config).to_dict()
     for key in wanted:
@@ -317,7 +314,7 @@ def plan_runs(study: Study, out: str | Path) -> list[PlannedRun]:
     for seed in study.seeds:
         for cell in study.cells:
             folder = Path(out) / cell.name / f"seed-{seed}"
-            if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG_FILE).is_file():
+            if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG).is_file():
                 raise UserInputError(f"{folder} exists and is not a run folder; move it away or choose another --out")
             run = PlannedRun(cell, seed, folder, study.config(cell, seed, folder), run_status(folder))
             if run.status.state != "new":
@@ -350,7 +347,7 @@ def train_run(run: PlannedRun, log: Log) -> str:
         Trainer(cfg, checkpoint, log=log).fit()
         return "resumed"
     # a config.yaml without last.pt is what a run left that stopped before its first checkpoint: replace it
-    Trainer(dataclasses.replace(run.config, force=(run.folder / CONFIG_FILE).is_file()), log=log).fit()
+    Trainer(dataclasses.replace(run.config, force=(run.folder / CONFIG).is_file()), log=log).fit()
     return "trained"
 
 
@@ -513,7 +510,7 @@ def markdown_text(study: Study, rows: Sequence[Mapping[str, Any]], out: str | Pa
     if noisy:
         lines.append("## Memorisation\n\nOn the training samples whose label the noise changed, at the last epoch: "
                      "% predicted as their clean label (`noisy_fit_clean`) and as their noisy label "
-                     "(`noisy_fit_noisy`, memorised noise); per epoch in each run's metrics.jsonl.\n")
+                     f"(`noisy_fit_noisy`, memorised noise); per epoch in each run's {METRICS}.\n")
         lines.append(markdown_report(noisy, MEMORISATION_KEYS[:2], []))
         lines.append(f"\n![memorised noise per epoch]({links.get(MEMORISATION_FIGURE, MEMORISATION_FIGURE)})\n")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 Public seams for benchmarks, tests and the study runner: `Trainer(cfg)` builds everything (and fails before any
 file is touched when the input is bad), `train_one_epoch()` and `evaluate()` run one pass, `fit()` runs the whole
-schedule with checkpoints; `load_resume()` continues a run from its last.pt. Files are the RunFolder's business.
+schedule with checkpoints; `load_resume()` continues a run from its last.pt. Files are the run folder's business
+(`olsmooth.runs`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
+from ..analysis.plots import plot_memorisation
+from ..analysis.soft_labels import epoch_soft_labels
 from ..data import (
     DatasetBundle,
     Relabelled,
@@ -37,7 +40,10 @@ from ..losses import EpochLoss, LossInputError, TrainingRun, build_loss
 from ..losses.correction import estimate_transition, read_transition
 from ..models import accepts_in_chans, model_source
 from ..option_roles import RESUME_MAY_CHANGE, SET_BY_RESUME
-from .checkpoint import EVAL_KEYS, RESUME_KEYS, load_checkpoint, rng_state, set_rng_state
+from ..runs.checkpoints import EVAL_KEYS, load_checkpoint
+from ..runs.layout import BEST, CONFIG, ESTIMATE, LAST, SUMMARY
+from ..runs.writer import RunFolder
+from .checkpoint import RESUME_KEYS, rng_state, set_rng_state
 from .config import TrainConfig, build_config, read_yaml
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_state, broadcast_tensor, setup
 from .ema import ModelEma, unwrap
@@ -47,7 +53,6 @@ from .label_noise import TrainingNoise, fit_on_corrupted
 from .optim import build_optimizer, build_scheduler
 from .progress import Progress
 from .resolve import resolve, small_input_note, upgrade_stored_config, upgrade_subset_draw
-from .run_folder import CONFIG, ESTIMATE_FOLDER, SUMMARY, RunFolder
 
 Log = Callable[[str], None]
 
@@ -80,9 +85,9 @@ def load_resume(run_dir: str | Path, overrides: dict[str, Any]) -> tuple[TrainCo
         free = (*RESUME_MAY_CHANGE, *SET_BY_RESUME)  # rewritten with the resumed run's values at its start
         differ = sorted(k for k in (set(stored) | set(on_disk)) - set(free) if on_disk.get(k) != stored.get(k))
         if differ:
-            what = ", ".join(f"{k}: {on_disk.get(k)!r} in {CONFIG}, {stored.get(k)!r} in last.pt" for k in differ)
-            raise UserInputError(f"cannot resume {run_dir}: {CONFIG} disagrees with last.pt ({what}); "
-                                 f"restore {CONFIG} or delete it to use last.pt's")
+            what = ", ".join(f"{k}: {on_disk.get(k)!r} in {CONFIG}, {stored.get(k)!r} in {LAST}" for k in differ)
+            raise UserInputError(f"cannot resume {run_dir}: {CONFIG} disagrees with {LAST} ({what}); "
+                                 f"restore {CONFIG} or delete it to use {LAST}'s")
     place = {"out": str(run_dir), "force": False}
     saved = build_config(stored, place)
     cfg = build_config(stored, {**overrides, **place})  # checked like any configuration; aliases resolved
@@ -176,7 +181,7 @@ class Trainer:
             for epoch in range(self.state.epoch, self.cfg.epochs):
                 self.run_epoch(epoch)
             if self.corrupted_loader is not None:
-                self.run.plot_memorisation(self.state.history)
+                self.run.write_memorisation(functools.partial(plot_memorisation, self.state.history))
             summary = self.summary()
             self.run.write_summary(summary)
             failed = False
@@ -367,9 +372,9 @@ class Trainer:
         """Patrini et al.'s two-stage estimate: train this configuration with cross-entropy into the run folder's
         `transition-estimate/` (resumed or reused when it is there), then the anchor-point estimator on that
         model's softmax over the training samples gives the matrix (computed by rank 0, shared with all ranks)."""
-        folder = self.run.work / ESTIMATE_FOLDER
+        folder = self.run.work / ESTIMATE
         if not (folder / SUMMARY).exists():
-            if (folder / "last.pt").exists():
+            if (folder / LAST).exists():
                 stage, checkpoint = load_resume(folder, {})
             else:
                 same = {k: v for k, v in self.cfg.to_dict().items() if k != "loss_options"}
@@ -379,7 +384,7 @@ class Trainer:
             Trainer(stage, checkpoint, log=lambda line: self.log(f"  [estimate] {line}")).fit()
         matrix = torch.zeros(self.bundle.num_classes, self.bundle.num_classes, device=self.dist.device)
         if self.dist.is_main:
-            model = model_from_checkpoint(load_checkpoint(folder / "last.pt")).to(self.dist.device)
+            model = model_from_checkpoint(load_checkpoint(folder / LAST)).to(self.dist.device)
             plain = self._plain_training_samples(np.arange(len(self.bundle.train)))
             probs = predict_probs(model, DataLoader(plain, batch_size=self.cfg.batch_size * 2), self.dist.device,
                                   self.cfg.amp)
@@ -521,14 +526,14 @@ class Trainer:
 
     def _save(self, is_best: bool) -> None:
         epoch = self.state.epoch
+        snapshot = bool(self.cfg.save_every) and epoch % self.cfg.save_every == 0
         soft = self.criterion.epoch_matrices().get("soft_labels")  # a matrix, or top-k OLS's sparse rows
+        files = None
+        if soft is not None and self.run.active:
+            matrix = tuple(t.cpu().numpy() for t in soft) if isinstance(soft, tuple) else soft.detach().cpu().numpy()
+            files = epoch_soft_labels(matrix, self.bundle.class_names, epoch, keep=snapshot or epoch == self.cfg.epochs)
         self.run.save_epoch(epoch, last=self._payload(full=True), light=self._payload(full=False),
-                            history=self.state.history, is_best=is_best,
-                            snapshot=bool(self.cfg.save_every) and epoch % self.cfg.save_every == 0,
-                            final=epoch == self.cfg.epochs,
-                            soft_labels=None if soft is None else tuple(t.cpu().numpy() for t in soft)
-                            if isinstance(soft, tuple) else soft.detach().cpu().numpy(),
-                            class_names=self.bundle.class_names)
+                            history=self.state.history, is_best=is_best, snapshot=snapshot, soft_labels=files)
 
     # -- reporting -------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -558,7 +563,7 @@ class Trainer:
             return self.evaluate(self.test_loader)
         model = build_model(self.cfg.model, self.cfg.model_options, self.bundle.num_classes, self.bundle.channels)
         if self.dist.is_main:
-            model.load_state_dict(load_checkpoint(self.out / "best.pt")["model"])
+            model.load_state_dict(load_checkpoint(self.out / BEST)["model"])
         model.to(self.dist.device)
         broadcast_state(model)  # best.pt is on rank 0's disk
         return evaluate([model], self.test_loader, self.dist, self.cfg.amp, self.cfg.channels_last).metrics

@@ -1,12 +1,13 @@
-"""The run folder: one object owns its lock, checkpoints, metrics.jsonl, summary.json, TensorBoard and soft labels.
+"""The one writer of a run folder: `RunFolder` owns its lock, checkpoints, metrics.jsonl, summary.json, TensorBoard
+and soft labels (every file but results/, which `runs.results` writes).
 
-The training loop only says what happened (`save_epoch`, `finish`); this object decides what is written, in an
-order that survives a kill at any moment: the files of an epoch first, then `last.pt`, then `metrics.jsonl`, so a
-run resumed from `last.pt` redoes at most one epoch and rewrites the same files. An epoch whose `last.pt` cannot be
-written (full disk, read-only folder) is rolled back, and a resumed run rewrites `config.yaml` (its new --epochs)
-only once a `last.pt` of its own is on disk, so a failed resume leaves the folder the run of its `last.pt`. An
-exclusive lock (`flock` on `.lock`, released by the kernel when the process dies, so a killed run never blocks its
-resume) keeps a second writer out for the whole run.
+The training loop only says what happened (`save_epoch`, `write_summary`, `close`); this object decides what is
+written, in an order that survives a kill at any moment: the files of an epoch first, then `last.pt`, then
+`metrics.jsonl`, so a run resumed from `last.pt` redoes at most one epoch and rewrites the same files. An epoch
+whose `last.pt` cannot be written (full disk, read-only folder) is rolled back, and a resumed run rewrites
+`config.yaml` (its new --epochs) only once a `last.pt` of its own is on disk, so a failed resume leaves the folder
+the run of its `last.pt`. An exclusive lock (`flock` on `.lock`, released by the kernel when the process dies, so a
+killed run never blocks its resume) keeps a second writer out for the whole run.
 
 A forced replacement never touches the old run until the new one stands on its own: the new run is written into a
 hidden sibling folder (`.NAME.olsmooth-replacing`) and, once its first checkpoint is there, one atomic exchange
@@ -23,9 +24,9 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,28 +42,45 @@ from ..fileio import (
     io_error,
     remove_stale_temporaries,
 )
-from .checkpoint import save_checkpoint
+from .checkpoints import save_checkpoint
+from .layout import (
+    BEST,
+    CONFIG,
+    LAST,
+    LOCK,
+    MEMORISATION,
+    METRICS,
+    NOISE,
+    PREVIOUS_BEST,
+    PREVIOUS_BEST_GLOB,
+    REPLACED,
+    RUN_ENTRY,
+    SNAPSHOT_GLOB,
+    SOFT_LABELS,
+    SOFT_LABELS_GLOB,
+    STAGING,
+    SUMMARY,
+    TENSORBOARD,
+    TRANSITION,
+    epoch_of,
+    indices_name,
+    labels_name,
+    snapshot_name,
+    soft_labels_name,
+)
 
-LOCK = ".lock"
-STAGING, REPLACED = ".olsmooth-replacing", ".olsmooth-replaced"  # suffixes of the hidden siblings of a replacement
-CONFIG, METRICS, SUMMARY, LAST, BEST = "config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt"
-# best.pt as it was before epoch N replaced it, kept until N's last.pt is written (a temporary file)
-PREVIOUS_BEST, PREVIOUS_BEST_GLOB = ".best.pt.before-{:03d}.tmp", ".best.pt.before-*.tmp"
-_EPOCH_OF = re.compile(r"(?:\.best\.pt\.before-|epoch-)(\d+)\.")  # the epoch a file of an epoch is named after
-# names a run writes: a folder holding only these and no last.pt is what a run that stopped before its first
-# checkpoint left behind (a stub), which a new run may reuse without --force
-_RUN_ENTRY = re.compile(r"(\.lock|config\.yaml|metrics\.jsonl|summary\.json|best\.pt|epoch-\d+\.pt|tensorboard|"
-                        r"soft_labels|(train|val)_indices\.npy|(clean|noisy)_labels\.npy|noise\.json|memorisation\.png|transition\.json|transition-estimate|\..+\.tmp)")
-ESTIMATE_FOLDER = "transition-estimate"  # the cross-entropy run a --loss-opt transition=estimate run trains first
-SOFT_LABELS_EVERY_EPOCH_MAX_K = 200  # larger matrices are kept at snapshots and at the end only; heatmaps of all
-# classes up to this K, of the classes of the largest off-diagonal masses beyond it
-SOFT_LABELS_DENSE_MAX_K = 2048  # saved as a dense .npy up to this K (16 MiB), as top-k rows in a .npz beyond it
-SOFT_LABELS_SAVED_TOP = 32  # entries per row kept when a dense matrix beyond that K is saved as top-k rows
 
+@dataclass(frozen=True)
+class SoftLabelFiles:
+    """What an epoch saves of a loss's soft-label matrix in soft_labels/ (what to save is the caller's choice,
+    `analysis.soft_labels.epoch_soft_labels`): the matrix, dense (`matrix`, epoch-NNN.npy) or as top-k rows
+    (`rows`: index, value, residual in epoch-NNN.npz); `draw(path)` writes its heatmap epoch-NNN.png, and
+    `image` (1, H, W) in [0, 1] goes to TensorBoard."""
 
-def snapshot_name(epoch: int) -> str:
-    """File name of the epoch-N snapshot."""
-    return f"epoch-{epoch:03d}.pt"
+    matrix: np.ndarray | None = None
+    rows: Mapping[str, np.ndarray] | None = None
+    draw: Callable[[Path], Any] | None = None
+    image: np.ndarray | None = None
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -104,12 +122,6 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return info.st_dev, info.st_ino
-
-
-def _epoch_of(path: Path) -> int:
-    """The epoch a file of an epoch (snapshot, soft labels, kept best.pt) is named after; 0 for other names."""
-    match = _EPOCH_OF.match(path.name)
-    return int(match.group(1)) if match else 0
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -159,7 +171,7 @@ class RunFolder:
 
     def is_stub(self) -> bool:
         """True when the folder holds only files a run writes, and no last.pt (a run that never saved one)."""
-        return not (self.path / LAST).exists() and all(_RUN_ENTRY.fullmatch(p.name) for p in self.entries())
+        return not (self.path / LAST).exists() and all(RUN_ENTRY.fullmatch(p.name) for p in self.entries())
 
     def check_new(self, force: bool) -> None:
         """Fail early, before anything is built, when a new run could not use this folder; with `force` and a run
@@ -303,7 +315,7 @@ class RunFolder:
         """The run's SummaryWriter, created on first use; steps from `purge_step` on are dropped from old files."""
         if self._writer is None and self.active:
             from torch.utils.tensorboard import SummaryWriter
-            folder = self.work / "tensorboard"
+            folder = self.work / TENSORBOARD
             self._tensorboard_before = set(folder.iterdir()) if folder.is_dir() else set()
             self._writer = SummaryWriter(str(folder), purge_step=purge_step)
         return self._writer
@@ -326,20 +338,20 @@ class RunFolder:
     def write_indices(self, name: str, indices: np.ndarray) -> None:
         """`NAME_indices.npy`: which samples of the dataset's training split a run trains (or validates) on."""
         if self.active:
-            atomic_write_file(self.work / f"{name}_indices.npy", lambda handle: np.save(handle, indices))
+            atomic_write_file(self.work / indices_name(name), lambda handle: np.save(handle, indices))
 
     def write_noise(self, clean: np.ndarray, noisy: np.ndarray, description: dict[str, Any]) -> None:
         """clean_labels.npy, noisy_labels.npy and noise.json (kind, rate, rate_realised, seed, transition)."""
         if self.active:
             for name, labels in (("clean", clean), ("noisy", noisy)):
-                atomic_write_file(self.work / f"{name}_labels.npy", lambda handle, a=labels: np.save(handle, a))
-            atomic_write_text(self.work / "noise.json", json.dumps(description, indent=1) + "\n")
+                atomic_write_file(self.work / labels_name(name), lambda handle, a=labels: np.save(handle, a))
+            atomic_write_text(self.work / NOISE, json.dumps(description, indent=1) + "\n")
 
     def write_transition(self, matrix: np.ndarray, source: str) -> None:
         """transition.json: the K x K matrix a loss-corrected loss uses (rows = clean classes) and its source."""
         if self.active:
             text = json.dumps({"source": source, "transition": matrix.tolist()}, indent=1)
-            atomic_write_text(self.work / "transition.json", text + "\n")
+            atomic_write_text(self.work / TRANSITION, text + "\n")
 
     def write_metrics(self, history: Sequence[dict[str, Any]]) -> None:
         """metrics.jsonl: one JSON object per finished epoch."""
@@ -347,9 +359,7 @@ class RunFolder:
             atomic_write_text(self.work / METRICS, "".join(json.dumps(row) + "\n" for row in history))
 
     def save_epoch(self, epoch: int, last: dict[str, Any], light: dict[str, Any], history: Sequence[dict[str, Any]],
-                   is_best: bool, snapshot: bool, final: bool,
-                   soft_labels: np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-                   class_names: Sequence[str]) -> None:
+                   is_best: bool, snapshot: bool, soft_labels: SoftLabelFiles | None = None) -> None:
         """Write everything epoch `epoch` produced: its files first, last.pt (the resume point), a resumed run's
         config.yaml, metrics.jsonl. When its files or last.pt cannot be written, the epoch is rolled back."""
         if not self.active:
@@ -365,7 +375,7 @@ class RunFolder:
                 if key != "epoch" and isinstance(value, (int, float)):
                     writer.add_scalar(key, value, epoch)
             if soft_labels is not None:
-                self._save_soft_labels(epoch, soft_labels, class_names, keep=snapshot or final)
+                self._save_soft_labels(epoch, soft_labels)
             writer.flush()
             save_checkpoint(self.work / LAST, last)
         except BaseException:
@@ -399,7 +409,7 @@ class RunFolder:
         if self._writer is not None and not self._saved:
             with contextlib.suppress(OSError):
                 self._close_writer()
-                for path in set((self.work / "tensorboard").iterdir()) - self._tensorboard_before:
+                for path in set((self.work / TENSORBOARD).iterdir()) - self._tensorboard_before:
                     path.unlink()
         self._forget_after(epoch - 1)
 
@@ -407,61 +417,31 @@ class RunFolder:
         """Make the folder the run of its last.pt, saved at `epoch`: delete the snapshots and soft labels of later
         epochs and put back the best.pt a later epoch replaced. Called when an epoch fails, and on resume for what
         a kill left."""
-        named = (*self.work.glob(PREVIOUS_BEST_GLOB), *self.work.glob("epoch-*.pt"),
-                 *self.work.glob("soft_labels/epoch-*.*"))
-        for path in (p for p in named if _epoch_of(p) > epoch):
+        named = (*self.work.glob(PREVIOUS_BEST_GLOB), *self.work.glob(SNAPSHOT_GLOB), *self.work.glob(SOFT_LABELS_GLOB))
+        for path in (p for p in named if epoch_of(p.name) > epoch):
             with contextlib.suppress(OSError):
                 if path.match(PREVIOUS_BEST_GLOB):
                     os.replace(path, self.work / BEST)
                 else:
                     path.unlink()
 
-    def _save_soft_labels(self, epoch: int, soft: np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray],
-                          class_names: Sequence[str], keep: bool) -> None:
-        """The OLS matrix (dense, or top-k rows as (index, value, residual)) every epoch for K <= 200, else at
-        snapshots and at the end: a dense .npy up to K = 2048, else top-k rows in a .npz (a dense matrix keeps its
-        32 largest entries per row there); a heatmap of every class up to K = 200, else of the classes of the
-        largest off-diagonal masses."""
-        import torch
+    def _save_soft_labels(self, epoch: int, files: SoftLabelFiles) -> None:
+        """soft_labels/epoch-NNN.npy (or .npz), its heatmap epoch-NNN.png, and the TensorBoard image."""
+        folder = self.work / SOFT_LABELS
+        if files.matrix is not None:
+            atomic_write_file(folder / soft_labels_name(epoch, ".npy"), lambda handle: np.save(handle, files.matrix))
+        elif files.rows is not None:
+            atomic_write_file(folder / soft_labels_name(epoch, ".npz"), lambda handle: np.savez(handle, **files.rows))
+        if files.draw is not None:
+            files.draw(folder / soft_labels_name(epoch, ".png"))
+        if files.image is not None:
+            self._writer.add_image(SOFT_LABELS, files.image, epoch)
 
-        from ..analysis import plot_soft_labels
-        from ..analysis.soft_labels import SparseRows
-        rows = SparseRows(*soft) if isinstance(soft, tuple) else None
-        K = soft.shape[0] if rows is None else rows.num_classes
-        if not (K <= SOFT_LABELS_EVERY_EPOCH_MAX_K or keep):
-            return
-        folder = self.work / "soft_labels"
-        if K <= SOFT_LABELS_DENSE_MAX_K:
-            matrix = soft if rows is None else rows.block(np.arange(K)).astype(np.float32)
-            atomic_write_file(folder / f"epoch-{epoch:03d}.npy", lambda handle: np.save(handle, matrix))
-        else:
-            rows = rows or SparseRows.from_dense(soft, SOFT_LABELS_SAVED_TOP)
-            atomic_write_file(folder / f"epoch-{epoch:03d}.npz", lambda handle: np.savez(
-                handle, index=rows.index.astype(np.int32), value=rows.value.astype(np.float32),
-                residual=rows.residual.astype(np.float32)))
-        if K <= SOFT_LABELS_EVERY_EPOCH_MAX_K:
-            matrix = soft if rows is None else rows.block(np.arange(K))
-            plot_soft_labels(matrix, class_names=list(class_names) if K <= 30 else None,
-                             path=folder / f"epoch-{epoch:03d}.png", title=f"OLS soft labels after epoch {epoch}")
-            image = torch.from_numpy(matrix / max(float(matrix.max()), 1e-12)).unsqueeze(0)
-            self._writer.add_image("soft_labels", image, epoch)
-            return
-        rows = rows or SparseRows.from_dense(soft, SOFT_LABELS_SAVED_TOP)
-        shown = rows.top_classes()
-        plot_soft_labels(rows.block(shown), class_names=[class_names[c] for c in shown],
-                         path=folder / f"epoch-{epoch:03d}.png",
-                         title=f"OLS soft labels after epoch {epoch}: {len(shown)} of {K} classes "
-                               "(largest off-diagonal masses)")
-
-    def plot_memorisation(self, history: Sequence[dict[str, Any]]) -> None:
-        """memorisation.png: per epoch, how the training samples with a corrupted label are predicted."""
-        if not self.active:
-            return
-        from ..analysis import plot_curves
-        series = {"as their clean label": [r["noisy_fit_clean"] for r in history],
-                  "as their noisy label (memorised)": [r["noisy_fit_noisy"] for r in history]}
-        plot_curves(series, self.work / "memorisation.png", ylabel="% of corrupted training samples",
-                    title="predictions on the training samples whose label was corrupted")
+    def write_memorisation(self, draw: Callable[[Path], Any]) -> None:
+        """memorisation.png, drawn by `draw(path)`: per epoch, how the training samples with a corrupted label are
+        predicted."""
+        if self.active:
+            draw(self.work / MEMORISATION)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json: the final and best figures, written when the run ends (its presence marks a finished run),
