@@ -25,6 +25,16 @@ from olsmooth.fileio import atomic_write_text
 DEFAULT_OUT = "benchmarks/out"
 
 
+def exit_status(module: str, work: Callable[[], int]) -> int:
+    """A benchmark's exit status: `work()`'s, or for bad input (a UserInputError: a study file, an option value, a
+    missing file) one line `python -m MODULE: error: ...` on stderr and 2, as the toolkit's commands do."""
+    try:
+        return work()
+    except UserInputError as err:
+        print(f"python -m {module}: error: {err}", file=sys.stderr)
+        return 2
+
+
 def device_name(text: str) -> str:
     """An argparse type: what the toolkit's --device accepts (cpu, cuda or cuda:N)."""
     try:

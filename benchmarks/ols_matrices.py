@@ -30,6 +30,8 @@ from olsmooth.analysis.soft_labels import (
 from olsmooth.engine.checkpoint import checkpoint_class_names
 from olsmooth.errors import UserInputError
 
+from .common import exit_status
+
 MODULE = "benchmarks.ols_matrices"
 COLUMNS = ["cell", "seeds", "mean diagonal (min-max)", "mean entropy (nats)", "largest off-diagonal entries"]
 
@@ -64,17 +66,18 @@ def matrices_table(study_dir: Path, pairs: int = 4) -> str:
     return markdown_table(rows, COLUMNS)
 
 
+def run(study_dir: Path, pairs: int) -> int:
+    """Print the table of the study's OLS cells."""
+    print(matrices_table(study_dir, pairs), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.strip().splitlines()[0])
     parser.add_argument("study_dir", type=Path, help="a study's output folder (its cells hold seed-N runs)")
     parser.add_argument("--pairs", type=int, default=4, help="off-diagonal entries shown per cell (default 4)")
     args = parser.parse_args(argv)
-    try:
-        print(matrices_table(args.study_dir, args.pairs), end="")
-    except UserInputError as err:
-        print(f"python -m {MODULE}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(MODULE, lambda: run(args.study_dir, args.pairs))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,15 @@ from olsmooth.engine.study import (
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_bytes, atomic_write_text
 
-from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
+from .common import (
+    benchmark_parser,
+    command_line,
+    exit_status,
+    machine_info,
+    machine_line,
+    parse_benchmark_args,
+    write_results,
+)
 
 MODULE = "benchmarks.snapshots"
 STUDY, QUICK_STUDY = "family-snapshots-fashion-mnist", "snapshots-quick"
@@ -354,11 +362,7 @@ def run(args: Any, argv: Sequence[str] | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train, evaluate and report; bad input (a study file, an option value) is one line and exit status 2."""
     args = parse_args(argv)
-    try:
-        return run(args, argv)
-    except UserInputError as err:
-        print(f"python -m {MODULE}: error: {err}", file=sys.stderr)
-        return 2
+    return exit_status(MODULE, lambda: run(args, argv))
 
 
 if __name__ == "__main__":
