@@ -321,8 +321,7 @@ def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .analysis.report import results_folder
     from .engine.checkpoint import run_checkpoint
-    from .engine.inference import evaluate_calibrated
-    from .fileio import atomic_write_text
+    from .engine.inference import evaluate_calibrated, save_evaluation
     path = run_checkpoint(args.checkpoint)
     folder = Path(args.reliability) if args.reliability else None
     if folder is not None and folder.exists() and not folder.is_dir():
@@ -343,8 +342,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             plot_reliability_of(evaluation.reliability_ts, folder / f"{path.stem}-reliability-ts.png",
                                 title=f"after temperature scaling (T = {evaluation.fit.temperature:.3f})")
     if args.save_to_run:
-        record = {"command": "eval", "checkpoint": str(path.resolve()), "ema": args.ema, **evaluation.metrics}
-        atomic_write_text(results / f"eval-{path.stem}.json", json.dumps(record, indent=2) + "\n")
+        save_evaluation(results, path, evaluation, args.ema)
     return 0
 
 

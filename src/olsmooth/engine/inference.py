@@ -3,6 +3,7 @@ plainly or with temperature scaling, every calibration metric and shift consiste
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ from ..analysis.shift import default_max_shift, draw_offsets, shift_agreement
 from ..analysis.temperature import SCALED_KEYS, TemperatureFit, fit_temperature_streamed, scaled_log_probs
 from ..data import DatasetBundle, build_datasets, stratified_subset
 from ..errors import UserInputError
-from ..fileio import read_array
+from ..fileio import atomic_write_text, read_array
 from ..models import create_model
 from .checkpoint import load_checkpoint
 from .distributed import DistInfo, all_reduce_sum, setup
@@ -252,6 +253,20 @@ def _shift_consistency(models: Sequence[nn.Module], dataset: Dataset, batch_size
         bar.update()
     bar.close()
     return 100.0 * float(all_reduce_sum(agreed)) / len(dataset)
+
+
+def eval_result_name(checkpoint: str | Path) -> str:
+    """The results/ file `olsmooth eval --save-to-run` writes for a checkpoint: eval-STEM.json."""
+    return f"eval-{Path(checkpoint).stem}.json"
+
+
+def save_evaluation(results: Path, checkpoint: str | Path, evaluation: CalibratedEvaluation, ema: bool = False
+                    ) -> dict[str, Any]:
+    """Write a checkpoint's evaluation into its run folder's results/ (`olsmooth eval --save-to-run`): the metrics
+    with the command, the checkpoint and whether its EMA weights were evaluated; returns that object."""
+    record = {"command": "eval", "checkpoint": str(Path(checkpoint).resolve()), "ema": ema, **evaluation.metrics}
+    atomic_write_text(results / eval_result_name(checkpoint), json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
