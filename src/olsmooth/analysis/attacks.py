@@ -259,12 +259,13 @@ class Attack:
     """A registered attack: its algorithm, a one-line help, and which of OPTIONS it takes with their defaults.
 
     `steps` is the budget's default (what it counts: `unit`), or what the name fixes when "steps" is not an option
-    (FGSM: 1), or None where the algorithm fixes its whole budget (no steps, no restarts); `loss` is the default of
+    (FGSM: 1), or None where the algorithm fixes its whole budget; `restarts` the default number of random
+    restarts (None with such a fixed budget); `loss` is the default of
     --loss where the attack takes it, else the loss the name fixes; `step_size(eps, steps)` is the step when none is
     given. `access`: "white-box" (the attacked model's gradients), "black-box" (its outputs only) or "both";
-    `extra`: needs the attacks extra (torchattacks); `iterative`: a single step need not fool every image even
-    where the ball holds the box, so the large-eps sanity check skips it; `versus_fgsm`: also scored under FGSM at
-    the same eps (an iterative gradient attack must not be weaker)."""
+    `extra`: needs the attacks extra (torchattacks); `iterative`: False for a single-step attack (FGSM), which need
+    not fool every image even where the ball holds the box, so the large-eps sanity check skips it; `versus_fgsm`:
+    also scored under FGSM at the same eps (an iterative gradient attack must not be weaker)."""
 
     name: str
     help: str
@@ -283,6 +284,7 @@ class Attack:
 
     @property
     def white_box(self) -> bool:
+        """Whether the attack uses the attacked model's gradients (so masked gradients can mislead it)."""
         return self.access != "black-box"
 
     def budget_text(self) -> str:
@@ -306,6 +308,7 @@ def register_attack(entry: Attack) -> Attack:
 
 
 def attack_names() -> tuple[str, ...]:
+    """The registered attacks' names, in registration order."""
     return tuple(ATTACKS)
 
 

@@ -250,6 +250,7 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
 def _attack_batches(settings: AttackSettings, target: Subject, source: Subject | None, num_classes: int,
                     dist: DistInfo, check_sanity: bool) -> Counts:
     counts, entry = Counts(), attack_entry(settings.attack)
+    single_step = versus_fgsm(settings) if entry.versus_fgsm else None
     crafter = (source or target).model
     batches = zip(target.loader, source.loader) if source else ((batch, batch) for batch in target.loader)
     for k, ((images, labels), (source_images, source_labels)) in enumerate(batches):
@@ -272,8 +273,8 @@ def _attack_batches(settings: AttackSettings, target: Subject, source: Subject |
         counts.clean += int(clean_ok.sum())
         counts.adversarial += int(adv_ok.sum())
         counts.robust += int((clean_ok & adv_ok).sum())
-        if entry.versus_fgsm:
-            counts.fgsm += _robust(versus_fgsm(settings), crafter, target.model, pixels, labels, clean_ok, generator,
+        if single_step is not None:
+            counts.fgsm += _robust(single_step, crafter, target.model, pixels, labels, clean_ok, generator,
                                    num_classes)
         if check_sanity and entry.iterative:
             big = large_eps(settings.norm, pixels.shape[1:])
