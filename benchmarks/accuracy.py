@@ -61,11 +61,18 @@ from olsmooth.engine.study import (
     plan_runs,
     run_study,
 )
-from olsmooth.errors import UserInputError
 from olsmooth.option_roles import METHOD_OPTIONS
 from olsmooth.runs.reader import has_soft_labels, read_metrics, snapshot_files, soft_label_files
 
-from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
+from .common import (
+    benchmark_parser,
+    command_line,
+    exit_status,
+    machine_info,
+    machine_line,
+    parse_benchmark_args,
+    write_results,
+)
 
 STUDY, QUICK_STUDY = "accuracy-fashion-mnist", "accuracy-quick"
 LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn digits"}
@@ -325,11 +332,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the study and its analysis; bad input (a study file, an option value) is one line and exit status 2."""
     args = parse_args(argv)
-    try:
-        return run(args, argv)
-    except UserInputError as err:
-        print(f"python -m {__spec__.name}: error: {err}", file=sys.stderr)
-        return 2
+    return exit_status(__spec__.name, lambda: run(args, argv))
 
 
 if __name__ == "__main__":

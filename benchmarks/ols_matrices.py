@@ -35,6 +35,8 @@ from olsmooth.fileio import atomic_write_text
 from olsmooth.runs.checkpoints import checkpoint_class_names
 from olsmooth.runs.reader import soft_label_files
 
+from .common import exit_status
+
 MODULE = "benchmarks.ols_matrices"
 CSV_COLUMNS = ("cell", "seed", "row", "column", "row_class", "column_class", "mass")
 MAX_CLASSES = 200
@@ -105,6 +107,22 @@ def matrices_table(study: Study, rows: Sequence[Mapping[str, Any]], pairs: int =
     return markdown_table(table, COLUMNS)
 
 
+def run(args: argparse.Namespace) -> int:
+    """Collect (and write) the study's matrices, or read them from a CSV, and print the table."""
+    study = load_study(resolve_study_path(args.study))
+    if bool(args.runs) == bool(args.from_csv):
+        raise UserInputError("give --runs (and --csv), or --from-csv")
+    if args.runs:
+        rows = collect(study, args.runs)
+        if args.csv:
+            atomic_write_text(args.csv, exact_csv_text(CSV_COLUMNS, rows))
+            rows = read_rows(study, args.csv)
+    else:
+        rows = read_rows(study, args.from_csv)
+    print(matrices_table(study, rows, args.pairs), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--study", required=True, help="the study file (name or path)")
@@ -113,22 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--from-csv", type=Path, metavar="CSV", help="print the table a CSV of this script gives")
     parser.add_argument("--pairs", type=int, default=4, help="off-diagonal entries shown per cell (default 4)")
     args = parser.parse_args(argv)
-    try:
-        study = load_study(resolve_study_path(args.study))
-        if bool(args.runs) == bool(args.from_csv):
-            raise UserInputError("give --runs (and --csv), or --from-csv")
-        if args.runs:
-            rows = collect(study, args.runs)
-            if args.csv:
-                atomic_write_text(args.csv, exact_csv_text(CSV_COLUMNS, rows))
-                rows = read_rows(study, args.csv)
-        else:
-            rows = read_rows(study, args.from_csv)
-        print(matrices_table(study, rows, args.pairs), end="")
-    except UserInputError as err:
-        print(f"python -m {MODULE}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(MODULE, lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ with Holm-corrected p and the resolvable difference. --from-csv prints the page 
 
 from __future__ import annotations
 
-import difflib
 import io
 import sys
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,6 @@ from olsmooth.engine.inference import evaluate_each, pick_snapshots
 from olsmooth.engine.resolve import resolve
 from olsmooth.engine.study import (
     PUBLISHED_FIGURES,
-    PUBLISHED_PAGES,
     PlannedRun,
     Study,
     baseline_pairs,
@@ -55,7 +53,18 @@ from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_bytes, atomic_write_text
 from olsmooth.runs.reader import snapshot_files
 
-from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
+from .common import (
+    benchmark_parser,
+    command_line,
+    exit_status,
+    machine_info,
+    parse_benchmark_args,
+    provenance_lines,
+    provenance_of,
+    publish_page,
+    published_difference,
+    write_results,
+)
 
 MODULE = "benchmarks.snapshots"
 STUDY, QUICK_STUDY = "family-snapshots-fashion-mnist", "snapshots-quick"
@@ -67,8 +76,6 @@ CSV_COLUMNS = ("cell", "seed", "folder", "after", "snapshots", *KEYS)
 """One row per run and ensemble: the run's cell, seed and folder (under the study's run folder), the epoch after
 which its snapshots were picked (0: over all of training) and how many (1: the last snapshot alone), and the
 ensemble's test top-1, NLL and ECE (top-1 and ECE in %, NLL in nats)."""
-PROVENANCE = ("Machine: ", "Command: ")
-"""Lines of a page that say where its CSV was measured; a page regenerated from the CSV takes them from the page."""
 EnsembleKey = tuple[int, int, int]
 """(cell index, snapshot start, number of snapshots; 1 is the last snapshot alone)."""
 Ensembles = dict[EnsembleKey, dict[int, dict[str, float]]]
@@ -273,17 +280,9 @@ def plot(study: Study, rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
-def provenance_of(page: Path) -> list[str]:
-    """The Machine and Command lines of a page, when it exists."""
-    if not page.is_file():
-        return []
-    return [line for line in page.read_text(encoding="utf-8").splitlines() if line.startswith(PROVENANCE)]
-
-
-def published_paths(study: Study, docs: str | Path) -> tuple[Path, Path, Path]:
-    """DOCS/benchmarks/STUDY.csv, DOCS/benchmarks/STUDY.md and DOCS/figures/STUDY.png."""
-    pages = Path(docs) / PUBLISHED_PAGES
-    return pages / f"{study.name}.csv", pages / f"{study.name}.md", Path(docs) / PUBLISHED_FIGURES / f"{study.name}.png"
+def published_figure(study: Study, docs: str | Path) -> Path:
+    """DOCS/figures/STUDY.png."""
+    return Path(docs) / PUBLISHED_FIGURES / f"{study.name}.png"
 
 
 def published_link(study: Study) -> str:
@@ -294,23 +293,18 @@ def publish(study: Study, source: Path, docs: str | Path) -> list[Path]:
     """Copy a snapshots CSV verbatim into DOCS/benchmarks/STUDY.csv, write the page regenerated from it (with the
     Machine and Command lines of the page beside the CSV) and its figure, plotted from the same rows."""
     rows = read_csv(study, source)
-    data_path, page_path, figure_path = published_paths(study, docs)
-    for folder in {data_path.parent, figure_path.parent}:
-        folder.mkdir(parents=True, exist_ok=True)
-    text = page_text(study, rows, published_link(study), provenance_of(source.with_suffix(".md")))
-    atomic_write_bytes(data_path, source.read_bytes())
-    atomic_write_text(page_path, text)
-    return [data_path, page_path, plot(study, rows, figure_path)]
+    written = publish_page(source, docs, study.name, lambda lines: page_text(study, rows, published_link(study), lines))
+    figure = published_figure(study, docs)
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    return [*written, plot(study, rows, figure)]
 
 
 def published_page_difference(docs: str | Path, study: Study | None = None) -> str:
     """'' when DOCS/benchmarks/STUDY.md is exactly the page its committed STUDY.csv regenerates (its Machine and
     Command lines taken from the page), else a unified diff (published page first)."""
     study = study or load_study(resolve_study_path(STUDY))
-    data_path, page_path, _ = published_paths(study, docs)
-    page = page_path.read_text(encoding="utf-8")
-    fresh = page_text(study, read_csv(study, data_path), published_link(study), provenance_of(page_path))
-    return "".join(difflib.unified_diff(page.splitlines(True), fresh.splitlines(True), "published", "regenerated"))
+    return published_difference(docs, study.name, lambda data, lines: page_text(study, read_csv(study, data),
+                                                                                published_link(study), lines))
 
 
 def from_csv(args: Any) -> int:
@@ -342,10 +336,10 @@ def run(args: Any, argv: Sequence[str] | None) -> int:
     atomic_write_text(data_path, csv_text(rows))
     figure = plot(study, rows, out / f"{NAME}.png")
     info, command = machine_info(), command_line(argv, MODULE)
-    provenance = [f"Machine: {machine_line(info)}", f"Command: `{command}`"]
     payload: dict[str, Any] = {"machine": info, "command": command, "study": study.name, "runs": str(runs),
                                "after": after, "sizes": sizes, "ensembles": rows}
-    json_path, md_path = write_results(out, NAME, payload, page_text(study, rows, figure.name, provenance))
+    page = page_text(study, rows, figure.name, provenance_lines(info, command))
+    json_path, md_path = write_results(out, NAME, payload, page)
     print(f"wrote {data_path}, {json_path}, {md_path} and {figure}")
     if args.publish:
         print("published " + ", ".join(map(str, publish(study, data_path, args.publish))))
@@ -355,11 +349,7 @@ def run(args: Any, argv: Sequence[str] | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train, evaluate and report; bad input (a study file, an option value) is one line and exit status 2."""
     args = parse_args(argv)
-    try:
-        return run(args, argv)
-    except UserInputError as err:
-        print(f"python -m {MODULE}: error: {err}", file=sys.stderr)
-        return 2
+    return exit_status(MODULE, lambda: run(args, argv))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Adversarial attacks: FGSM and PGD against the closed-form optimum of linear models, the pixel-space wrap of
-the normalisation, eps parsing, restarts, the optional torchattacks extra, and `olsmooth attack` end to end."""
+the normalisation, eps parsing, restarts, the optional torchattacks extra, `olsmooth attack` end to end, and the
+attack registry (every registered attack through the command, unknown names, the docs table)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import torch
 from torch import nn
 
 from olsmooth.analysis.attacks import (
+    ATTACKS,
     NormalizedModel,
+    attack_images,
+    attack_names,
     fgsm,
-    library_attack,
     margin_loss,
     perturbation_size,
     pgd,
@@ -211,7 +214,8 @@ def test_library_attacks_stay_in_the_ball_and_find_the_linear_optimum():
     eps = 0.05
     certified_robust = optimal_margin(W, b, x, y, eps) < 0
     for name in ("apgd-ce", "square"):
-        adv = library_attack(name, model, x, y, eps, "linf", steps=50 if name == "apgd-ce" else 300, num_classes=2)
+        settings = attack_settings(name, "linf", eps, steps=50 if name == "apgd-ce" else 300)
+        adv = attack_images(model, x, y, settings, num_classes=2)
         assert adv.min() >= 0 and adv.max() <= 1 and (perturbation_size(x, adv, "linf") <= eps + 1e-5).all()
         robust = model(adv).argmax(1) == y
         assert (robust >= certified_robust).all()  # a certified sample is never fooled
@@ -225,7 +229,7 @@ def test_autoattack_finds_every_sample_a_linear_multiclass_model_can_lose():
     x = inner_images(48)
     y = model(x).argmax(1)
     eps = 0.05
-    adv = library_attack("autoattack", model, x, y, eps, "linf", num_classes=5)
+    adv = attack_images(model, x, y, attack_settings("autoattack", "linf", eps), num_classes=5)
     assert (perturbation_size(x, adv, "linf") <= eps + 1e-5).all()
     assert torch.equal(model(adv).argmax(1) == y, optimal_margin(W, b, x, y, eps) < 0)
 
@@ -331,3 +335,45 @@ def test_attack_command_bad_input(runs, capsys, tmp_path):
             (["--checkpoint", str(tmp_path / "x.pt"), "--attack", "fgsm", "--eps", "0.1"], "checkpoint not found")):
         code, _, err = attack(capsys, *argv)
         assert code == 2 and message in err and err.count("\n") == 1
+
+
+# -- the registry --------------------------------------------------------------------------------------------------
+REGISTERED = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "square", "autoattack")
+
+
+def test_an_unknown_attack_is_one_line_listing_the_registered_ones(capsys):
+    with pytest.raises(UserInputError, match="^unknown attack 'bogus'; use one of " + ", ".join(REGISTERED) + "$"):
+        attack_settings("bogus", "linf", "0.1")
+    assert main(["attack", "--checkpoint", "x.pt", "--attack", "bogus", "--eps", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'bogus'" in err
+    assert all(f"'{name}'" in err for name in REGISTERED)
+
+
+@pytest.mark.parametrize("name", attack_names())
+def test_every_registered_attack_runs_through_the_command(runs, capsys, name):
+    """Each attack the registry holds runs end to end on a one-epoch digits model, with the smallest budget it
+    takes, and writes its result under the name result_name gives."""
+    entry = ATTACKS[name]
+    if entry.extra:
+        pytest.importorskip("torchattacks")
+    budget = ["--steps", "2"] if "steps" in entry.options else []
+    code, r, err = attack(capsys, "--checkpoint", str(runs["ols"]), "--attack", name, "--eps", "0.3", "--n", "24",
+                          *budget, "--save-to-run")
+    assert code == 0, err
+    assert r["attack"] == name and r["n"] == 24 and r["robust_top1"] <= r["clean_top1"]
+    assert r["steps"] == (2 if budget else {"fgsm": 1, "autoattack": None}[name])
+    assert (r["fgsm_top1"] is not None) == (name == "pgd")
+    saved = runs["ols"] / "results" / f"attack-{name}-linf-0.3.json"
+    assert json.loads(saved.read_text())["robust_top1"] == r["robust_top1"]
+
+
+def test_the_docs_table_shows_every_registered_attack_with_its_kind_and_default_budget():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "robustness.md").read_text(encoding="utf-8")
+    section = text.split("\n## The attacks\n")[1].split("\n## ")[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `") and not line.startswith("| `--attack`")]
+    assert [row[0].strip("`") for row in rows] == list(attack_names())
+    for row in rows:
+        entry = ATTACKS[row[0].strip("`")]
+        assert (row[1], row[-1]) == (entry.access, entry.budget_text()), row

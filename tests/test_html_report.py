@@ -97,6 +97,7 @@ def test_the_page_holds_runs_metrics_and_results(runs, tmp_path, capsys):
                     "Evaluation and robustness results", "Adversarial robustness", "Runs"):
         assert f">{heading}</h" in page
     assert "likely gradient masking" in page
+    assert "pgd: projected gradient ascent" in page and "(white-box)" in page  # the attack registry's help
     assert page.count("<img") == 4 + 1 + 2  # four curves, one reliability diagram, heatmaps and soft-label curves
 
 

@@ -185,15 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
                            "else clustered and top")
 
     from .analysis.attacks import ATTACKS, LOSSES, NORMS
+    built_in, extra = ([name for name, entry in ATTACKS.items() if entry.extra == wanted] for wanted in (False, True))
+    budgets = ", ".join(f"{name}: {entry.budget_text()}" for name, entry in ATTACKS.items()
+                        if "steps" in entry.options)
     att = sub.add_parser("attack", help="clean and robust top-1 of a checkpoint under FGSM, PGD, APGD, Square, "
                                         "AutoAttack or a transfer attack; eps in pixel space [0, 1] "
                                         "(docs/robustness.md)")
     att.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its best.pt, else last.pt)")
-    att.add_argument("--attack", required=True, choices=ATTACKS,
-                     help="fgsm and pgd are built in; the others need the attacks extra (torchattacks)")
+    att.add_argument("--attack", required=True, choices=list(ATTACKS),
+                     help=f"{', '.join(built_in)} are built in; {', '.join(extra)} need the attacks extra "
+                          "(torchattacks)")
     att.add_argument("--norm", choices=NORMS, default="linf", help="threat model (default: linf)")
     att.add_argument("--eps", required=True, help="radius in pixel space [0, 1]: a number or a fraction (8/255)")
-    att.add_argument("--steps", type=int, help="iterations (pgd: 20, apgd-*: 100) or queries (square: 5000)")
+    att.add_argument("--steps", type=int, help=f"the budget: iterations or queries (defaults {budgets})")
     att.add_argument("--restarts", type=int, help="random restarts; the worst case per sample is kept (default 1)")
     att.add_argument("--step-size", help="pgd's step (default 2.5 * eps / steps); a number or a fraction")
     att.add_argument("--loss", choices=LOSSES, help="fgsm and pgd: cross-entropy or the CW margin (default ce)")
@@ -321,10 +325,9 @@ def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .engine.inference import evaluate_calibrated
+    from .engine.inference import evaluate_calibrated, save_evaluation
     from .runs.checkpoints import checkpoint_path
-    from .runs.layout import eval_result_name
-    from .runs.results import results_folder, write_result
+    from .runs.results import results_folder
     path = checkpoint_path(args.checkpoint)
     folder = Path(args.reliability) if args.reliability else None
     if folder is not None and folder.exists() and not folder.is_dir():
@@ -345,8 +348,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             plot_reliability_of(evaluation.reliability_ts, folder / f"{path.stem}-reliability-ts.png",
                                 title=f"after temperature scaling (T = {evaluation.fit.temperature:.3f})")
     if args.save_to_run:
-        record = {"command": "eval", "checkpoint": str(path.resolve()), "ema": args.ema, **evaluation.metrics}
-        write_result(results, eval_result_name(path.stem), record)
+        save_evaluation(results, path, evaluation, args.ema)
     return 0
 
 

@@ -1,6 +1,10 @@
 """Adversarial attacks on tensors: FGSM and PGD (linf, l2; CE or margin loss; random starts and restarts) written
 here, APGD, Square and AutoAttack's standard set through the optional `attacks` extra (torchattacks).
 
+Every attack is registered once, by name, with its algorithm, a one-line help and the options it takes with their
+defaults (`ATTACKS`, `register_attack`): `olsmooth attack`'s choices and help, the engine's attack loop and its
+settings, the HTML report and the docs' check all read that one table.
+
 Inputs are images in pixel space [0, 1] and every adversarial image stays in the box [0, 1] and in the eps ball
 around its clean image; `NormalizedModel` puts a dataset's channel repeat and normalisation inside the model so
 that eps is measured in pixels. Nothing here knows a dataset or a checkpoint.
@@ -9,7 +13,8 @@ that eps is measured in pixels. Nothing here knows a dataset or a checkpoint.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +24,6 @@ from ..errors import UserInputError
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin")
-OWN_ATTACKS = ("fgsm", "pgd")
-LIBRARY_ATTACKS = ("apgd-ce", "apgd-dlr", "square", "autoattack")
-ATTACKS = OWN_ATTACKS + LIBRARY_ATTACKS
 ATTACKS_EXTRA = "olsmooth[attacks]"
 STEP_SIZE_FACTOR = 2.5  # PGD's default step: 2.5 * eps / steps (Madry et al. 2018; the robustness library)
 # AutoAttack's standard set (Croce and Hein 2020): iterations of APGD-CE, APGD-T and FAB-T, queries of Square,
@@ -214,6 +216,126 @@ def large_eps(norm: str, image_shape: Sequence[int]) -> float:
     return float(size) ** 0.5
 
 
+# -- the registry ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttackSettings:
+    """One attack, validated (`olsmooth.engine.attack.attack_settings` builds it from the registry's defaults):
+    `steps` (queries for square) and `restarts` are None where the algorithm fixes its budget (AutoAttack)."""
+
+    attack: str
+    norm: str
+    eps: float
+    eps_text: str
+    steps: int | None
+    restarts: int | None
+    loss: str | None
+    step_size: float | None
+    seed: int = 0
+
+    def describe(self) -> str:
+        """One line: the attack, its eps and its budget."""
+        entry = attack_entry(self.attack)
+        parts = [f"{self.attack} {self.norm} eps {self.eps_text}"]
+        if "steps" in entry.options:
+            singular, plural = entry.unit
+            parts.append(f"{self.steps} {singular if self.steps == 1 else plural}"
+                         + (f" of {self.step_size:.4g}" if "step_size" in entry.options else ""))
+        if self.restarts and self.restarts > 1:
+            parts.append(f"{self.restarts} restarts")
+        if self.loss:
+            parts.append(f"{self.loss} loss")
+        return ", ".join(parts)
+
+
+Craft = Callable[[nn.Module, Tensor, Tensor, AttackSettings, Union[torch.Generator, None], int], Tensor]
+"""An attack's algorithm: (pixel-space model, pixel images, labels, settings, generator of the random starts,
+number of classes) -> adversarial images."""
+OPTIONS = ("steps", "restarts", "loss", "step_size")
+"""The options an attack may take (--steps, --restarts, --loss, --step-size); each entry declares its own."""
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A registered attack: its algorithm, a one-line help, and which of OPTIONS it takes with their defaults.
+
+    `steps` is the budget's default (what it counts: `unit`), or what the name fixes when "steps" is not an option
+    (FGSM: 1), or None where the algorithm fixes its whole budget; `restarts` the default number of random
+    restarts (None with such a fixed budget); `loss` is the default of
+    --loss where the attack takes it, else the loss the name fixes; `step_size(eps, steps)` is the step when none is
+    given. `access`: "white-box" (the attacked model's gradients), "black-box" (its outputs only) or "both";
+    `extra`: needs the attacks extra (torchattacks); `iterative`: False for a single-step attack (FGSM), which need
+    not fool every image even where the ball holds the box, so the large-eps sanity check skips it; `versus_fgsm`:
+    also scored under FGSM at the same eps (an iterative gradient attack must not be weaker)."""
+
+    name: str
+    help: str
+    craft: Craft
+    options: tuple[str, ...] = ()
+    steps: int | None = None
+    unit: tuple[str, str] = ("step", "steps")
+    restarts: int | None = 1
+    loss: str | None = None
+    step_size: Callable[[float, int], float] | None = None
+    access: str = "white-box"
+    min_classes: int = 2
+    extra: bool = False
+    iterative: bool = True
+    versus_fgsm: bool = False
+
+    @property
+    def white_box(self) -> bool:
+        """Whether the attack uses the attacked model's gradients (so masked gradients can mislead it)."""
+        return self.access != "black-box"
+
+    def budget_text(self) -> str:
+        """The default budget as the docs and --help show it: '20 steps', '5000 queries', 'fixed'."""
+        return "fixed" if self.steps is None else f"{self.steps} {self.unit[0] if self.steps == 1 else self.unit[1]}"
+
+
+ATTACKS: dict[str, Attack] = {}
+"""Every attack by name, in the order --help and the docs list them."""
+
+
+def register_attack(entry: Attack) -> Attack:
+    """Make an attack available by name to `olsmooth attack`, the engine's loop, the report and the docs' check."""
+    if entry.name in ATTACKS:
+        raise ValueError(f"attack name {entry.name!r} is registered twice")
+    unknown = set(entry.options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"attack {entry.name} declares unknown options {sorted(unknown)}")
+    ATTACKS[entry.name] = entry
+    return entry
+
+
+def attack_names() -> tuple[str, ...]:
+    """The registered attacks' names, in registration order."""
+    return tuple(ATTACKS)
+
+
+def attack_entry(name: str) -> Attack:
+    """The registered attack called `name`, or a one-line error listing the registered ones."""
+    if name not in ATTACKS:
+        raise UserInputError(f"unknown attack {name!r}; use one of {', '.join(ATTACKS)}")
+    return ATTACKS[name]
+
+
+def check_classes(entry: Attack, num_classes: int, what: str = "the model") -> None:
+    """A one-line error when the attack needs more classes than `what` has (DLR divides by the gap to the third
+    logit, targeted DLR by the gap to the fourth)."""
+    if num_classes < entry.min_classes:
+        raise UserInputError(f"attack {entry.name} needs at least {entry.min_classes} classes, {what} has "
+                             f"{num_classes}")
+
+
+def attack_images(model: nn.Module, images: Tensor, labels: Tensor, settings: AttackSettings,
+                  generator: torch.Generator | None = None, num_classes: int = 10) -> Tensor:
+    """The adversarial images of the attack `settings` names, crafted on `model` (a pixel-space model)."""
+    entry = attack_entry(settings.attack)
+    _check(settings.eps, settings.norm)
+    check_classes(entry, num_classes)
+    return entry.craft(model, images, labels, settings, generator, num_classes)
+
+
 # -- attacks of the optional extra ------------------------------------------------------------------------------
 def attacks_library(attack: str) -> Any:
     """The torchattacks module, or the one-line error naming the extra to install."""
@@ -226,45 +348,67 @@ def attacks_library(attack: str) -> Any:
     return torchattacks
 
 
-def min_classes(attack: str) -> int:
-    """The fewest classes an attack works with (DLR divides by the gap to the third logit, targeted DLR the fourth)."""
-    return {"apgd-dlr": 3, "autoattack": 4}.get(attack, 2)
+_LIBRARY_NORMS = {"linf": "Linf", "l2": "L2"}
+Runner = Callable[[Any, nn.Module, AttackSettings, int], Any]
+"""Builds a torchattacks attack: (the torchattacks module, model, settings, number of classes) -> callable."""
 
 
-def _standard_set(lib: Any, model: nn.Module, norm: str, eps: float, seed: int, num_classes: int) -> Any:
+def _library(build: Runner) -> Craft:
+    """The algorithm of an attack torchattacks runs: built by `build`, run on pixel images with the global RNG
+    left as it was."""
+    def craft(model: nn.Module, images: Tensor, labels: Tensor, settings: AttackSettings,
+              generator: torch.Generator | None, num_classes: int) -> Tensor:
+        runner = build(attacks_library(settings.attack), model, settings, num_classes)
+        devices = [images.device] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            adversarial = runner(images, labels)
+        return adversarial.detach().to(images.dtype)
+    return craft
+
+
+def _apgd(lib: Any, model: nn.Module, s: AttackSettings, num_classes: int) -> Any:
+    return lib.APGD(model, norm=_LIBRARY_NORMS[s.norm], eps=s.eps, steps=s.steps, n_restarts=s.restarts,
+                    seed=s.seed, loss=s.loss)
+
+
+def _square(lib: Any, model: nn.Module, s: AttackSettings, num_classes: int) -> Any:
+    return lib.Square(model, norm=_LIBRARY_NORMS[s.norm], eps=s.eps, n_queries=s.steps, n_restarts=s.restarts,
+                      seed=s.seed, loss=s.loss)
+
+
+def _standard_set(lib: Any, model: nn.Module, s: AttackSettings, num_classes: int) -> Any:
     """AutoAttack's standard set with its published settings: APGD-CE, APGD-T and FAB-T (100 iterations, 9 target
     classes) and Square (5000 queries), each run on the samples the ones before did not fool."""
-    targets = min(AUTOATTACK_TARGETS, num_classes - 1)
-    apgd_t = lib.APGDT(model, norm=norm, eps=eps, steps=AUTOATTACK_STEPS, seed=seed, n_classes=num_classes)
-    fab_t = lib.FAB(model, norm=norm, eps=eps, steps=AUTOATTACK_STEPS, seed=seed, multi_targeted=True,
+    norm, targets = _LIBRARY_NORMS[s.norm], min(AUTOATTACK_TARGETS, num_classes - 1)
+    apgd_t = lib.APGDT(model, norm=norm, eps=s.eps, steps=AUTOATTACK_STEPS, seed=s.seed, n_classes=num_classes)
+    fab_t = lib.FAB(model, norm=norm, eps=s.eps, steps=AUTOATTACK_STEPS, seed=s.seed, multi_targeted=True,
                     n_classes=num_classes)
     apgd_t.n_target_classes = fab_t.n_target_classes = targets
-    return lib.MultiAttack([lib.APGD(model, norm=norm, eps=eps, steps=AUTOATTACK_STEPS, seed=seed, loss="ce"),
+    return lib.MultiAttack([lib.APGD(model, norm=norm, eps=s.eps, steps=AUTOATTACK_STEPS, seed=s.seed, loss="ce"),
                             apgd_t, fab_t,
-                            lib.Square(model, norm=norm, eps=eps, n_queries=AUTOATTACK_QUERIES, seed=seed)])
+                            lib.Square(model, norm=norm, eps=s.eps, n_queries=AUTOATTACK_QUERIES, seed=s.seed)])
 
 
-def library_attack(attack: str, model: nn.Module, images: Tensor, labels: Tensor, eps: float, norm: str = "linf",
-                   steps: int = 100, restarts: int = 1, seed: int = 0, num_classes: int = 10) -> Tensor:
-    """Run one of LIBRARY_ATTACKS with torchattacks on pixel images; `steps` are iterations for APGD and queries
-    for Square (AutoAttack's standard set has its own). The global RNG is left as it was."""
-    _check(eps, norm)
-    lib = attacks_library(attack)
-    if num_classes < min_classes(attack):
-        raise UserInputError(f"attack {attack} needs at least {min_classes(attack)} classes, the model has "
-                             f"{num_classes}")
-    name = {"linf": "Linf", "l2": "L2"}[norm]
-    if attack in ("apgd-ce", "apgd-dlr"):
-        runner = lib.APGD(model, norm=name, eps=eps, steps=steps, n_restarts=restarts, seed=seed,
-                          loss=attack.partition("-")[2])
-    elif attack == "square":
-        runner = lib.Square(model, norm=name, eps=eps, n_queries=steps, n_restarts=restarts, seed=seed,
-                            loss="margin")
-    elif attack == "autoattack":
-        runner = _standard_set(lib, model, name, eps, seed, num_classes)
-    else:
-        raise UserInputError(f"unknown library attack {attack!r}; use one of {', '.join(LIBRARY_ATTACKS)}")
-    devices = [images.device] if images.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        adversarial = runner(images, labels)
-    return adversarial.detach().to(images.dtype)
+# -- the attacks -------------------------------------------------------------------------------------------------
+register_attack(Attack(
+    "fgsm", "one step of size eps along the loss gradient's steepest ascent direction (FGSM; FGM for l2)",
+    lambda model, images, labels, s, generator, classes: fgsm(model, images, labels, s.eps, s.norm, s.loss),
+    options=("loss",), steps=1, loss="ce", step_size=lambda eps, steps: eps, iterative=False))
+register_attack(Attack(
+    "pgd", "projected gradient ascent from random points of the ball; the worst iterate of every restart is kept",
+    lambda model, images, labels, s, generator, classes: pgd(model, images, labels, s.eps, s.norm, s.steps,
+                                                             s.step_size, s.loss, s.restarts, generator=generator),
+    options=OPTIONS, steps=20, loss="ce", step_size=default_step_size, versus_fgsm=True))
+register_attack(Attack(
+    "apgd-ce", "Auto-PGD on cross-entropy: step size adapted from the loss's progress, momentum",
+    _library(_apgd), options=("steps", "restarts"), steps=100, loss="ce", extra=True))
+register_attack(Attack(
+    "apgd-dlr", "Auto-PGD on the Difference of Logits Ratio loss, invariant to shifting and scaling the logits",
+    _library(_apgd), options=("steps", "restarts"), steps=100, loss="dlr", min_classes=3, extra=True))
+register_attack(Attack(
+    "square", "random search with square-shaped updates on the model's outputs alone, never its gradients",
+    _library(_square), options=("steps", "restarts"), steps=5000, unit=("query", "queries"), loss="margin",
+    access="black-box", extra=True))
+register_attack(Attack(
+    "autoattack", "AutoAttack's standard set: APGD-CE, APGD-T, FAB-T and Square, each on what the others left",
+    _library(_standard_set), restarts=None, access="both", min_classes=4, extra=True))

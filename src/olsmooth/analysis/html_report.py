@@ -355,6 +355,7 @@ def _results_section(results: Sequence[RunResult], groups: Sequence[Group], name
         parts.append(f"<h3>{html.escape(title)}</h3>"
                      + _note(f"{RESULTS}/*.json of olsmooth {command} --save-to-run: mean ± sample std over the "
                              f"runs of each group with the same result file.")
+                     + (_attacks_note(chosen) if command == "attack" else "")
                      + _summary_of_results(summary, metrics, formats)
                      + "<details><summary>Every run</summary>"
                      + html_table(per_run, ["run", "file", *settings, *metrics],
@@ -363,6 +364,14 @@ def _results_section(results: Sequence[RunResult], groups: Sequence[Group], name
     if not parts:
         return None
     return Section("results", "Evaluation and robustness results", "".join(parts))
+
+
+def _attacks_note(results: Sequence[SavedResult]) -> str:
+    """What each registered attack among the results does, from the attack registry's help."""
+    from .attacks import ATTACKS  # torch, only where a report has attack results
+    names = dict.fromkeys(str(r.data.get("attack")) for r in results)
+    known = [f"{name}: {ATTACKS[name].help} ({ATTACKS[name].access})" for name in names if name in ATTACKS]
+    return _note("; ".join(known) + ".") if known else ""
 
 
 def _summary_of_results(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], formats: Mapping[str, str]) -> str:

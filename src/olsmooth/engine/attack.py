@@ -19,18 +19,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..analysis.attacks import (
     ATTACKS,
-    LIBRARY_ATTACKS,
     LOSSES,
     NORMS,
+    OPTIONS,
+    AttackSettings,
     NormalizedModel,
+    attack_entry,
+    attack_images,
     attacks_library,
-    default_step_size,
-    fgsm,
+    check_classes,
     large_eps,
-    library_attack,
-    min_classes,
     perturbation_size,
-    pgd,
     project,
     to_pixels,
 )
@@ -43,42 +42,8 @@ from .distributed import DistInfo, all_reduce_max, all_reduce_sum, setup
 from .evaluate import batch_shards, check_loader_options
 from .inference import data_for_checkpoint, model_from_checkpoint, same_data
 
-WHITE_BOX = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "autoattack")  # on the attacked model's own gradients
-DEFAULT_STEPS = {"fgsm": 1, "pgd": 20, "apgd-ce": 100, "apgd-dlr": 100, "square": 5000}  # square: queries
-LIBRARY_LOSS = {"apgd-ce": "ce", "apgd-dlr": "dlr", "square": "margin", "autoattack": None}
 LARGE_EPS_MAX_TOP1 = 2.0  # % of samples a working attack may leave robust when the eps ball holds the whole box
 TOLERANCE = 1e-5  # float rounding allowed outside the eps ball and the box
-
-
-@dataclass(frozen=True)
-class AttackSettings:
-    """One attack, validated: `steps` (queries for square) and `restarts` are None for AutoAttack's fixed set."""
-
-    attack: str
-    norm: str
-    eps: float
-    eps_text: str
-    steps: int | None
-    restarts: int | None
-    loss: str | None
-    step_size: float | None
-    seed: int = 0
-
-    def describe(self) -> str:
-        """One line: the attack, its eps and its budget."""
-        parts = [f"{self.attack} {self.norm} eps {self.eps_text}"]
-        plural = "" if self.steps == 1 else "s"
-        if self.attack == "pgd":
-            parts.append(f"{self.steps} step{plural} of {self.step_size:.4g}")
-        elif self.attack == "square":
-            parts.append(f"{self.steps} quer{'y' if self.steps == 1 else 'ies'}")
-        elif self.attack in ("apgd-ce", "apgd-dlr"):
-            parts.append(f"{self.steps} step{plural}")
-        if self.restarts and self.restarts > 1:
-            parts.append(f"{self.restarts} restarts")
-        if self.loss:
-            parts.append(f"{self.loss} loss")
-        return ", ".join(parts)
 
 
 def parse_eps(text: str, flag: str = "--eps") -> tuple[float, str]:
@@ -105,9 +70,9 @@ def _not_for(attack: str, given: dict[str, Any]) -> None:
 
 def attack_settings(attack: str, norm: str, eps: str | float, steps: int | None = None, restarts: int | None = None,
                     loss: str | None = None, step_size: str | float | None = None, seed: int = 0) -> AttackSettings:
-    """Validate an attack's options and fill its defaults (PGD: 20 steps of 2.5 * eps / steps, CE loss)."""
-    if attack not in ATTACKS:
-        raise UserInputError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
+    """Validate an attack's options against what the registry declares for it and fill its defaults (PGD: 20
+    steps of 2.5 * eps / steps, CE loss)."""
+    entry = attack_entry(attack)
     if norm not in NORMS:
         raise UserInputError(f"unknown norm {norm!r}; use one of {', '.join(NORMS)}")
     if loss is not None and loss not in LOSSES:
@@ -116,39 +81,27 @@ def attack_settings(attack: str, norm: str, eps: str | float, steps: int | None 
     for flag, number in (("--steps", steps), ("--restarts", restarts)):
         if number is not None and number < 1:
             raise UserInputError(f"{flag} must be at least 1, got {number}")
-    size = None if step_size is None else parse_eps(str(step_size), "--step-size")[0]
-    if attack == "fgsm":
-        _not_for(attack, {"--steps": steps, "--restarts": restarts, "--step-size": step_size})
-        return AttackSettings(attack, norm, value, text, 1, 1, loss or "ce", value, seed)
-    if attack == "pgd":
-        steps = steps or DEFAULT_STEPS["pgd"]
-        size = default_step_size(value, steps) if size is None else size
-        return AttackSettings(attack, norm, value, text, steps, restarts or 1, loss or "ce", size, seed)
-    if attack == "autoattack":
-        _not_for(attack, {"--steps": steps, "--restarts": restarts, "--loss": loss, "--step-size": step_size})
-        return AttackSettings(attack, norm, value, text, None, None, None, None, seed)
-    _not_for(attack, {"--loss": loss, "--step-size": step_size})
-    return AttackSettings(attack, norm, value, text, steps or DEFAULT_STEPS[attack], restarts or 1,
-                          LIBRARY_LOSS[attack], None, seed)
+    given = dict(zip(OPTIONS, (steps, restarts, loss, step_size)))
+    _not_for(attack, {"--" + name.replace("_", "-"): number for name, number in given.items()
+                      if name not in entry.options})
+    steps = steps or entry.steps
+    if step_size is not None:
+        size: float | None = parse_eps(str(step_size), "--step-size")[0]
+    else:
+        size = None if entry.step_size is None or steps is None else entry.step_size(value, steps)
+    return AttackSettings(attack, norm, value, text, steps, restarts or entry.restarts, loss or entry.loss, size, seed)
 
 
 def at_eps(settings: AttackSettings, eps: float) -> AttackSettings:
-    """The same attack at another eps (PGD's step scaled with it)."""
-    step = default_step_size(eps, settings.steps) if settings.attack == "pgd" else settings.step_size
+    """The same attack at another eps (a step size that follows eps, PGD's, scaled with it)."""
+    rule = attack_entry(settings.attack).step_size
+    step = rule(eps, settings.steps) if rule is not None and settings.steps is not None else settings.step_size
     return replace(settings, eps=eps, eps_text=format(eps, ".12g"), step_size=step)
 
 
-def craft(settings: AttackSettings, model: torch.nn.Module, pixels: Tensor, labels: Tensor,
-          generator: torch.Generator, num_classes: int) -> Tensor:
-    """The attack's adversarial images for a batch, crafted on `model` (a pixel-space model)."""
-    s = settings
-    if s.attack == "fgsm":
-        return fgsm(model, pixels, labels, s.eps, s.norm, s.loss)
-    if s.attack == "pgd":
-        return pgd(model, pixels, labels, s.eps, s.norm, s.steps, s.step_size, s.loss, s.restarts,
-                   generator=generator)
-    return library_attack(s.attack, model, pixels, labels, s.eps, s.norm, s.steps or 0, s.restarts or 1, s.seed,
-                          num_classes)
+def versus_fgsm(settings: AttackSettings) -> AttackSettings:
+    """FGSM with the loss, norm, eps and seed of `settings`: the single step an iterative attack must beat."""
+    return attack_settings("fgsm", settings.norm, settings.eps_text, loss=settings.loss, seed=settings.seed)
 
 
 # -- the checkpoints and their pixel-space test data -------------------------------------------------------------
@@ -232,7 +185,7 @@ def _outside(clean: Tensor, adversarial: Tensor, eps: float, norm: str) -> float
 def _robust(settings: AttackSettings, crafter: torch.nn.Module, target: torch.nn.Module, pixels: Tensor,
             labels: Tensor, clean_ok: Tensor, generator: torch.Generator, num_classes: int) -> int:
     """Samples still correct on the target under `settings` crafted on `crafter`."""
-    adversarial = project(pixels, craft(settings, crafter, pixels, labels, generator, num_classes),
+    adversarial = project(pixels, attack_images(crafter, pixels, labels, settings, generator, num_classes),
                           settings.eps, settings.norm)
     return int((clean_ok & _correct(target, adversarial, labels)).sum())
 
@@ -258,9 +211,10 @@ def _check_options(settings: AttackSettings, surrogate: str | Path | None, n: in
     if n is not None and n < 1:
         raise UserInputError(f"--n must be at least 1, got {n}")
     check_loader_options(batch_size, workers)
-    if surrogate is not None and settings.attack == "square":
-        raise UserInputError("square is a black-box attack on the target itself; --surrogate does not apply")
-    if settings.attack in LIBRARY_ATTACKS:
+    entry = attack_entry(settings.attack)
+    if surrogate is not None and not entry.white_box:
+        raise UserInputError(f"{entry.name} is a black-box attack on the target itself; --surrogate does not apply")
+    if entry.extra:
         attacks_library(settings.attack)  # the missing extra is reported before anything is loaded
 
 
@@ -275,9 +229,7 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
     dist = setup(device)
     target = load_subject(path, n, batch_size, workers, dist, data_root)
     num_classes = int(target.ckpt["num_classes"])
-    if num_classes < min_classes(settings.attack):
-        raise UserInputError(f"attack {settings.attack} needs at least {min_classes(settings.attack)} classes, "
-                             f"{path} has {num_classes}")
+    check_classes(attack_entry(settings.attack), num_classes, str(path))
     source = None
     if surrogate is not None:
         source_path = checkpoint_path(surrogate)
@@ -295,7 +247,8 @@ def run_attack(checkpoint: str | Path, settings: AttackSettings, surrogate: str 
 
 def _attack_batches(settings: AttackSettings, target: Subject, source: Subject | None, num_classes: int,
                     dist: DistInfo, check_sanity: bool) -> Counts:
-    counts = Counts()
+    counts, entry = Counts(), attack_entry(settings.attack)
+    single_step = versus_fgsm(settings) if entry.versus_fgsm else None
     crafter = (source or target).model
     batches = zip(target.loader, source.loader) if source else ((batch, batch) for batch in target.loader)
     for k, ((images, labels), (source_images, source_labels)) in enumerate(batches):
@@ -311,17 +264,17 @@ def _attack_batches(settings: AttackSettings, target: Subject, source: Subject |
                          source.path)
         clean_ok = _correct(target.model, pixels, labels)
         counts.pipeline_mismatch += int((clean_ok != _correct(target.model.model, images, labels)).sum())
-        raw = craft(settings, crafter, pixels, labels, generator, num_classes)
+        raw = attack_images(crafter, pixels, labels, settings, generator, num_classes)
         counts.outside = max(counts.outside, _outside(pixels, raw, settings.eps, settings.norm))
         adv_ok = _correct(target.model, project(pixels, raw, settings.eps, settings.norm), labels)
         counts.n += len(labels)
         counts.clean += int(clean_ok.sum())
         counts.adversarial += int(adv_ok.sum())
         counts.robust += int((clean_ok & adv_ok).sum())
-        if settings.attack == "pgd":
-            counts.fgsm += _robust(replace(settings, attack="fgsm", steps=1, restarts=1, step_size=settings.eps),
-                                   crafter, target.model, pixels, labels, clean_ok, generator, num_classes)
-        if check_sanity and settings.attack != "fgsm":
+        if single_step is not None:
+            counts.fgsm += _robust(single_step, crafter, target.model, pixels, labels, clean_ok, generator,
+                                   num_classes)
+        if check_sanity and entry.iterative:
             big = large_eps(settings.norm, pixels.shape[1:])
             counts.large_eps = big
             counts.large += _robust(at_eps(settings, big), crafter, target.model, pixels, labels, clean_ok,
@@ -355,7 +308,7 @@ def _record(settings: AttackSettings, target: Subject, source: Subject | None, c
         "restarts": s["restarts"], "loss": s["loss"], "step_size": s["step_size"], "seed": s["seed"],
         "n": counts.n,
         "surrogate": None if source is None else str(source.path),
-        "fgsm_top1": counts.percent(counts.fgsm) if settings.attack == "pgd" else None,
+        "fgsm_top1": counts.percent(counts.fgsm) if attack_entry(settings.attack).versus_fgsm else None,
         "large_eps": large,
     }
 
@@ -396,7 +349,8 @@ def _saved_results(results: Path | None, replaced: str) -> list[dict[str, Any]]:
 
 
 def _is_white_box(record: dict[str, Any]) -> bool:
-    return record.get("surrogate") is None and record.get("attack") in WHITE_BOX
+    entry = ATTACKS.get(str(record.get("attack")))
+    return record.get("surrogate") is None and entry is not None and entry.white_box
 
 
 def masking_warnings(records: list[dict[str, Any]]) -> list[str]:

@@ -23,8 +23,9 @@ from ..errors import UserInputError
 from ..fileio import read_array
 from ..models import create_model
 from ..runs.checkpoints import checkpoint_path, load_checkpoint
-from ..runs.layout import indices_name
+from ..runs.layout import eval_result_name, indices_name
 from ..runs.reader import snapshot_files
+from ..runs.results import write_result
 from .distributed import DistInfo, all_reduce_sum, setup
 from .evaluate import Evaluation, check_loader_options, eval_loader, evaluate, gather_by_position
 from .progress import Progress
@@ -253,6 +254,15 @@ def _shift_consistency(models: Sequence[nn.Module], dataset: Dataset, batch_size
         bar.update()
     bar.close()
     return 100.0 * float(all_reduce_sum(agreed)) / len(dataset)
+
+
+def save_evaluation(results: Path, checkpoint: str | Path, evaluation: CalibratedEvaluation, ema: bool = False
+                    ) -> dict[str, Any]:
+    """Write a checkpoint's evaluation into its run folder's results/ (`olsmooth eval --save-to-run`): the metrics
+    with the command, the checkpoint and whether its EMA weights were evaluated; returns that object."""
+    record = {"command": "eval", "checkpoint": str(Path(checkpoint).resolve()), "ema": ema, **evaluation.metrics}
+    write_result(results, eval_result_name(Path(checkpoint).stem), record)
+    return record
 
 
 def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
