@@ -51,19 +51,11 @@ from olsmooth.data import build_datasets
 from olsmooth.engine.config import TrainConfig
 from olsmooth.engine.inference import evaluate_each, pick_snapshots, snapshot_epochs
 from olsmooth.engine.resolve import resolve
-from olsmooth.engine.study import (
-    Cell,
-    PlannedRun,
-    Study,
-    baseline_pairs,
-    cell_groups,
-    cell_name,
-    load_study,
-    parse_study,
-    plan_runs,
-    run_study,
-)
 from olsmooth.errors import UserInputError
+from olsmooth.studies.plan import PlannedRun, plan_runs
+from olsmooth.studies.results import cell_groups
+from olsmooth.studies.runner import run_study
+from olsmooth.studies.spec import Cell, Study, baseline_pairs, cell_name, load_study, parse_study
 
 from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
 

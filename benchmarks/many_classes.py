@@ -23,17 +23,11 @@ import numpy as np
 from olsmooth.analysis.report import Group, markdown_report, markdown_table
 from olsmooth.analysis.soft_labels import diagonal_mass, load_matrix, row_entropy, soft_label_files
 from olsmooth.engine.checkpoint import checkpoint_class_names
-from olsmooth.engine.study import (
-    Study,
-    baseline_pairs,
-    exact_csv_text,
-    load_study,
-    plan_runs,
-    read_exact_csv,
-    resolve_study_path,
-)
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_file, atomic_write_text
+from olsmooth.studies.plan import plan_runs
+from olsmooth.studies.results import exact_csv_text, read_exact_csv
+from olsmooth.studies.spec import Study, baseline_pairs, load_study, resolve_study_path
 
 MODULE = "benchmarks.many_classes"
 CALIBRATION_KEYS = ("top1", "top5", "nll", "ece", "temperature", "nll_ts", "ece_ts")

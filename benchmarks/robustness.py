@@ -21,9 +21,11 @@ from typing import Any
 from olsmooth.analysis.report import Group, markdown_report
 from olsmooth.cli import main as olsmooth
 from olsmooth.engine.attack import attack_settings, result_name
-from olsmooth.engine.study import load_study, plan_runs, run_study
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_text
+from olsmooth.studies.plan import plan_runs
+from olsmooth.studies.runner import run_study
+from olsmooth.studies.spec import load_study
 
 from .common import benchmark_parser, command_line, machine_info, parse_benchmark_args, report_header
 

@@ -38,21 +38,13 @@ from olsmooth.analysis.report import (
 )
 from olsmooth.engine.inference import evaluate_each, pick_snapshots, snapshot_epochs
 from olsmooth.engine.resolve import resolve
-from olsmooth.engine.study import (
-    PUBLISHED_FIGURES,
-    PUBLISHED_PAGES,
-    PlannedRun,
-    Study,
-    baseline_pairs,
-    exact_csv_text,
-    load_study,
-    plan_runs,
-    read_exact_csv,
-    resolve_study_path,
-    run_study,
-)
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_bytes, atomic_write_text
+from olsmooth.studies.plan import PlannedRun, plan_runs
+from olsmooth.studies.publish import PUBLISHED_FIGURES, PUBLISHED_PAGES
+from olsmooth.studies.results import exact_csv_text, read_exact_csv
+from olsmooth.studies.runner import run_study
+from olsmooth.studies.spec import Study, baseline_pairs, load_study, resolve_study_path
 
 from .common import benchmark_parser, command_line, machine_info, machine_line, parse_benchmark_args, write_results
 

@@ -421,7 +421,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .engine.study import describe_plan, load_study, markdown_text, plan_runs, publish, read_results_csv, run_study
+    from .studies import describe_plan, load_study, markdown_text, plan_runs, publish, read_results_csv, run_study
     study = load_study(args.config, args.seeds)
     out = Path(args.out or Path("runs") / f"study-{study.name}")
     if args.from_csv:
