@@ -35,12 +35,12 @@ import numpy as np
 import torch
 
 from olsmooth.analysis import classification_metrics, plot_curves, plot_reliability, plot_soft_labels
+from olsmooth.analysis.metrics import EVALUATION_KEYS, HEADLINE_KEYS, metric_formats
 from olsmooth.analysis.report import (
     METHOD_OPTIONS,
     Group,
     markdown_report,
     markdown_table,
-    metric_formats,
     option_text,
     paired_rows,
     read_metrics,
@@ -61,7 +61,7 @@ from .common import benchmark_parser, command_line, machine_info, machine_line, 
 
 STUDY, QUICK_STUDY = "accuracy-fashion-mnist", "accuracy-quick"
 LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn digits"}
-SUMMARY_KEYS = ("top1", "top5", "nll", "ece", "train_top1")
+SUMMARY_KEYS = (*EVALUATION_KEYS, "train_top1")
 ENSEMBLE_METHODS = ("ce", "ls", "ols")
 ENSEMBLE_SIZES = (1, 3, 5, 10)
 ENSEMBLE_KEYS = ("top1", "gain", "nll", "ece")
@@ -183,7 +183,7 @@ def evaluate_ensembles(study: Study, plan: Sequence[PlannedRun], seeds: Sequence
         for count, members in picks.items():
             probs = torch.stack([cache[p].probs for p in members]).mean(dim=0)
             metrics = classification_metrics(probs, cache[members[0]].labels)
-            figures = {k: float(metrics[k]) for k in ("top1", "nll", "ece")}
+            figures = {k: float(metrics[k]) for k in HEADLINE_KEYS}
             single = figures["top1"] if count == 1 else groups[run.cell.name, 1].runs[run.seed]["top1"]
             group = groups.setdefault((run.cell.name, count), Group({**run.cell.options, "snapshots": count}))
             group.add(run.seed, {**figures, "gain": figures["top1"] - single}, run.folder)

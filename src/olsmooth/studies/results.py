@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.metrics import EVALUATION_KEYS, HEADLINE_KEYS, axis_label, units_text
 from ..analysis.report import (
     NOISE_OPTION,
     Group,
@@ -28,9 +29,8 @@ from ..errors import UserInputError
 from .plan import PlannedRun
 from .spec import Study, baseline_pairs
 
-RESULT_KEYS = ("top1", "nll", "ece")
+TABLE_KEYS = (*HEADLINE_KEYS, *(f"best_{k}" for k in HEADLINE_KEYS))
 """Shown per cell for the last epoch and, as best_*, for each run's epoch with the highest test top-1."""
-TABLE_KEYS = (*RESULT_KEYS, *(f"best_{k}" for k in RESULT_KEYS))
 CSV_NAME, MARKDOWN_NAME, FIGURE_NAME = "results.csv", "results.md", "results.png"
 MEMORISATION_FIGURE = "memorisation.png"
 MEMORISATION_KEYS = ("noisy_fit_clean", "noisy_fit_noisy", "ols_noise_mass")
@@ -41,8 +41,8 @@ def _is_noise_study(study: Study) -> bool:
     return any(NOISE_OPTION in cell.options for cell in study.cells)
 
 
-RUN_COLUMNS = ("epochs", "top1", "top5", "nll", "ece", "best_epoch", "best_top1", "best_top5", "best_nll", "best_ece",
-               "best_val_top1", "train_top1", "epoch_time_s", *MEMORISATION_KEYS)
+RUN_COLUMNS = ("epochs", *EVALUATION_KEYS, "best_epoch", *(f"best_{k}" for k in EVALUATION_KEYS), "best_val_top1",
+               "train_top1", "epoch_time_s", *MEMORISATION_KEYS)
 """Per run in results.csv: its epochs; the last epoch's test figures; the chosen epoch (highest validation top-1
 where the run has a validation split, else test top-1) and its test figures; that epoch's validation top-1; the
 last epoch's train top-1 (on the training batches, as trained); the mean epoch time in seconds; and, for runs with
@@ -54,8 +54,8 @@ def run_row(study: Study, run: PlannedRun, out: Path) -> dict[str, Any]:
     """The results.csv row of a finished run, read from its folder."""
     folder = load_run(run.folder)
     last, best = folder.record("last"), folder.record("best")
-    figures = {**folder.figures("last", ("top1", "top5", "nll", "ece")),
-               **{f"best_{k}": v for k, v in folder.figures("best", ("top1", "top5", "nll", "ece")).items()}}
+    figures = {**folder.figures("last", EVALUATION_KEYS),
+               **{f"best_{k}": v for k, v in folder.figures("best", EVALUATION_KEYS).items()}}
     times = [r["epoch_time_s"] for r in folder.records if "epoch_time_s" in r]
     return {"cell": run.cell.name, "seed": run.seed, "folder": run.folder.relative_to(out).as_posix(),
             **{k: option_text(study.shown_options(run.cell).get(k)) for k in _option_columns(study)},
@@ -164,8 +164,8 @@ def markdown_text(study: Study, rows: Sequence[Mapping[str, Any]], out: str | Pa
               else "test top-1")
     lines.append(f"{len(study.cells)} cell(s) x {len(study.seeds)} seed(s) = {len(rows)} runs; run folders under "
                  f"`{out}`; shared options: {option_text(study.base) if study.base else 'none'}. Mean ± sample std "
-                 f"over seeds of the last epoch's test top1, nll, ece and of each run's epoch with the highest "
-                 f"{chosen} (best_*); top-1 and ECE in %, NLL in nats. Per-run figures: results.csv.\n")
+                 f"over seeds of the last epoch's test {', '.join(HEADLINE_KEYS)} and of each run's epoch with the "
+                 f"highest {chosen} (best_*); {units_text(HEADLINE_KEYS)}. Per-run figures: results.csv.\n")
     lines.append(markdown_report(groups, TABLE_KEYS, baseline_pairs(study)))
     lines.append(f"\n![test top-1 per cell]({links.get(FIGURE_NAME, FIGURE_NAME)})\n")
     noisy = [g for g in groups_from_rows(study, rows, MEMORISATION_KEYS[:2])
@@ -200,7 +200,7 @@ def write_results(study: Study, plan: Sequence[PlannedRun], out: str | Path) -> 
     texts = (csv_text(study, rows), markdown_text(study, rows, out))
     title = f"{study.name}: final test top-1, mean ± std over {len(study.seeds)} seed(s)"
     figures = {FIGURE_NAME: plot_noise_groups(groups, "top1", title=title) if _is_noise_study(study) else
-               plot_groups(groups, "top1", _numeric_axis(study), ylabel="final test top-1 (%)", title=title)}
+               plot_groups(groups, "top1", _numeric_axis(study), ylabel=f"final {axis_label('top1')}", title=title)}
     records = [(cell, [read_metrics(run.folder) for run in plan if run.cell.name == cell.name])
                for cell in study.cells]
     curves = [(cell.options, [[r["noisy_fit_noisy"] for r in epochs] for epochs in runs]) for cell, runs in records
