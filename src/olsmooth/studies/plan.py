@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..analysis.report import CONFIG_FILE, NON_EXPERIMENT_OPTIONS, RunStatus, read_run_config, run_status
-from ..engine.config import TrainConfig
-from ..engine.resolve import resolve, upgrade_subset_draw
+from ..engine.config import TrainConfig, input_files
+from ..engine.resolve import check_names, resolve, upgrade_subset_draw
 from ..errors import UserInputError
 from .spec import Cell, Study
 
@@ -52,10 +52,26 @@ def _check_existing(run: PlannedRun) -> None:
                                  f"{wanted[key]!r}; move that folder away or choose another --out")
 
 
+def _check_startable(run: PlannedRun) -> None:
+    """A run still to train must be able to start: its dataset, model and label noise (`check_names`), and, for a
+    new run, the files its options name (a partial run resumes from its last.pt and reads none of them). Found
+    here, a typo in the last cell stops the study before its first run, not hours into it."""
+    try:
+        check_names(run.config)
+    except UserInputError as err:
+        raise UserInputError(f"{run.label}: {err}") from None
+    if run.status.state != "new":
+        return
+    missing = [f"{option} {path}" for option, path in input_files(run.config).items() if not Path(path).is_file()]
+    if missing:
+        raise UserInputError(f"{run.label}: no such file: {'; '.join(missing)}")
+
+
 def plan_runs(study: Study, out: str | Path) -> list[PlannedRun]:
     """Every cell and seed (seed by seed, so a stopped study has whole seeds), with the state of its folder.
 
-    Reads only; a folder that is not a run of this study is an error."""
+    Reads only; a folder that is not a run of this study is an error, and so is a run still to train that could
+    not start (`_check_startable`)."""
     plan = []
     for seed in study.seeds:
         for cell in study.cells:
@@ -65,6 +81,8 @@ def plan_runs(study: Study, out: str | Path) -> list[PlannedRun]:
             run = PlannedRun(cell, seed, folder, study.config(cell, seed, folder), run_status(folder))
             if run.status.state != "new":
                 _check_existing(run)
+            if run.status.state != "done":
+                _check_startable(run)
             plan.append(run)
     return plan
 
