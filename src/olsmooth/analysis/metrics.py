@@ -2,8 +2,9 @@
 
 A `Metric` is a measured quantity under its key in metrics.jsonl, summary.json, results.csv and eval's JSON, with
 the label that axes give it, its unit and the decimals tables print. The keys every evaluation reports
-(`EVALUATION_KEYS`) and those that tables lead with and paired tests compare (`HEADLINE_KEYS`) are named here
-once; the trainer's summary, `olsmooth eval`, the reports, the HTML page and the study tables read them.
+(`EVALUATION_KEYS`), those that tables lead with and paired tests compare (`HEADLINE_KEYS`) and those temperature
+scaling changes (`SCALED_KEYS`) are named here once; the trainer's summary, `olsmooth eval`, the reports, the HTML
+page and the study tables read them.
 
 A figure's key may wrap a metric's in a split or selection (`val_top1`, `best_nll`, `test_ece_last`, `train_loss`)
 or a suffix (`nll_ts`, after temperature scaling; `robust_top1`): `metric_of` finds the metric it measures.
