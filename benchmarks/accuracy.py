@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 from olsmooth.analysis import classification_metrics, plot_curves, plot_reliability, plot_soft_labels
+from olsmooth.analysis.metrics import EVALUATION_KEYS, HEADLINE_KEYS, metric_formats
 from olsmooth.analysis.report import (
     Group,
     markdown_report,
     markdown_table,
-    metric_formats,
     option_text,
     paired_rows,
     summary_rows,
@@ -49,20 +49,12 @@ from olsmooth.data import build_datasets
 from olsmooth.engine.config import TrainConfig
 from olsmooth.engine.inference import evaluate_each, pick_snapshots
 from olsmooth.engine.resolve import resolve
-from olsmooth.engine.study import (
-    Cell,
-    PlannedRun,
-    Study,
-    baseline_pairs,
-    cell_groups,
-    cell_name,
-    load_study,
-    parse_study,
-    plan_runs,
-    run_study,
-)
 from olsmooth.option_roles import METHOD_OPTIONS
 from olsmooth.runs.reader import has_soft_labels, read_metrics, snapshot_files, soft_label_files
+from olsmooth.studies.plan import PlannedRun, plan_runs
+from olsmooth.studies.results import cell_groups
+from olsmooth.studies.runner import run_study
+from olsmooth.studies.spec import Cell, Study, baseline_pairs, cell_name, load_study, parse_study
 
 from .common import (
     benchmark_parser,
@@ -76,7 +68,7 @@ from .common import (
 
 STUDY, QUICK_STUDY = "accuracy-fashion-mnist", "accuracy-quick"
 LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn digits"}
-SUMMARY_KEYS = ("top1", "top5", "nll", "ece", "train_top1")
+SUMMARY_KEYS = (*EVALUATION_KEYS, "train_top1")
 ENSEMBLE_METHODS = ("ce", "ls", "ols")
 ENSEMBLE_SIZES = (1, 3, 5, 10)
 ENSEMBLE_KEYS = ("top1", "gain", "nll", "ece")
@@ -198,7 +190,7 @@ def evaluate_ensembles(study: Study, plan: Sequence[PlannedRun], seeds: Sequence
         for count, members in picks.items():
             probs = torch.stack([cache[p].probs for p in members]).mean(dim=0)
             metrics = classification_metrics(probs, cache[members[0]].labels)
-            figures = {k: float(metrics[k]) for k in ("top1", "nll", "ece")}
+            figures = {k: float(metrics[k]) for k in HEADLINE_KEYS}
             single = figures["top1"] if count == 1 else groups[run.cell.name, 1].runs[run.seed]["top1"]
             group = groups.setdefault((run.cell.name, count), Group({**run.cell.options, "snapshots": count}))
             group.add(run.seed, {**figures, "gain": figures["top1"] - single}, run.folder)

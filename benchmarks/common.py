@@ -20,9 +20,9 @@ import torch
 
 from olsmooth import analysis
 from olsmooth.engine.config import OPTIONS
-from olsmooth.engine.study import PUBLISHED_PAGES
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_bytes, atomic_write_text
+from olsmooth.studies.publish import PUBLISHED_PAGES
 
 DEFAULT_OUT = "benchmarks/out"
 PROVENANCE = ("Machine: ", "Command: ")

@@ -20,27 +20,22 @@ from typing import Any
 
 import numpy as np
 
+from olsmooth.analysis.metrics import EVALUATION_KEYS
 from olsmooth.analysis.report import Group, markdown_report, markdown_table
 from olsmooth.analysis.soft_labels import diagonal_mass, load_matrix, row_entropy
-from olsmooth.engine.study import (
-    Study,
-    baseline_pairs,
-    exact_csv_text,
-    load_study,
-    plan_runs,
-    read_exact_csv,
-    resolve_study_path,
-)
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_file, atomic_write_text
 from olsmooth.runs.checkpoints import checkpoint_class_names
 from olsmooth.runs.layout import LAST
 from olsmooth.runs.reader import soft_label_files
+from olsmooth.studies.plan import plan_runs
+from olsmooth.studies.results import exact_csv_text, read_exact_csv
+from olsmooth.studies.spec import Study, baseline_pairs, load_study, resolve_study_path
 
 from .common import exit_status
 
 MODULE = "benchmarks.many_classes"
-CALIBRATION_KEYS = ("top1", "top5", "nll", "ece", "temperature", "nll_ts", "ece_ts")
+CALIBRATION_KEYS = (*EVALUATION_KEYS, "temperature", "nll_ts", "ece_ts")
 TESTED_KEYS = ("top5", "nll_ts", "ece_ts")
 MATRIX_KEYS = ("diagonal_mean", "diagonal_min", "diagonal_max", "entropy_mean", "largest_off_diagonal_mean")
 NEAREST_COLUMNS = ("cell", "class", "rank", "neighbour", "mass")
@@ -48,8 +43,6 @@ CSV_COLUMNS = {"calibration": ("cell", "seed", *CALIBRATION_KEYS), "matrices": (
                "nearest": NEAREST_COLUMNS}
 """The columns of each CSV, by role."""
 SAMPLED_CLASSES, NEIGHBOURS, SAMPLE_SEED = 12, 5, 0
-FORMATS = {"top1": ".2f", "top5": ".2f", "nll": ".4f", "ece": ".2f", "temperature": ".3f", "nll_ts": ".4f",
-           "ece_ts": ".2f"}
 
 
 def file_names(study: Study) -> dict[str, str]:
@@ -149,7 +142,7 @@ def page_text(study: Study, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -
             "## Calibration after temperature scaling\n\nEach run's last epoch: T fitted by NLL on its validation "
             "split (training typefaces), the scaled NLL and ECE (`_ts`) on the whole test set (held-out "
             "typefaces). Mean ± sample std over seeds; top-1, top-5 and ECE in %, NLL in nats.\n\n")
-    text += markdown_report(calibration, CALIBRATION_KEYS, pairs, FORMATS, TESTED_KEYS)
+    text += markdown_report(calibration, CALIBRATION_KEYS, pairs, tested_keys=TESTED_KEYS)
     matrices = groups(study, tables["matrices"], MATRIX_KEYS)
     text += ("\n## What the OLS matrix learned\n\nThe last epoch's soft-label matrix S of each OLS run: the mass a "
              "class keeps on itself (mean, smallest and largest over classes), the mean row entropy in nats, and "

@@ -29,11 +29,13 @@ from olsmooth.analysis.soft_labels import (
     resolve_class_names,
     row_entropy,
 )
-from olsmooth.engine.study import Cell, Study, exact_csv_text, load_study, plan_runs, read_exact_csv, resolve_study_path
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_text
 from olsmooth.runs.checkpoints import checkpoint_class_names
 from olsmooth.runs.reader import soft_label_files
+from olsmooth.studies.plan import plan_runs
+from olsmooth.studies.results import exact_csv_text, read_exact_csv
+from olsmooth.studies.spec import Cell, Study, load_study, resolve_study_path
 
 from .common import exit_status
 

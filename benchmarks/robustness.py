@@ -26,22 +26,15 @@ from olsmooth.analysis.html_report import write_html_report
 from olsmooth.analysis.report import Group, load_finished_runs, markdown_report, option_text
 from olsmooth.engine.attack import attack_settings, result_name, run_attack
 from olsmooth.engine.inference import evaluate_calibrated, save_evaluation
-from olsmooth.engine.study import (
-    PlannedRun,
-    Study,
-    baseline_pairs,
-    exact_csv_text,
-    load_study,
-    plan_runs,
-    read_exact_csv,
-    resolve_study_path,
-    run_study,
-)
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_text
 from olsmooth.runs.checkpoints import checkpoint_class_names
 from olsmooth.runs.layout import LAST, eval_result_name
 from olsmooth.runs.results import read_results, results_folder
+from olsmooth.studies.plan import PlannedRun, plan_runs
+from olsmooth.studies.results import exact_csv_text, read_exact_csv
+from olsmooth.studies.runner import run_study
+from olsmooth.studies.spec import Study, baseline_pairs, load_study, resolve_study_path
 
 from .common import (
     benchmark_parser,

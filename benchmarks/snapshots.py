@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from olsmooth.analysis import classification_metrics
+from olsmooth.analysis.metrics import HEADLINE_KEYS
 from olsmooth.analysis.report import (
     PAIRED_COLUMNS,
     PAIRED_FORMATS,
@@ -37,21 +38,14 @@ from olsmooth.analysis.report import (
 )
 from olsmooth.engine.inference import evaluate_each, pick_snapshots
 from olsmooth.engine.resolve import resolve
-from olsmooth.engine.study import (
-    PUBLISHED_FIGURES,
-    PlannedRun,
-    Study,
-    baseline_pairs,
-    exact_csv_text,
-    load_study,
-    plan_runs,
-    read_exact_csv,
-    resolve_study_path,
-    run_study,
-)
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_bytes, atomic_write_text
 from olsmooth.runs.reader import snapshot_files
+from olsmooth.studies.plan import PlannedRun, plan_runs
+from olsmooth.studies.publish import PUBLISHED_FIGURES
+from olsmooth.studies.results import exact_csv_text, read_exact_csv
+from olsmooth.studies.runner import run_study
+from olsmooth.studies.spec import Study, baseline_pairs, load_study, resolve_study_path
 
 from .common import (
     benchmark_parser,
@@ -69,10 +63,9 @@ from .common import (
 MODULE = "benchmarks.snapshots"
 STUDY, QUICK_STUDY = "family-snapshots-fashion-mnist", "snapshots-quick"
 DEFAULT_SIZES = (3, 5, 10)
-KEYS = ("top1", "nll", "ece")
 NAME = "snapshots"
 """OUT/snapshots.{csv,json,md,png}."""
-CSV_COLUMNS = ("cell", "seed", "folder", "after", "snapshots", *KEYS)
+CSV_COLUMNS = ("cell", "seed", "folder", "after", "snapshots", *HEADLINE_KEYS)
 """One row per run and ensemble: the run's cell, seed and folder (under the study's run folder), the epoch after
 which its snapshots were picked (0: over all of training) and how many (1: the last snapshot alone), and the
 ensemble's test top-1, NLL and ECE (top-1 and ECE in %, NLL in nats)."""
@@ -132,7 +125,7 @@ def evaluate_runs(study: Study, plan: Sequence[PlannedRun], after: int, sizes: S
             metrics = classification_metrics(probs, cache[members[0]].labels)
             rows.append({"cell": run.cell.name, "seed": run.seed,
                          "folder": f"{run.cell.name}/{run.folder.name}", "after": start, "snapshots": size,
-                         **{k: float(metrics[k]) for k in KEYS}})
+                         **{k: float(metrics[k]) for k in HEADLINE_KEYS}})
     rows.sort(key=lambda r: (index[r["cell"]], r["seed"], -r["after"], r["snapshots"]))
     return rows
 
@@ -145,7 +138,7 @@ def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
 def read_csv(study: Study, path: str | Path) -> list[dict[str, Any]]:
     """The rows of a snapshots CSV (as `csv_text` writes them), checked against the study: its columns, the study's
     cells, each cell, seed, start and size once; numbers parsed back exactly."""
-    rows = read_exact_csv(study, path, CSV_COLUMNS, ("seed", "after", "snapshots"), KEYS)
+    rows = read_exact_csv(study, path, CSV_COLUMNS, ("seed", "after", "snapshots"), HEADLINE_KEYS)
     keys = [(row["cell"], row["seed"], row["after"], row["snapshots"]) for row in rows]
     if len(set(keys)) != len(keys):
         raise UserInputError(f"{path}: a cell, seed, start and size appear twice")
@@ -160,7 +153,7 @@ def ensembles(study: Study, rows: Sequence[Mapping[str, Any]]) -> Ensembles:
     found: Ensembles = {}
     for row in rows:
         key = (index[row["cell"]], row["after"], row["snapshots"])
-        found.setdefault(key, {})[row["seed"]] = {k: row[k] for k in KEYS}
+        found.setdefault(key, {})[row["seed"]] = {k: row[k] for k in HEADLINE_KEYS}
     return found
 
 
@@ -181,7 +174,7 @@ def wide_rows(study: Study, found: Ensembles, start: int, sizes: Sequence[int]) 
             continue
         seeds = sorted(found[index, start, 1])
         stats = {size: summary_stats([found[index, start, size][s] for s in seeds if s in found[index, start, size]],
-                                     KEYS, cell.name) for size in (1, *fitted)}
+                                     HEADLINE_KEYS, cell.name) for size in (1, *fitted)}
         row = {"cell": cell.name, "n": str(len(seeds)), "single top-1": cell_text(stats[1]["top1"], ".2f")}
         row |= {f"{size} top-1": cell_text(stats[size]["top1"], ".2f") for size in fitted}
         for key, fmt in (("nll", ".3f"), ("ece", ".2f")):
@@ -205,7 +198,7 @@ def gain_tests(study: Study, found: Ensembles, start: int, sizes: Sequence[int])
                 group.add(seed, figures, Path(cell.name) / f"seed-{seed}")
             groups.append(group)
         pairs.append((len(groups) - 2, len(groups) - 1))
-    return paired_rows(groups, pairs, KEYS)
+    return paired_rows(groups, pairs, HEADLINE_KEYS)
 
 
 def ensemble_tests(study: Study, found: Ensembles, start: int, size: int) -> list[dict[str, Any]]:
@@ -214,7 +207,7 @@ def ensemble_tests(study: Study, found: Ensembles, start: int, size: int) -> lis
     for index, group in enumerate(groups):
         for seed, figures in sorted(found.get((index, start, size), {}).items()):
             group.add(seed, figures, Path(study.cells[index].name) / f"seed-{seed}")
-    return paired_rows(groups, baseline_pairs(study), KEYS)
+    return paired_rows(groups, baseline_pairs(study), HEADLINE_KEYS)
 
 
 def section_title(start: int) -> str:

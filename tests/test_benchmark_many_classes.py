@@ -55,7 +55,7 @@ def test_nearest_rows_rank_a_row_without_its_own_class():
 
 def test_published_page_regenerates_from_its_csvs():
     many = load_script()
-    from olsmooth.engine.study import load_study, resolve_study_path
+    from olsmooth.studies.spec import load_study, resolve_study_path
 
     study = load_study(resolve_study_path("many-classes-glyphs-1000"))
     names = many.file_names(study)

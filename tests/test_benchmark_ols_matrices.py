@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from olsmooth.engine.study import exact_csv_text
+from olsmooth.studies.results import exact_csv_text
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = """\

@@ -9,7 +9,7 @@ import json
 import numpy as np
 from benchmarks import robustness
 
-from olsmooth.engine.study import load_study
+from olsmooth.studies.spec import load_study
 
 ARGS = ["--quick", "--n", "20", "--eps", "8/255", "--steps", "2"]
 

@@ -14,10 +14,11 @@ from olsmooth.analysis.report import grouping_keys
 from olsmooth.cli import main
 from olsmooth.engine.config import TrainConfig
 from olsmooth.engine.resolve import resolve
-from olsmooth.engine.study import parse_study, plan_runs
 from olsmooth.engine.trainer import load_resume
 from olsmooth.errors import UserInputError
 from olsmooth.option_roles import RESUME_MAY_CHANGE, ROLES, SET_BY_RESUME, Role, options_with
+from olsmooth.studies.plan import plan_runs
+from olsmooth.studies.spec import parse_study
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(TrainConfig)]
 

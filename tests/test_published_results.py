@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from olsmooth.engine.study import load_study, published_page_difference, resolve_study_path, studies_dir
+from olsmooth.studies.publish import published_page_difference
+from olsmooth.studies.spec import load_study, resolve_study_path, studies_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -13,9 +13,9 @@ from sklearn.datasets import load_digits
 from olsmooth.cli import main
 from olsmooth.engine.config import build_config, list_recipes, load_recipe, read_yaml, resolve_recipe_path
 from olsmooth.engine.resolve import resolve
-from olsmooth.engine.study import load_study
 from olsmooth.errors import UserInputError
 from olsmooth.models import list_models
+from olsmooth.studies.spec import load_study
 
 # Every shipped recipe's resolved configuration, written from the recipes before they included protocols; `out` is
 # left out (a time stamp) and `workers` is the recipe's own (resolve fills it from the machine's core count).

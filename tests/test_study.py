@@ -17,9 +17,10 @@ from scipy import stats
 
 from olsmooth.cli import main
 from olsmooth.data import NOISE_KINDS, NoiseSpec
-from olsmooth.engine.study import baseline_pairs, load_study, parse_study, run_study, studies_dir
 from olsmooth.engine.trainer import Trainer
 from olsmooth.errors import UserInputError
+from olsmooth.studies.runner import run_study
+from olsmooth.studies.spec import baseline_pairs, load_study, parse_study, studies_dir
 
 STUDY = {
     "description": "CE against LS on digits.",
@@ -306,7 +307,8 @@ def test_base_can_be_a_recipe_and_the_grid_overrides_it():
 
 def test_a_noise_study_plots_top1_against_the_rate_and_collects_memorisation(tmp_path):
     from olsmooth.analysis.report import plot_noise_groups
-    from olsmooth.engine.study import cell_groups, plan_runs, write_results
+    from olsmooth.studies.plan import plan_runs
+    from olsmooth.studies.results import cell_groups, write_results
     study = parse_study({"base": {"epochs": 1, "train_subset": 200},
                          "grid": {"noise": [None, "symmetric:0.4", "pairflip:0.2"], "method": ["ce", "ols"]},
                          "seeds": [0, 1]}, "noisy", "test")

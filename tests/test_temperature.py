@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 
 from olsmooth.analysis.calibration import calibration_metrics
-from olsmooth.analysis.temperature import SCALED_KEYS, calibration_report, fit_temperature
+from olsmooth.analysis.metrics import SCALED_KEYS
+from olsmooth.analysis.temperature import calibration_report, fit_temperature
 from olsmooth.errors import UserInputError
 
 

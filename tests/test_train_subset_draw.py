@@ -17,9 +17,11 @@ from olsmooth.cli import main
 from olsmooth.data import build_datasets, dataset_labels, stratified_subset, training_subset
 from olsmooth.data.sources.fashion_mnist import DEFAULT_ROOT as FASHION_ROOT
 from olsmooth.engine.config import OPTIONS, build_config
-from olsmooth.engine.study import load_study, plan_runs, resolve_study_path, run_study
 from olsmooth.engine.trainer import Trainer, load_resume
 from olsmooth.errors import UserInputError
+from olsmooth.studies.plan import plan_runs
+from olsmooth.studies.runner import run_study
+from olsmooth.studies.spec import load_study, resolve_study_path
 
 
 def old_first_subset(train, n: int) -> Subset:
@@ -167,7 +169,7 @@ def test_the_accuracy_studies_take_the_first_images_and_say_so(name):
 
 def test_every_shipped_study_describes_the_draw_it_sets():
     """A study whose description says "first N" takes the first N; one drawing stratified does not say "first"."""
-    from olsmooth.engine.study import studies_dir
+    from olsmooth.studies.spec import studies_dir
     for path in sorted(studies_dir().glob("*.yaml")):
         study = load_study(path)
         if study.base.get("train_subset") is None:

@@ -291,6 +291,7 @@ def _print_lists(args: argparse.Namespace) -> bool:
 
 def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
     """Write --save-predictions and print the metrics: the four of an Evaluation, all of a CalibratedEvaluation."""
+    from .analysis.metrics import EVALUATION_KEYS, METRICS, SCALED_KEYS
     from .engine.inference import CalibratedEvaluation
     from .fileio import atomic_write_file
     calibrated = isinstance(evaluation, CalibratedEvaluation)
@@ -305,18 +306,18 @@ def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
         print(f"olsmooth: note: the fitted temperature {m['temperature']:.4g} lies at an end of the search range "
               f"(the NLL may fall further beyond it)", file=sys.stderr)
     if args.json:
-        print(json.dumps(m if calibrated else {k: m[k] for k in ("top1", "top5", "nll", "ece")}))
+        print(json.dumps(m if calibrated else {k: m[k] for k in EVALUATION_KEYS}))
         return
     on = f"  on {m['samples']} test samples" if calibrated else ""
-    print(f"top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  nll {m['nll']:.4f}  ece {m['ece']:.2f}%{on}")
+    print("  ".join(f"{k} {METRICS[k].text(m[k])}" for k in EVALUATION_KEYS) + on)
     if not calibrated:
         return
     print(f"temperature fitted on: {m['calibration_data']}")
-    columns = {"nll": 8, "ece": 8, "adaptive_ece": 14, "mce": 8, "classwise_ece": 15, "brier": 8}
+    columns = {key: max(8, len(key) + 2) for key in SCALED_KEYS}  # each wide enough for its name
     print(" " * 20 + "".join(f"{name.replace('_', ' '):>{width}}" for name, width in columns.items()) + "  samples")
     rows = [("before scaling", "")] + ([(f"after T = {m['temperature']:.3f}", "_ts")] if "temperature" in m else [])
     for name, suffix in rows:
-        cells = [f"{m[key + suffix]:.4f}" if key in ("nll", "brier") else f"{m[key + suffix]:.2f}%" for key in columns]
+        cells = [METRICS[key].text(m[key + suffix]) for key in columns]
         print(f"{name:<20}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, columns.values()))
               + f"  {m['samples' + suffix]:>7}")
     if "shift_consistency" in m:
@@ -401,8 +402,8 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .analysis.metrics import EVALUATION_KEYS
     from .analysis.report import (
-        DEFAULT_KEYS,
         group_runs,
         load_finished_runs,
         markdown_report,
@@ -422,14 +423,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         path = write_html_report(args.html, runs, args.which, checkpoint_class_names, note=note)
         print(f"olsmooth: wrote {path}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"summary": summary_rows(groups, DEFAULT_KEYS), "paired_tests": paired_rows(groups, pairs)}))
+        print(json.dumps({"summary": summary_rows(groups, EVALUATION_KEYS),
+                          "paired_tests": paired_rows(groups, pairs)}))
     else:
-        print(markdown_report(groups, DEFAULT_KEYS, pairs), end="")
+        print(markdown_report(groups, EVALUATION_KEYS, pairs), end="")
     return 0
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .engine.study import describe_plan, load_study, markdown_text, plan_runs, publish, read_results_csv, run_study
+    from .studies import describe_plan, load_study, markdown_text, plan_runs, publish, read_results_csv, run_study
     study = load_study(args.config, args.seeds)
     out = Path(args.out or Path("runs") / f"study-{study.name}")
     if args.from_csv:

@@ -26,17 +26,15 @@ from ..fileio import atomic_write_text
 from ..runs.layout import RESULTS
 from ..runs.reader import has_soft_labels, soft_label_files
 from ..runs.results import SavedResult, read_results
+from .metrics import EVALUATION_KEYS, HEADLINE_KEYS, axis_label, metric_formats, units_text
 from .report import (
-    DEFAULT_KEYS,
     NO_PAIRED_TESTS,
     PAIRED_COLUMNS,
     PAIRED_FORMATS,
-    PAIRED_KEYS,
     FinishedRun,
     Group,
     cell_text,
     group_runs,
-    metric_formats,
     one_factor_pairs,
     option_text,
     paired_caption,
@@ -62,9 +60,8 @@ if TYPE_CHECKING:
 PathLike = Union[str, os.PathLike]
 ClassNames = Callable[[Path], Union[Sequence[str], None]]
 FIGURE_DPI = 96
-CURVES = (("top1", "test top-1 (%)"), ("val_top1", "validation top-1 (%)"), ("train_loss", "training loss"),
-          ("nll", "test NLL"), ("ece", "test ECE (%)"))
-"""The per-epoch keys drawn as training curves (each where every run of the report has it) and their axis labels."""
+CURVES = ("top1", "val_top1", "train_loss", "nll", "ece")
+"""The per-epoch keys drawn as training curves, each where every run of the report has it."""
 RESULT_COMMANDS = {"eval": "Evaluation", "attack": "Adversarial robustness"}
 """The `command` of a results/*.json file, and the heading of its table."""
 RESULT_METRICS = {"attack": ("clean_top1", "robust_top1", "adversarial_top1", "fgsm_top1")}
@@ -204,11 +201,11 @@ def _note(text: str) -> str:
 
 
 def _summary_section(groups: Sequence[Group], pairs: Sequence[tuple[int, int]], which: str) -> Section:
-    rows, columns = summary_table(groups, DEFAULT_KEYS)
+    rows, columns = summary_table(groups, EVALUATION_KEYS)
     content = _note(f"Test metrics of the {which} epoch of each run, mean ± sample std over the seeds of each group; "
-                    "top-1, top-5 and ECE in %, NLL in nats.")
-    content += html_table(rows, columns, metric_formats(DEFAULT_KEYS))
-    tested = paired_rows(groups, pairs, PAIRED_KEYS)
+                    f"{units_text(EVALUATION_KEYS)}.")
+    content += html_table(rows, columns, metric_formats(EVALUATION_KEYS))
+    tested = paired_rows(groups, pairs, HEADLINE_KEYS)
     if tested:
         content += f"<h3>Paired tests</h3>{_note(paired_caption(tested))}"
         content += html_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS, wrap=("comparison", "setting"))
@@ -235,9 +232,10 @@ def _curves_section(runs: Sequence[FinishedRun], groups: Sequence[Group]) -> Sec
 
     by_path = {run.path: run for run in runs}
     figures = []
-    for key, label in CURVES:
+    for key in CURVES:
         if not all(all(key in r for r in run.records) for run in runs):
             continue
+        label = axis_label(key)
         series = {g.label: {seed: [r[key] for r in by_path[folder].records] for seed, folder in g.folders.items()}
                   for g in groups}
         figures.append(_figure(plot_curves(series, None, ylabel=label), f"{label} per epoch"))
@@ -350,8 +348,7 @@ def _results_section(results: Sequence[RunResult], groups: Sequence[Group], name
                    for (group, file), bucket in buckets.items()]
         per_run = [{"run": names[r.run.path], "file": r.path.name,
                     **{k: _shown(r.data.get(k), r.run) for k in (*settings, *metrics)}} for r in chosen]
-        formats = {k: ".4f" if "nll" in k or "brier" in k else ".3f" if "temperature" in k else ".2f"
-                   for k in metrics}
+        formats = metric_formats(metrics)
         parts.append(f"<h3>{html.escape(title)}</h3>"
                      + _note(f"{RESULTS}/*.json of olsmooth {command} --save-to-run: mean ± sample std over the "
                              f"runs of each group with the same result file.")

@@ -18,13 +18,12 @@ import numpy as np
 from ..errors import UserInputError
 from ..option_roles import METHOD_OPTIONS, NON_EXPERIMENT_OPTIONS
 from ..runs.reader import metrics_path, read_metrics, read_run_config, read_summary, run_status, summary_path
+from .metrics import EVALUATION_KEYS, HEADLINE_KEYS, axis_label, metric_formats
 from .stats import ALPHA, POWER, WILCOXON_MIN_FOR_005, holm, paired_test
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-DEFAULT_KEYS = ("top1", "top5", "nll", "ece")
-PAIRED_KEYS = ("top1", "nll", "ece")
 SEED_KEY = "seed"
 """The option that tells the runs of one experiment apart; paired tests match runs by it."""
 PAIRED_COLUMNS = ("comparison", "setting", "metric", "n", "mean diff", "resolvable", "t-test p", "Holm p",
@@ -77,7 +76,7 @@ class FinishedRun:
         """The last epoch's record, or with which="best" the (first) epoch with the highest top1."""
         return _select(self.records, which, metrics_path(self.path))
 
-    def figures(self, which: str = "last", keys: Sequence[str] = DEFAULT_KEYS) -> dict[str, float]:
+    def figures(self, which: str = "last", keys: Sequence[str] = EVALUATION_KEYS) -> dict[str, float]:
         """The test metrics `keys` of the last or the best epoch, each checked to be a number: from summary.json
         (`test_KEY_last` / `test_KEY_best`) where it has them, the only test figures of a run with a validation
         split, else from that epoch's record."""
@@ -160,7 +159,7 @@ class Group:
         self.runs[seed], self.folders[seed] = figures, folder
 
 
-def group_runs(runs: Sequence[FinishedRun], which: str = "last", keys: Sequence[str] = DEFAULT_KEYS) -> list[Group]:
+def group_runs(runs: Sequence[FinishedRun], which: str = "last", keys: Sequence[str] = EVALUATION_KEYS) -> list[Group]:
     """Runs grouped by every option that differs between them (always showing the method), in first-seen order."""
     if not runs:
         raise UserInputError("no finished runs to report")
@@ -190,7 +189,7 @@ def summary_stats(runs: Sequence[Mapping[str, float]], keys: Sequence[str], name
 
 
 def summarize(
-    results: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str] = DEFAULT_KEYS
+    results: Mapping[str, Sequence[Mapping[str, float]]], keys: Sequence[str] = EVALUATION_KEYS
 ) -> list[dict[str, Any]]:
     """Per method (in order): n and, for each key, {"mean", "std"} over its runs (sample std; 0 for one run)."""
     return [{"method": method, **summary_stats(runs, keys, method)} for method, runs in results.items()]
@@ -219,7 +218,7 @@ def one_factor_pairs(groups: Sequence[Group]) -> list[tuple[int, int]]:
 
 
 def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
-                keys: Sequence[str] = PAIRED_KEYS) -> list[dict[str, Any]]:
+                keys: Sequence[str] = HEADLINE_KEYS) -> list[dict[str, Any]]:
     """Paired tests (by seed, over the seeds both groups have) of group i − group j for each pair and key, with
     the t-test's p corrected by Holm over the comparisons of each key in this list, and the difference the seeds
     can resolve (`stats.paired_mde`).
@@ -304,11 +303,6 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def metric_formats(keys: Sequence[str]) -> dict[str, str]:
-    """How report tables show each metric: NLL to four decimals, the others (in %) to two."""
-    return {k: ".4f" if "nll" in k else ".2f" for k in keys}
-
-
 def summary_table(groups: Sequence[Group], keys: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows and columns of the summary table: each group's options as text, n, and mean/std of the keys."""
     option_keys = list(dict.fromkeys(k for g in groups for k in g.options))
@@ -320,10 +314,10 @@ def summary_table(groups: Sequence[Group], keys: Sequence[str]) -> tuple[list[di
 def markdown_report(groups: Sequence[Group], keys: Sequence[str], pairs: Sequence[tuple[int, int]],
                     fmt: Mapping[str, str] | None = None, tested_keys: Sequence[str] | None = None) -> str:
     """The summary table of the groups (options, n, mean ± std of keys) and their paired tests, in markdown
-    (of `tested_keys`; by default the keys among top1, nll and ece)."""
+    (of `tested_keys`; by default the keys among HEADLINE_KEYS: top1, nll and ece)."""
     rows, columns = summary_table(groups, keys)
     text = markdown_table(rows, columns, metric_formats(keys) | dict(fmt or {}))
-    tested = paired_rows(groups, pairs, [k for k in PAIRED_KEYS if k in keys] if tested_keys is None else tested_keys)
+    tested = paired_rows(groups, pairs, [k for k in HEADLINE_KEYS if k in keys] if tested_keys is None else tested_keys)
     if tested:
         text += f"\n{paired_caption(tested)}\n\n" + markdown_table(tested, PAIRED_COLUMNS, PAIRED_FORMATS)
     elif pairs:
@@ -332,12 +326,13 @@ def markdown_report(groups: Sequence[Group], keys: Sequence[str], pairs: Sequenc
 
 
 def plot_groups(groups: Sequence[Group], key: str = "top1", x_option: str | None = None,
-                ylabel: str = "test top-1 (%)", title: str | None = None) -> Figure:
+                ylabel: str | None = None, title: str | None = None) -> Figure:
     """Mean ± sample std of `key` per group: a row per group with a horizontal error bar (labels of any length
     stay readable, one per row), or with `x_option` (a numeric option) one line per setting of the other options
-    against it."""
+    against it. The axis says what `key` is unless `ylabel` is given."""
     from matplotlib.figure import Figure
 
+    ylabel = ylabel or axis_label(key)
     stats = [summary_stats([g.runs[s] for s in sorted(g.runs)], [key], g.label)[key] for g in groups]
     title = title or f"{ylabel}, mean ± std over seeds"
     if x_option is None:
@@ -383,13 +378,14 @@ def noise_setting(value: Any) -> tuple[str, float]:
         raise UserInputError(f"noise setting {value!r} is not KIND:RATE") from None
 
 
-def plot_noise_groups(groups: Sequence[Group], key: str = "top1", ylabel: str = "final test top-1 (%)",
+def plot_noise_groups(groups: Sequence[Group], key: str = "top1", ylabel: str | None = None,
                       title: str | None = None) -> Figure:
     """`key` against the noise rate, one panel per noise kind and one line per setting of the other options
     (method, ...), mean with a ± sample-std band over seeds; clean-label groups are the rate-0 point of every
-    panel."""
+    panel. The axis says what `key` is, at the last epoch, unless `ylabel` is given."""
     from matplotlib.figure import Figure
 
+    ylabel = ylabel or f"final {axis_label(key)}"
     settings = [noise_setting(g.options.get(NOISE_OPTION)) for g in groups]
     kinds = list(dict.fromkeys(kind for kind, _ in settings if kind != "clean")) or ["clean"]
     fig = Figure(figsize=(5.5 * len(kinds), 4.5))

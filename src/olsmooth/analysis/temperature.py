@@ -18,13 +18,12 @@ from torch import Tensor
 
 from ..errors import UserInputError
 from .calibration import calibration_metrics
+from .metrics import SCALED_KEYS
 
 LOG_T_BOUNDS = (-5.0, 5.0)
 """The bracket of log T: T from e^-5 ~ 0.0067 to e^5 ~ 148."""
 LOG_T_TOLERANCE = 1e-7
 """The search stops when the bracket of log T is narrower than this (so T is known to a relative 1e-7)."""
-SCALED_KEYS = ("nll", "ece", "adaptive_ece", "mce", "classwise_ece", "brier")
-"""The metrics that temperature scaling changes; top-1 and top-5 do not move (T > 0 keeps every ranking)."""
 
 _INVERSE_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 

@@ -219,22 +219,33 @@ def _instance_flips(clean: np.ndarray, rate: float, num_classes: int, rng: np.ra
     return sample_instance_labels(features, clean, flip_rates, projection, rng)
 
 
-def _asymmetric_map(kind: str, num_classes: int, noise_map: Mapping[object, object] | str | os.PathLike[str] | None,
-                    dataset: str | None) -> NoiseMap:
-    """The class map of `asymmetric` (a user's map, else the dataset's built-in) or `asymmetric-superclass`."""
+def check_class_map(kind: str, dataset: str | None, has_noise_map: bool) -> None:
+    """The rules of the asymmetric kinds that need no labels, so that a configuration can be checked before its
+    data is built: asymmetric-superclass is CIFAR-100's and takes no noise map; asymmetric takes a noise map, or
+    the built-in map of `dataset` (a canonical name; None for unnamed classes)."""
     if kind == "asymmetric-superclass":
-        if noise_map is not None:
+        if has_noise_map:
             raise UserInputError("asymmetric-superclass noise uses CIFAR-100's coarse classes and takes no noise map")
-        if dataset != "cifar100" or num_classes != 100:
+        if dataset != "cifar100":
             raise UserInputError(f"asymmetric-superclass noise is defined for cifar100 (its 20 coarse classes) only, "
-                                 f"not for {dataset or f'{num_classes} unnamed classes'}")
-        return cifar100_superclass_map()
-    if noise_map is not None:
-        return load_noise_map(noise_map, num_classes)
-    if dataset not in BUILTIN_MAPS:
+                                 f"not for {dataset or 'unnamed classes'}")
+    if kind == "asymmetric" and not has_noise_map and dataset not in BUILTIN_MAPS:
         raise UserInputError(f"asymmetric noise has no built-in class map for {dataset or 'unnamed classes'} "
                              f"(built in: {', '.join(BUILTIN_MAPS)}); give a noise map, a JSON file "
                              f"{{\"3\": 5, ...}} of class -> class")
+
+
+def _asymmetric_map(kind: str, num_classes: int, noise_map: Mapping[object, object] | str | os.PathLike[str] | None,
+                    dataset: str | None) -> NoiseMap:
+    """The class map of `asymmetric` (a user's map, else the dataset's built-in) or `asymmetric-superclass`."""
+    check_class_map(kind, dataset, noise_map is not None)
+    if kind == "asymmetric-superclass":
+        if num_classes != 100:
+            raise UserInputError(f"asymmetric-superclass noise is defined for cifar100 (its 20 coarse classes) only, "
+                                 f"not for {num_classes} classes")
+        return cifar100_superclass_map()
+    if noise_map is not None:
+        return load_noise_map(noise_map, num_classes)
     map_classes, mapping = BUILTIN_MAPS[dataset]
     if num_classes != map_classes:
         raise UserInputError(f"the {dataset} noise map is for {map_classes} classes, the labels have {num_classes}")

@@ -21,7 +21,7 @@ import yaml
 
 from ..data_choices import AUGMENT_LEVELS, INPUT_NORMS, SPLITS, SUBSET_DRAWS
 from ..errors import UserInputError
-from ..losses.registry import Option, did_you_mean, validate_loss_options
+from ..losses.registry import Option, did_you_mean, loss_options, validate_loss_options
 from ..option_roles import LOSS_OPTION_ALIASES
 
 if TYPE_CHECKING:
@@ -81,14 +81,16 @@ class TrainConfig:
     noise_seed: int | None = field(default=None, metadata={"help": "seed of the label noise", "min": 0,
                                                            "max": 2**32 - 1, "default_text": "the run's seed"})
     noise_map: str | None = field(default=None, metadata={"help": "JSON file {class: class} of asymmetric noise for "
-                                                                  "datasets without a built-in map"})
+                                                                  "datasets without a built-in map",
+                                                          "file_pattern": ".+"})
     # model
     model: str | None = field(default=None, metadata={"help": "model name (see --list-models)",
                                                       "default_text": "per dataset"})
     model_options: dict = field(default_factory=dict, metadata={"help": "an option of the chosen network, "
                                                                         "repeatable (e.g. mlp's grid=28, "
                                                                         "small_cnn's widths=[16,32]; docs/models.md)"})
-    pretrained: str | None = field(default=None, metadata={"help": "local weights file (torchvision/timm format)"})
+    pretrained: str | None = field(default=None, metadata={"help": "local weights file (torchvision/timm format)",
+                                                           "file_pattern": ".+"})
     channels_last: bool = field(default=False, metadata={"help": "use the channels_last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     sync_bn: bool = field(default=False, metadata={"help": "SyncBatchNorm under torchrun"})
@@ -166,7 +168,8 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
-_DECLARATION_KEYS = ("choices", "min", "max", "min_exclusive", "max_exclusive", "pattern", "default_text")
+_DECLARATION_KEYS = ("choices", "min", "max", "min_exclusive", "max_exclusive", "pattern", "default_text",
+                     "file_pattern")
 
 
 def _declared_option(spec: dataclasses.Field) -> Option:
@@ -316,6 +319,16 @@ def _canonical_noise(noise: str | None, noise_map: str | None) -> str | None:
     if noise_map is not None and spec.kind != "asymmetric":
         raise UserInputError(f"option noise_map: a noise map applies to asymmetric noise only, not to {spec.kind}")
     return str(spec)
+
+
+def input_files(cfg: TrainConfig) -> dict[str, str]:
+    """The files a run of `cfg` reads when it starts, by the option that names each (`pretrained`, `noise_map`, a
+    loss option such as `transition`): the values that match their option's declared `file_pattern`. A resumed run
+    reads none of them again; last.pt holds what they gave."""
+    declared = {**{name: (option, getattr(cfg, name)) for name, option in OPTIONS.items()},
+                **{f"loss option {o.name}": (o, cfg.loss_options[o.name]) for o in loss_options(cfg.method)
+                   if o.name in cfg.loss_options}}
+    return {name: value for name, (option, value) in declared.items() if option.names_file(value)}
 
 
 def ineffective_options(cfg: TrainConfig) -> list[str]:

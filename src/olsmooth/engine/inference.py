@@ -16,8 +16,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from ..analysis.calibration import CalibrationAccumulator, MetricAccumulator, RowBuffer
+from ..analysis.metrics import SCALED_KEYS
 from ..analysis.shift import default_max_shift, draw_offsets, shift_agreement
-from ..analysis.temperature import SCALED_KEYS, TemperatureFit, fit_temperature_streamed, scaled_log_probs
+from ..analysis.temperature import TemperatureFit, fit_temperature_streamed, scaled_log_probs
 from ..data import DatasetBundle, build_datasets, stratified_subset
 from ..errors import UserInputError
 from ..fileio import read_array

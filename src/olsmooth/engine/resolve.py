@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 from ..data import canonical_dataset_name, dataset_defaults, dataset_spec
+from ..data.noise import check_class_map
+from ..models import model_source
 from .config import TrainConfig
 
 FINETUNE_LR = 0.01
@@ -41,6 +43,16 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         cfg.out = str(Path("runs") / f"{stamp}-{cfg.dataset}-{cfg.method}")
     return cfg
+
+
+def check_names(cfg: TrainConfig) -> None:
+    """What a run of `cfg` would find wrong only once it builds its data and model, checked without building them:
+    the dataset and model names, and asymmetric label noise without a class map for the dataset. One-line
+    UserInputError, as the run would give."""
+    resolved = resolve(cfg)
+    model_source(resolved.model)
+    if resolved.noise_spec is not None:
+        check_class_map(resolved.noise_spec.kind, resolved.dataset, resolved.noise_map is not None)
 
 
 def upgrade_stored_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
+from ..analysis.metrics import EVALUATION_KEYS
 from ..analysis.plots import plot_memorisation
 from ..analysis.soft_labels import epoch_soft_labels
 from ..data import (
@@ -542,16 +543,16 @@ class Trainer:
         last = history[-1] if history else {}
         summary: dict[str, Any] = {"run": str(self.out), "epochs": self.state.epoch,
                                    "best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
-                                   **{f"final_{k}": last.get(k) for k in ("top1", "top5", "nll", "ece")}}
+                                   **{f"final_{k}": last.get(k) for k in EVALUATION_KEYS}}
         if self.val_loader is None:
             best = history[self.state.best_epoch - 1] if self.state.best_epoch else {}
             tests = {"last": last, "best": best}
         else:
             tests = {"last": self.evaluate(self.test_loader), "best": self._evaluate_best_on_test()}
-            summary.update({f"final_{k}": tests["last"][k] for k in ("top1", "top5", "nll", "ece")},
+            summary.update({f"final_{k}": tests["last"][k] for k in EVALUATION_KEYS},
                            best_val_top1=self.state.best_top1)
         for which, row in tests.items():
-            summary.update({f"test_{k}_{which}": row.get(k) for k in ("top1", "top5", "nll", "ece")})
+            summary.update({f"test_{k}_{which}": row.get(k) for k in EVALUATION_KEYS})
         if self.cfg.expected_top1_error is not None:
             summary["expected_top1_error"] = self.cfg.expected_top1_error
             summary["measured_top1_error"] = 100.0 - summary["test_top1_best"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ MAX_CONDITION = 1.0 / torch.finfo(torch.float32).eps
 
 SOURCES = ("known", "estimate")
 """Where a loss's matrix comes from besides a file: the realised noise of the run, or the anchor-point estimator."""
+TRANSITION_FILE = r".+\.(npy|json)"
+"""A `transition` that is not one of SOURCES is the path of a file of this form (`read_transition`)."""
 
 
 def check_transition(matrix: Any, num_classes: int) -> Tensor:
@@ -172,7 +175,7 @@ class _TransitionCorrection(EpochLoss):
     def __init__(self, num_classes: int, transition: str = "known", estimate_percentile: float | None = 97.0,
                  check_inputs: bool = True) -> None:
         super().__init__(num_classes, check_inputs)
-        if not isinstance(transition, str) or not (transition in SOURCES or transition.endswith((".npy", ".json"))):
+        if not isinstance(transition, str) or not (transition in SOURCES or re.fullmatch(TRANSITION_FILE, transition)):
             raise ValueError(f"transition must be 'known', 'estimate' or the path of a .npy or .json file, "
                              f"got {transition!r}")
         if estimate_percentile is not None and not 0.0 <= estimate_percentile <= 100.0:
@@ -224,7 +227,7 @@ class _TransitionCorrection(EpochLoss):
 _OPTIONS = [
     Option("transition", help="the matrix T[i, j] = P(noisy j | clean i): known (the realised one of the run's "
            "--noise), estimate (anchor points of a cross-entropy model's softmax on the training data), or the path of "
-           "a .npy / .json K x K file"),
+           "a .npy / .json K x K file", file_pattern=TRANSITION_FILE),
     Option("estimate_percentile", help="with transition=estimate, the anchor of class i is the most confident sample "
            "below this percentile of p(i|x); none takes the most confident one (the authors' CIFAR-100 setting)",
            min=0.0, max=100.0),

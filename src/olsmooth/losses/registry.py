@@ -55,6 +55,8 @@ class Option:
     `kind` is int, float, str, bool, dict or list (a list of integers, each within the range); `default_text` says
     what an unset (None) default means, for --help. A loss's option may leave `kind` and `default` out: the
     registry takes them (and choices, and whether None is allowed) from the constructor's signature.
+    `file_pattern` marks a text option whose values matching it (whole) are paths of files the run reads when it
+    starts, so that a study can check they exist before its first run.
     """
 
     name: str
@@ -69,6 +71,7 @@ class Option:
     pattern: str | None = None
     nullable: bool = False
     default_text: str = ""
+    file_pattern: str | None = None
 
     def shown_default(self) -> str:
         """The default as --help and --list-methods show it: `default_text`, 'none' when unset, on/off for switches."""
@@ -91,6 +94,11 @@ class Option:
         if self.max is not None:
             return f"{'<' if self.max_exclusive else '<='} {high}"
         return ""
+
+    def names_file(self, value: Any) -> bool:
+        """Whether `value` of this option is the path of a file the run reads (see `file_pattern`)."""
+        return (self.file_pattern is not None and isinstance(value, str)
+                and re.fullmatch(self.file_pattern, value) is not None)
 
     def check(self, value: Any, label: str) -> Any:
         """The value in the declared type, within the declared range; `label` names the option in the message."""
