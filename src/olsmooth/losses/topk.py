@@ -118,6 +118,15 @@ def dense_rows(index: Tensor, value: Tensor, residual: Tensor, num_classes: int)
     return out
 
 
+def sparse_entries(index: Tensor, value: Tensor, residual: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """S[rows, cols] of sparse rows, one entry per (row, col) pair, without a dense view: the kept value where the
+    row keeps that column, else the row's uniform level (the very numbers `dense_rows` would hold there)."""
+    kept = index[rows]  # (P, m)
+    match = kept == cols.to(kept.dtype).unsqueeze(1)
+    level = uniform_level(kept, residual[rows], index.size(0))
+    return torch.where(match.any(dim=1), torch.where(match, value[rows], 0.0).sum(dim=1), level)
+
+
 def row_maxima(index: Tensor, value: Tensor, residual: Tensor, num_classes: int) -> Tensor:
     """The largest entry of each sparse row (kept values and the uniform level)."""
     kept = torch.where(index >= 0, value, torch.zeros_like(value)).amax(dim=1)
