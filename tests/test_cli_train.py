@@ -107,7 +107,7 @@ def test_evaluate_each_gives_every_member_and_every_ensemble_of_them(default_run
         evaluate_checkpoints([path], predictions=tmp_path / f"{i}.npz")
         saved.append(np.load(tmp_path / f"{i}.npz"))
     labels = saved[0]["labels"]
-    with evaluate_each(paths) as members:
+    with evaluate_each([*paths, paths[0]]) as members:  # a path given twice is evaluated once
         for subset in (paths, paths[:1], paths[1:]):
             probs = np.mean([saved[paths.index(p)]["probs"] for p in subset], axis=0)
             found = members.ensemble(subset).compute()

@@ -141,9 +141,11 @@ class EnsembleMembers:
 
 def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
                   workers: int = 0, device: str | None = None, ema: bool = False) -> EnsembleMembers:
-    """Evaluate several checkpoints one at a time on one test loader (only one model in memory at a time),
-    keeping each one's probabilities for the ensembles of any subset of them (`EnsembleMembers.ensemble`)."""
+    """Evaluate several checkpoints one at a time on one test loader (only one model in memory at a time; a path
+    given twice, once), keeping each one's probabilities for the ensembles of any subset of them
+    (`EnsembleMembers.ensemble`)."""
     check_loader_options(batch_size, workers)
+    paths = list(dict.fromkeys(Path(path) for path in paths))
     first = load_checkpoint(paths[0])
     dist = setup(device)
     loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
@@ -151,7 +153,7 @@ def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, bat
     members = EnsembleMembers({}, first["num_classes"], dist)
     try:
         for i, (path, ckpt) in enumerate(zip(paths, ckpts)):
-            store = members.stores.setdefault(Path(path), RowStore(first["num_classes"]))
+            store = members.stores[path] = RowStore(first["num_classes"])
             evaluate([model_from_checkpoint(ckpt, ema).to(dist.device)], loader, dist, sink=store.append,
                      progress=f"evaluating checkpoint {i + 1} of {len(paths)}")
     except BaseException:
