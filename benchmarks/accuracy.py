@@ -31,9 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from olsmooth.analysis import classification_metrics, plot_curves, plot_reliability, plot_soft_labels
+from olsmooth.analysis import MetricAccumulator, plot_curves, plot_reliability_of, plot_soft_labels
 from olsmooth.analysis.metrics import EVALUATION_KEYS, HEADLINE_KEYS, metric_formats
 from olsmooth.analysis.report import (
     Group,
@@ -168,12 +166,13 @@ def ensemble_sizes(available: int) -> list[int]:
 
 
 def evaluate_ensembles(study: Study, plan: Sequence[PlannedRun], seeds: Sequence[int],
-                       device: str | None) -> tuple[list[Group], dict[str, Any]]:
+                       device: str | None) -> tuple[list[Group], dict[str, MetricAccumulator]]:
     """Softmax-averaged snapshot ensembles of the CE, LS and OLS runs of `seeds`: a group per cell and size, each
-    seed with top1, nll, ece and gain (top-1 over the last snapshot alone); and the last snapshot's evaluation of
-    every cell's first seed. Each snapshot is evaluated once; its test probabilities serve every ensemble size."""
+    seed with top1, nll, ece and gain (top-1 over the last snapshot alone); and the reliability bins of the last
+    snapshot of every cell's first seed. Each snapshot is evaluated once; its test probabilities serve every
+    ensemble size."""
     groups: dict[tuple[str, int], Group] = {}
-    last_eval: dict[str, Any] = {}
+    last_eval: dict[str, MetricAccumulator] = {}
     for run in plan:
         ensembled = run.config.method in ENSEMBLE_METHODS and run.seed in seeds
         available = len(snapshot_files(run.folder))
@@ -182,18 +181,17 @@ def evaluate_ensembles(study: Study, plan: Sequence[PlannedRun], seeds: Sequence
         picks = {count: pick_snapshots(run.folder, count) for count in (ensemble_sizes(available) if ensembled
                                                                        else [1])}
         needed = sorted({path for members in picks.values() for path in members})
-        cache = dict(zip(needed, evaluate_each(needed, device=device)))
-        if run.seed == study.seeds[0]:
-            last_eval[run.cell.name] = cache[picks[1][0]]
-        if not ensembled:
-            continue
-        for count, members in picks.items():
-            probs = torch.stack([cache[p].probs for p in members]).mean(dim=0)
-            metrics = classification_metrics(probs, cache[members[0]].labels)
-            figures = {k: float(metrics[k]) for k in HEADLINE_KEYS}
-            single = figures["top1"] if count == 1 else groups[run.cell.name, 1].runs[run.seed]["top1"]
-            group = groups.setdefault((run.cell.name, count), Group({**run.cell.options, "snapshots": count}))
-            group.add(run.seed, {**figures, "gain": figures["top1"] - single}, run.folder)
+        with evaluate_each(needed, device=device) as evaluated:
+            if run.seed == study.seeds[0]:
+                last_eval[run.cell.name] = evaluated.ensemble(picks[1]).sums
+            if not ensembled:
+                continue
+            for count, members in picks.items():
+                metrics = evaluated.ensemble(members).compute()
+                figures = {k: float(metrics[k]) for k in HEADLINE_KEYS}
+                single = figures["top1"] if count == 1 else groups[run.cell.name, 1].runs[run.seed]["top1"]
+                group = groups.setdefault((run.cell.name, count), Group({**run.cell.options, "snapshots": count}))
+                group.add(run.seed, {**figures, "gain": figures["top1"] - single}, run.folder)
     return list(groups.values()), last_eval
 
 
@@ -222,7 +220,7 @@ def figure_names(study: Study) -> dict[str, tuple[str, str]]:
                         else cell_name(method_options(cell))) for cell in study.cells}
 
 
-def make_figures(study: Study, plan: Sequence[PlannedRun], last_eval: dict[str, Any], figures: Path,
+def make_figures(study: Study, plan: Sequence[PlannedRun], last_eval: dict[str, MetricAccumulator], figures: Path,
                  data: Data) -> list[Path]:
     """Top-1 curves per prefix (network), reliability diagrams and the OLS soft-label matrices of the first seed."""
     names, first = figure_names(study), study.seeds[0]
@@ -238,9 +236,8 @@ def make_figures(study: Study, plan: Sequence[PlannedRun], last_eval: dict[str, 
         prefix, tag = names[cell.name]
         title = f"{label[cell.name]}, {cell.config.model}, seed {first}"
         if cell.name in last_eval:
-            evaluation = last_eval[cell.name]
-            paths.append(plot_reliability(evaluation.probs, evaluation.labels,
-                                          figures / f"{prefix}-reliability-{tag}.png", title=title))
+            paths.append(plot_reliability_of(last_eval[cell.name], figures / f"{prefix}-reliability-{tag}.png",
+                                             title=title))
         folder = next(run.folder for run in plan if run.cell is cell and run.seed == first)
         if has_soft_labels(folder):
             epoch, matrix = list(soft_label_files(folder).items())[-1]

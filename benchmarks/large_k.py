@@ -15,12 +15,14 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from olsmooth import OnlineLabelSmoothing
+from olsmooth.losses.topk import PENDING_ENTRIES, select_largest
 
 from .common import grid_table, time_interleaved, timing_summary
 
@@ -163,14 +165,83 @@ def measure_k(num_classes: int, tops: tuple[int, ...], device: torch.device, rep
     return entry
 
 
-def run_sweep(device: torch.device, quick: bool, sync: Any) -> list[dict[str, Any]]:
-    """Every K of the sweep (QUICK_SWEEP with `quick`), in order."""
+def run_sweep(device: torch.device, quick: bool, sync: Any, classes: list[int] | None = None) -> list[dict[str, Any]]:
+    """Every K of the sweep (QUICK_SWEEP with `quick`), in order; with `classes`, those K only (top_k as in the
+    sweep, or 32 for a K it does not have)."""
+    sweep = QUICK_SWEEP if quick else SWEEP
+    if classes:
+        tops_of = dict(SWEEP)
+        sweep = tuple((k, tops_of.get(k, (32,))) for k in classes)
     results = []
-    for num_classes, tops in QUICK_SWEEP if quick else SWEEP:
+    for num_classes, tops in sweep:
         print(f"large K: {device.type} K={num_classes} ...", file=sys.stderr, flush=True)
         repeats = 3 if quick else (21 if num_classes <= 10_000 else 7)  # fast cases: more samples of 50 ms each
         results.append({"device": device.type, **measure_k(num_classes, tops, device, repeats, sync)})
     return results
+
+
+def _median_ms(fn: Any, repeats: int, prepare: Any) -> float:
+    """Median ms of `fn()` over `repeats` calls, each after an untimed `prepare()`."""
+    times = []
+    for _ in range(repeats):
+        prepare()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def profile_topk(device: torch.device, repeats: int, sync: Any, num_classes: int = 1_000,
+                 top_k: int = 32) -> dict[str, Any]:
+    """Where top-k OLS spends its time against dense OLS at one K (B = BATCH): whole training steps, the loss alone
+    (eval mode: no statistics), each path's statistics of one batch, the selection in them, and the merge of a
+    full stage of candidates spread over the steps that fill it. Medians in ms, stages interleaved."""
+    logits, target = make_batch(num_classes, device)
+    dense, sparse = build("dense", num_classes, top_k, device), build("sparse", num_classes, top_k, device)
+    dense_loss, sparse_loss = build("dense", num_classes, top_k, device), build("sparse", num_classes, top_k, device)
+    dense_loss.eval()
+    sparse_loss.eval()
+    z = logits.detach()
+    probs = torch.softmax(z, dim=1)
+    top1 = probs.argmax(dim=1).float()
+    correct = (top1 == target).nonzero().squeeze(1)
+    stats = sparse._topk
+    accumulator = torch.zeros(num_classes + 1, num_classes, device=device)
+    sink = torch.where(top1 == target, target, num_classes)
+
+    def stage() -> None:  # the top-k statistics of one batch, its candidates staged (the merge is timed apart)
+        stats.accumulate(z, probs, top1, target, 1.0)
+        stats.pending = 0
+
+    cases = {
+        "CE step (forward + backward)": step_fn(F.cross_entropy, logits, target),
+        "dense OLS step": step_fn(dense, logits, target),
+        f"top-k OLS step (m = {top_k})": step_fn(sparse, logits, target),
+        "dense OLS loss alone (eval mode)": step_fn(dense_loss, logits, target),
+        "top-k OLS loss alone (eval mode)": step_fn(sparse_loss, logits, target),
+        "dense statistics: A.index_add_(softmax)": lambda: accumulator.index_add_(0, sink, probs),
+        "top-k statistics: stage each correct sample's m largest": stage,
+        "  of which the selection (select_largest)": lambda: select_largest(probs.index_select(0, correct), top_k),
+    }
+    samples = time_interleaved(cases, repeats, 0.05, sync=sync,
+                               between=lambda: [loss.next_epoch() for loss in (dense, sparse)])
+    result = {name: timing_summary(values)["median_ms"] for name, values in samples.items()}
+    per_step = len(correct) * top_k
+    while stats.pending + per_step <= PENDING_ENTRIES:  # a full stage, as training fills it before each merge
+        stats.accumulate(z, probs, top1, target, 1.0)
+    full = stats.state_tensors()
+    merge = _median_ms(stats.flush, max(3, repeats // 4), lambda: stats.load_state_tensors(full))
+    steps = PENDING_ENTRIES // per_step
+    result[f"top-k merge of a full stage ({steps} steps' candidates), per step"] = merge / steps
+    return {"num_classes": num_classes, "top_k": top_k, "batch": BATCH, "correct": len(correct),
+            "merge_ms": merge, "timings": result}
+
+
+def render_profile(profile: dict[str, Any]) -> list[str]:
+    """The Markdown table of `profile_topk`."""
+    return ["", f"Where the time goes at K = {profile['num_classes']:,}, B = {profile['batch']}, m = "
+            f"{profile['top_k']} ({profile['correct']} correct samples per batch; median ms):", "",
+            grid_table(["stage", "median ms"], [[name, f"{ms:.3g}"] for name, ms in profile["timings"].items()])]
 
 
 def verdicts(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,9 +3,11 @@
 Times forward + backward (+ statistics, in training mode) of the loss alone on a leaf logits tensor, for every
 method round-robin in one run, and reports medians and ratios against the targets:
 per-sample / OLS >= 5x everywhere, OLS / CE <= 2.5x at B=256, K=1000. With --large-k, the many-class sweep
-instead (`benchmarks.large_k`: CE, dense and top-k OLS from K = 1,000 to 200,000, time and peak memory).
+instead (`benchmarks.large_k`: CE, dense and top-k OLS from K = 1,000 to 200,000, time and peak memory; --classes
+for some K only; --profile adds where top-k OLS spends its time at K = 1,000).
 
-    .venv/bin/python -m benchmarks.loss_speed [--quick] [--profile] [--large-k] [--out DIR] [--threads N] [--device D]
+    .venv/bin/python -m benchmarks.loss_speed [--quick] [--profile] [--large-k [--classes K ...]] [--out DIR]
+        [--threads N] [--device D]
 """
 
 from __future__ import annotations
@@ -285,9 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the Markdown table and write loss_speed.json / loss_speed.md."""
     parser = benchmark_parser(__spec__.name, __doc__, quick="few samples: a smoke check, not a measurement",
                               device="cpu or cuda[:N] alone (default: the CPU, and CUDA when present)",
-                              profile="also break OLS time down by stage")
+                              profile="also break OLS time down by stage (with --large-k: top-k OLS at K = 1,000)")
     parser.add_argument("--large-k", action="store_true", help="the many-class sweep of top-k OLS instead")
+    parser.add_argument("--classes", type=int, nargs="+", metavar="K",
+                        help="with --large-k: these class counts only (default: the whole sweep)")
     args = parse_benchmark_args(parser, argv)
+    if args.classes and (not args.large_k or min(args.classes) < 2):
+        parser.error("--classes takes class counts of at least 2, with --large-k")
     if args.large_k:
         return main_large_k(args, argv)
 
@@ -319,12 +325,19 @@ def main_large_k(args: Any, argv: list[str] | None) -> int:
     payload: dict[str, Any] = {"benchmark": "loss_speed_large_k", "command": command_line(argv, __spec__.name),
                                "mode": "quick" if args.quick else "full", "machine": machine_info(), "results": []}
     for device in benchmark_devices(args.device):
-        payload["results"] += large_k.run_sweep(device, args.quick, device_sync(device))
+        payload["results"] += large_k.run_sweep(device, args.quick, device_sync(device), args.classes)
+        if args.profile:
+            print(f"large K: {device.type} profile of top-k OLS at K=1000 ...", file=sys.stderr, flush=True)
+            payload.setdefault("profile", []).append(
+                {"device": device.type, **large_k.profile_topk(device, 5 if args.quick else 21, device_sync(device))})
     payload["verdict"] = large_k.verdicts(payload["results"])
 
     def render_large_k(data: dict[str, Any]) -> str:
         title = "Loss speed at many classes: cross-entropy, dense OLS and top-k OLS"
-        return "\n".join(report_header(title, data) + large_k.render(data["results"], data["verdict"]))
+        lines = report_header(title, data) + large_k.render(data["results"], data["verdict"])
+        for profile in data.get("profile", []):
+            lines += large_k.render_profile(profile)
+        return "\n".join(lines)
 
     return finish(args.out, "loss_speed_large_k", payload, render_large_k)
 

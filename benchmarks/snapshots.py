@@ -22,9 +22,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from olsmooth.analysis import classification_metrics
 from olsmooth.analysis.metrics import HEADLINE_KEYS
 from olsmooth.analysis.report import (
     PAIRED_COLUMNS,
@@ -119,13 +116,12 @@ def evaluate_runs(study: Study, plan: Sequence[PlannedRun], after: int, sizes: S
         picks = {(start, size): pick_snapshots(run.folder, size, start)
                  for start in starts for size in (1, *sizes) if size <= sum(epoch > start for epoch in epochs)}
         needed = sorted({path for members in picks.values() for path in members})
-        cache = dict(zip(needed, evaluate_each(needed, device=device)))
-        for (start, size), members in picks.items():
-            probs = torch.stack([cache[path].probs for path in members]).mean(dim=0)
-            metrics = classification_metrics(probs, cache[members[0]].labels)
-            rows.append({"cell": run.cell.name, "seed": run.seed,
-                         "folder": f"{run.cell.name}/{run.folder.name}", "after": start, "snapshots": size,
-                         **{k: float(metrics[k]) for k in HEADLINE_KEYS}})
+        with evaluate_each(needed, device=device) as evaluated:
+            for (start, size), members in picks.items():
+                metrics = evaluated.ensemble(members).compute()
+                rows.append({"cell": run.cell.name, "seed": run.seed,
+                             "folder": f"{run.cell.name}/{run.folder.name}", "after": start, "snapshots": size,
+                             **{k: float(metrics[k]) for k in HEADLINE_KEYS}})
     rows.sort(key=lambda r: (index[r["cell"]], r["seed"], -r["after"], r["snapshots"]))
     return rows
 

@@ -86,3 +86,18 @@ def test_grid_table_and_command_line(common):
     assert table == "| device | ms |\n|:---|---:|\n| cpu | 1 |\n| cuda | a\\|b |"
     assert common.command_line(["--quick"], "benchmarks.loss_speed") == (
         ".venv/bin/python -m benchmarks.loss_speed --quick")
+
+
+def test_large_k_sweep_of_chosen_class_counts_with_its_profile(tmp_path):
+    done = run_module("-m", "benchmarks.loss_speed", "--large-k", "--quick", "--classes", "1000", "--profile",
+                      "--threads", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads((tmp_path / "loss_speed_large_k.json").read_text())
+    (entry,) = payload["results"]
+    assert entry["num_classes"] == 1000 and set(entry["timings"]) == {"ce", "dense", "sparse_32"}
+    (profile,) = payload["profile"]
+    assert profile["num_classes"] == 1000 and len(profile["timings"]) == 9
+    assert all(ms > 0 for ms in profile["timings"].values())
+    assert "Where the time goes at K = 1,000" in (tmp_path / "loss_speed_large_k.md").read_text()
+    refused = run_module("-m", "benchmarks.loss_speed", "--classes", "1000")
+    assert refused.returncode == 2 and "--classes" in refused.stderr

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from olsmooth.cli import main
@@ -109,8 +110,6 @@ def test_a_noise_map_without_noise_is_noted(caplog):
 
 
 def test_memorisation_is_logged_against_an_independent_count(noisy_run):
-    import torch
-
     from olsmooth.engine.inference import model_from_checkpoint
     row = json.loads((noisy_run / "metrics.jsonl").read_text().splitlines()[-1])
     clean, noisy = np.load(noisy_run / "clean_labels.npy"), np.load(noisy_run / "noisy_labels.npy")
@@ -129,6 +128,82 @@ def test_memorisation_is_logged_against_an_independent_count(noisy_run):
     sources = [np.mean(clean[noisy == y] != y) for y in range(10)]
     assert row["noise_source_mass"] == pytest.approx(np.mean(sources))
     assert (noisy_run / "memorisation.png").stat().st_size > 0
+
+
+def sparse_row_entry(index: np.ndarray, value: np.ndarray, residual: np.ndarray, y: int, j: int) -> float:
+    """S[y, j] of top-k rows by their definition: the kept value at j, else the residual spread evenly over the
+    columns row y does not keep (a float32 quotient, as the rows hold float32 numbers)."""
+    kept = [int(c) for c in index[y] if c >= 0]
+    if j in kept:
+        return float(value[y][list(index[y]).index(j)])
+    return float(np.float32(residual[y]) / np.float32(index.shape[0] - len(kept)))
+
+
+def noise_mass_oracle(entry, clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> float:
+    """The mean over rows y of sum S[y, j] over the classes j != y that samples labelled y truly come from."""
+    return sum(sum(entry(y, j) for j in set(clean[noisy == y].tolist()) - {y}) for y in range(num_classes)) / (
+        num_classes)
+
+
+def random_sparse_rows(num_classes: int, top_k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k rows as the loss keeps them: distinct columns, some slots empty (-1, value 0), a residual."""
+    g = torch.Generator().manual_seed(seed)
+    index = torch.stack([torch.randperm(num_classes, generator=g)[:top_k] for _ in range(num_classes)]).int()
+    index[torch.rand(num_classes, top_k, generator=g) < 0.3] = -1
+    value = torch.where(index >= 0, torch.rand(num_classes, top_k, generator=g), 0.0)
+    return index, value, torch.rand(num_classes, generator=g)
+
+
+def test_noise_mass_of_top_k_rows_equals_that_of_their_dense_view_exactly():
+    from olsmooth.engine.label_noise import TrainingNoise
+    from olsmooth.losses.topk import dense_rows
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 12, 400)
+    noisy = np.where(rng.random(400) < 0.4, rng.integers(0, 12, 400), clean)
+    noise = TrainingNoise(clean, noisy, {})
+    rows = random_sparse_rows(12, 4, 1)
+    sparse = noise.soft_label_mass(rows)
+    dense = noise.soft_label_mass(dense_rows(*rows, 12))
+    assert sparse == dense  # the same entries read, the same sums: equal to the last bit
+    arrays = [t.numpy() for t in rows]
+    expected = noise_mass_oracle(lambda y, j: sparse_row_entry(*arrays, y, j), clean, noisy, 12)
+    assert sparse["ols_noise_mass"] == pytest.approx(expected, rel=1e-12)
+    sources = np.mean([np.mean(clean[noisy == y] != y) if np.any(noisy == y) else 0.0 for y in range(12)])
+    assert sparse["noise_source_mass"] == pytest.approx(sources, rel=1e-12)
+
+
+def test_noise_mass_of_top_k_rows_beyond_the_dense_view_limit_reads_only_the_pairs():
+    import tracemalloc
+
+    from olsmooth.engine.label_noise import TrainingNoise
+    from olsmooth.losses.topk import DENSE_VIEW_MAX_CLASSES
+    K = 3 * DENSE_VIEW_MAX_CLASSES
+    rng = np.random.default_rng(2)
+    clean = rng.integers(0, K, 3000)
+    noisy = np.where(rng.random(3000) < 0.5, rng.integers(0, K, 3000), clean)
+    noisy[:40] = 7  # one row with many source classes; some pairs hit a kept column
+    rows = random_sparse_rows(K, 6, 3)
+    rows[0][7, :5] = torch.from_numpy(clean[:5]).int()
+    tracemalloc.start()
+    found = TrainingNoise(clean, noisy, {}).soft_label_mass(rows)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * K * 10, peak  # O(N + K), nothing of K x K (a dense view would be 8 K^2 bytes)
+    arrays = [t.numpy() for t in rows]
+    expected = noise_mass_oracle(lambda y, j: sparse_row_entry(*arrays, y, j), clean, noisy, K)
+    assert found["ols_noise_mass"] == pytest.approx(expected, rel=1e-12) and expected > 0
+
+
+def test_memorisation_of_a_top_k_run_reads_its_sparse_rows(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--train-subset", "300", "--noise", "symmetric:0.4", "--noise-seed", "7",
+                 "--loss-opt", "top_k=3", "--threads", "1", "--out", str(out)]) == 0
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    clean, noisy = np.load(out / "clean_labels.npy"), np.load(out / "noisy_labels.npy")
+    state = load_checkpoint(out / "last.pt")["loss"]
+    arrays = [state[f"soft_labels_{part}"].numpy() for part in ("index", "value", "residual")]
+    expected = noise_mass_oracle(lambda y, j: sparse_row_entry(*arrays, y, j), clean, noisy, 10)
+    assert row["ols_noise_mass"] == pytest.approx(expected, rel=1e-9) and expected > 0
 
 
 def test_forward_correction_takes_the_known_matrix_or_a_file(noisy_run, tmp_path, capsys):
@@ -153,8 +228,6 @@ def test_forward_correction_takes_the_known_matrix_or_a_file(noisy_run, tmp_path
 
 
 def test_forward_correction_estimates_the_matrix_from_a_cross_entropy_run_first(tmp_path):
-    import torch
-
     from olsmooth.engine.inference import model_from_checkpoint
     from olsmooth.losses.correction import estimate_transition
     out = tmp_path / "estimate"

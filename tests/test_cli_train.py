@@ -100,14 +100,23 @@ def test_ensemble_of_snapshots(default_run, capsys):
     assert twice == pytest.approx({k: once[k] for k in twice})
 
 
-def test_evaluate_each_gives_every_member_of_an_ensemble(default_run):
+def test_evaluate_each_gives_every_member_and_every_ensemble_of_them(default_run, tmp_path):
     paths = pick_snapshots(default_run, 3)
-    each = evaluate_each(paths)
-    together = evaluate_checkpoints(paths, collect=True)
-    torch.testing.assert_close(torch.stack([e.probs for e in each]).mean(0), together.probs)
-    assert all(torch.equal(e.labels, together.labels) for e in each)
-    assert each[0].metrics == pytest.approx(evaluate_checkpoints(paths[:1]).metrics)
-    assert each[-1].metrics["top1"] == pytest.approx(metrics(default_run)[-1]["top1"])
+    saved = []
+    for i, path in enumerate(paths):  # each member's probabilities, as --save-predictions writes them
+        evaluate_checkpoints([path], predictions=tmp_path / f"{i}.npz")
+        saved.append(np.load(tmp_path / f"{i}.npz"))
+    labels = saved[0]["labels"]
+    with evaluate_each([*paths, paths[0]]) as members:  # a path given twice is evaluated once
+        for subset in (paths, paths[:1], paths[1:]):
+            probs = np.mean([saved[paths.index(p)]["probs"] for p in subset], axis=0)
+            found = members.ensemble(subset).compute()
+            assert found["top1"] == pytest.approx(100 * np.mean(probs.argmax(1) == labels))
+            nll = -np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)))
+            assert found["nll"] == pytest.approx(nll, rel=1e-5)
+            together = evaluate_checkpoints(subset).metrics  # the ensemble evaluated in one pass
+            assert {key: found[key] for key in together} == pytest.approx(together, rel=1e-6)
+        assert members.ensemble(paths[-1:]).compute()["top1"] == pytest.approx(metrics(default_run)[-1]["top1"])
 
 
 def test_recipe_file_with_command_line_override(tmp_path):

@@ -24,8 +24,13 @@ from olsmooth.analysis.calibration import CalibrationAccumulator
 from olsmooth.analysis.temperature import fit_temperature, fit_temperature_streamed
 from olsmooth.cli import main
 from olsmooth.data import build_datasets, dataset_labels, stratified_subset
-from olsmooth.engine import row_store
-from olsmooth.engine.inference import evaluate_calibrated, model_from_checkpoint
+from olsmooth.engine import predictions, row_store
+from olsmooth.engine.inference import (
+    evaluate_calibrated,
+    evaluate_checkpoints,
+    evaluate_each,
+    model_from_checkpoint,
+)
 from olsmooth.errors import UserInputError
 from olsmooth.runs.checkpoints import load_checkpoint
 
@@ -149,24 +154,42 @@ def test_row_store_reads_back_what_it_kept_in_memory_and_from_its_file():
                 assert torch.equal(torch.cat([r[0] for r in subset.batches()]), rows[odd])
 
 
+def test_rows_regrouped_by_position_range_are_every_row_once_in_order():
+    """What each process hands the merge onto the main process: one group per range, empty ranges included."""
+    positions = torch.tensor([1, 2, 3, 9, 10, 11, 12, 30, 31])  # nothing in [15, 30), a batch across ranges
+    rows = torch.arange(9 * 3, dtype=torch.float32).view(9, 3)
+    batches = [(rows[part], positions[part] % 7, positions[part]) for part in torch.tensor_split(torch.arange(9),
+                                                                                               [2, 3, 7])]
+    groups = list(predictions.by_position_range(batches, 35, 5, 3))
+    assert [g[2].tolist() for g in groups] == [[1, 2, 3], [9], [10, 11, 12], [], [], [], [30, 31]]
+    assert torch.equal(torch.cat([g[0] for g in groups]), rows)
+    assert torch.equal(torch.cat([g[1] for g in groups]), positions % 7)
+    assert [len(g) for g in predictions.by_position_range([], 10, 4, 3)] == [3, 3, 3]
+    assert all(g[0].shape == (0, 3) for g in predictions.by_position_range([], 10, 4, 3))
+
+
 # -- olsmooth eval on a 1,000-class run --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def run_1k(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "k1000"
     assert main(["train", "--dataset", "synthetic-1k", "--train-subset", "3000", "--epochs", "2", "--threads", "1",
-                 "--out", str(out)]) == 0
+                 "--save-every", "1", "--out", str(out)]) == 0
     return out
+
+
+def plain_log_probs(checkpoint: Path) -> np.ndarray:
+    """A checkpoint's log-softmax (float64) over the synthetic-1k test set, computed here in one plain pass."""
+    test = build_datasets("synthetic-1k").test
+    model = model_from_checkpoint(load_checkpoint(checkpoint)).eval()
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    with torch.no_grad():
+        return torch.log_softmax(model(images).double(), 1).numpy()
 
 
 @pytest.fixture(scope="module")
 def scores_1k(run_1k) -> tuple[np.ndarray, np.ndarray]:
     """The model's log-softmax over the test set, computed here in one plain pass, and the labels."""
-    test = build_datasets("synthetic-1k").test
-    model = model_from_checkpoint(load_checkpoint(run_1k / "best.pt")).eval()
-    images = torch.stack([test[i][0] for i in range(len(test))])
-    with torch.no_grad():
-        log_probs = torch.log_softmax(model(images).double(), 1).numpy()
-    return log_probs, np.asarray(dataset_labels(test))
+    return plain_log_probs(run_1k / "best.pt"), np.asarray(dataset_labels(build_datasets("synthetic-1k").test))
 
 
 class LargestScores(TorchDispatchMode):
@@ -203,7 +226,6 @@ def test_eval_at_a_thousand_classes_equals_the_oracle_and_never_holds_n_by_k(run
     # store's read buffer, when on disk) a batch too
     assert watch.largest <= 64 * k < n * k / 8, watch.largest
     assert numpy_peak < n * k * 4 / 8, numpy_peak
-    assert result.probs is None and result.probs_ts is None
     metrics = result.metrics
     assert_metrics(metrics, oracle(log_probs, labels))
     held = stratified_subset(labels, round(0.5 * n), 0)
@@ -220,7 +242,9 @@ def test_eval_fitted_on_a_validation_split_streams_the_test_set_once(tmp_path, m
     assert main(["train", "--dataset", "synthetic-1k", "--train-subset", "1500", "--epochs", "1", "--threads", "1",
                  "--val-fraction", "0.3", "--out", str(out)]) == 0
     monkeypatch.setattr(row_store, "MEMORY_BUDGET_BYTES", 0)
-    result = evaluate_calibrated([out / "last.pt"], batch_size=128, keep_probs=True)
+    with LargestScores(1000) as watch:  # best.pt (the one epoch's weights, as last.pt, without OLS's K x K state)
+        result = evaluate_calibrated([out / "best.pt"], batch_size=128, predictions=tmp_path / "p.npz")
+    assert watch.largest <= 128 * 1000, watch.largest  # the predictions file too is written a batch at a time
     model = model_from_checkpoint(load_checkpoint(out / "last.pt")).eval()
     val_indices = np.load(out / "val_indices.npy")
     train = build_datasets("synthetic-1k", augment="none").train
@@ -234,15 +258,49 @@ def test_eval_fitted_on_a_validation_split_streams_the_test_set_once(tmp_path, m
     assert T == pytest.approx(scipy_temperature(val_scores.numpy(), val_labels), rel=1e-5)
     assert_metrics(result.metrics, oracle(test_scores.numpy(), test_labels))
     assert_metrics(result.metrics, oracle(test_scores.numpy() / T, test_labels), "_ts")
-    # kept on request: the N x K probabilities, before and after scaling, in dataset order
-    np.testing.assert_allclose(result.probs.numpy(), test_scores.exp().numpy(), atol=1e-6)
-    np.testing.assert_allclose(result.probs_ts.numpy(), torch.softmax(test_scores / T, 1).numpy(), atol=1e-6)
+    # written on request: the N x K probabilities, before and after scaling, in dataset order
+    saved = np.load(tmp_path / "p.npz")
+    np.testing.assert_allclose(saved["probs"], test_scores.exp().numpy(), atol=1e-6)
+    np.testing.assert_allclose(saved["probs_ts"], torch.softmax(test_scores / T, 1).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(saved["labels"], test_labels)
+    np.testing.assert_array_equal(saved["indices_ts"], np.arange(len(test_labels)))
+    assert saved["probs"].dtype == saved["probs_ts"].dtype == np.float32 and saved["labels"].dtype == np.int64
+
+
+@pytest.mark.parametrize("budget", [None, 0], ids=["rows-in-memory", "rows-in-a-file"])
+def test_ensembles_at_a_thousand_classes_write_and_score_a_batch_at_a_time(run_1k, tmp_path, budget, monkeypatch):
+    """`ensemble --save-predictions` and the members of `evaluate_each` never make N x K scores, and their figures
+    and file equal the numpy oracle's on the averaged probabilities."""
+    if budget is not None:
+        monkeypatch.setattr(row_store, "MEMORY_BUDGET_BYTES", budget)
+    members = [run_1k / "epoch-001.pt", run_1k / "epoch-002.pt"]
+    labels = np.asarray(dataset_labels(build_datasets("synthetic-1k").test))
+    probs = np.mean([np.exp(plain_log_probs(path)) for path in members], axis=0)
+    n, k = probs.shape
+    expected = oracle(np.log(probs), labels)
+    tracemalloc.start()
+    with LargestScores(k) as watch:
+        evaluation = evaluate_checkpoints(members, batch_size=64, predictions=tmp_path / "ens.npz")
+        with evaluate_each(members, batch_size=64) as each:
+            together = each.ensemble(members).compute()
+            alone = each.ensemble(members[1:]).compute()
+    _, numpy_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert watch.largest <= 2 * 64 * k < n * k / 8, watch.largest  # a batch of each member's scores at most
+    assert numpy_peak < 8 * 64 * k * 4 <= n * k * 4 / 4, numpy_peak  # a few batches read back from the stores' files
+    assert_metrics({**together, **evaluation.metrics}, expected)
+    assert_metrics(alone, oracle(plain_log_probs(members[1]), labels))
+    saved = np.load(tmp_path / "ens.npz")
+    assert sorted(saved.files) == ["labels", "probs"]
+    np.testing.assert_allclose(saved["probs"], probs, atol=1e-6)
+    np.testing.assert_array_equal(saved["labels"], labels)
 
 
 # -- on two processes, as under torchrun ------------------------------------------------------------------------------
 def eval_command(argv: list[str], rank: int, world: int) -> dict:
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    predictions.GATHER_ELEMENTS = 1000 * 300  # the predictions merged onto rank 0 in 7 ranges of 300 samples
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(argv)

@@ -149,6 +149,15 @@ def test_largest_entries_are_the_top_k_values():
         assert (cols.sort(dim=1)[0].diff(dim=1) > 0).all()  # distinct columns
 
 
+@pytest.mark.parametrize("count, limit", [(0, 10), (1, 10), (5000, 40), (5000, 2**40), (3000, 2**62)])
+def test_stable_order_is_a_stable_argsort(count, limit):
+    """numpy's packed sort where key and position fit in 63 bits (many repeated keys: stability shows), torch's
+    stable argsort beyond."""
+    from olsmooth.losses.topk import stable_order
+    keys = torch.randint(0, limit, (count,), generator=torch.Generator().manual_seed(count))
+    assert torch.equal(stable_order(keys, limit), torch.argsort(keys, stable=True))
+
+
 def test_top_entries_sums_duplicates_and_keeps_each_rows_largest():
     g = torch.Generator().manual_seed(1)
     R, C, cap = 30, 25, 6

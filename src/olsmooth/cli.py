@@ -290,17 +290,11 @@ def _print_lists(args: argparse.Namespace) -> bool:
 
 
 def _report_evaluation(evaluation: Any, args: argparse.Namespace) -> None:
-    """Write --save-predictions and print the metrics: the four of an Evaluation, all of a CalibratedEvaluation."""
+    """Print the metrics: the four of an Evaluation, all of a CalibratedEvaluation (--save-predictions is written
+    while evaluating)."""
     from .analysis.metrics import EVALUATION_KEYS, METRICS, SCALED_KEYS
     from .engine.inference import CalibratedEvaluation
-    from .fileio import atomic_write_file
     calibrated = isinstance(evaluation, CalibratedEvaluation)
-    if args.save_predictions:
-        import numpy as np
-        arrays = {"probs": evaluation.probs.numpy(), "labels": evaluation.labels.numpy()}
-        if calibrated and evaluation.probs_ts is not None:
-            arrays.update(probs_ts=evaluation.probs_ts.numpy(), indices_ts=evaluation.indices_ts.numpy())
-        atomic_write_file(Path(args.save_predictions), lambda handle: np.savez(handle, **arrays))
     m = evaluation.metrics
     if calibrated and evaluation.fit is not None and evaluation.fit.at_bound:
         print(f"olsmooth: note: the fitted temperature {m['temperature']:.4g} lies at an end of the search range "
@@ -337,7 +331,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     evaluation = evaluate_calibrated([path], args.data_root, args.batch_size, args.workers, args.device,
                                      ema=args.ema, calibration_data=args.calibration_data,
                                      shift_consistency=args.shift_consistency, max_shift=args.max_shift,
-                                     seed=args.seed, keep_probs=bool(args.save_predictions))
+                                     seed=args.seed, predictions=args.save_predictions)
     if not evaluation.is_main:
         return 0
     _report_evaluation(evaluation, args)
@@ -365,7 +359,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if not paths:
         raise UserInputError("give checkpoint files, or --from-run DIR --count N")
     evaluation = evaluate_checkpoints(paths, args.data_root, args.batch_size, args.workers, args.device,
-                                      collect=bool(args.save_predictions))
+                                      predictions=args.save_predictions)
     if not evaluation.is_main:  # under torchrun rank 0 prints and writes
         return 0
     if not args.json:

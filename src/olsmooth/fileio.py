@@ -11,6 +11,8 @@ import ctypes
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -50,6 +52,46 @@ def read_array(path: str | os.PathLike[str]) -> Any:
         raise UserInputError(f"cannot read {path}: {reason} (empty, truncated or not a numpy file)") from None
 
 
+class NpzWriter:
+    """An .npz as np.savez writes it (a zip of uncompressed NAME.npy members, read by np.load), built one array at a
+    time with each array's rows appended in order, so no array need ever be in memory whole. Closing it (the end
+    of its `with` block without an error) writes the zip's directory; the handle stays open."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        import zipfile
+        self._zip = zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    def __enter__(self) -> NpzWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:  # after an error the file is discarded: nothing to finish
+            self._zip.close()
+
+    @contextmanager
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> Iterator[Callable[[Any], None]]:
+        """Member NAME.npy of this shape and dtype (C order); the block gets a function taking the next rows
+        (array-likes, cast to the dtype), which must add up to the shape by the end of the block."""
+        import numpy as np
+        dtype = np.dtype(dtype)
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        written = 0
+        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+
+            def write(rows: Any) -> None:
+                nonlocal written
+                block = np.ascontiguousarray(rows, dtype=dtype)
+                member.write(memoryview(block).cast("B"))
+                written += block.nbytes
+
+            yield write
+            if written != expected:
+                raise ValueError(f"{name}: {written} bytes written for an array of shape {tuple(shape)} "
+                                 f"({expected} bytes)")
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename or a new entry in `folder` durable (no-op where directories cannot be opened)."""
     try:
@@ -64,29 +106,53 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file beside `path`; when the block ends without error the file is fsynced
+    and renamed over `path` in one step, after an error it is removed and `path` is left as it was.
+
+    OSErrors of creating, syncing or renaming it become a one-line UserInputError naming `path`; the block's own
+    errors pass through unchanged."""
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as err:
+            raise io_error(path, err) from None
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                os.fchmod(fd, _file_mode())
+            except OSError as err:
+                raise io_error(path, err) from None
+            yield handle
+            try:
+                handle.flush()
+                os.fsync(fd)
+            except OSError as err:
+                raise io_error(path, err) from None
+        try:
+            os.replace(tmp, path)
+            tmp = None
+            fsync_dir(path.parent)
+        except OSError as err:
+            raise io_error(path, err) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
 def atomic_write_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call write(handle) on a temporary file beside `path`, fsync it and rename it over `path` in one step.
 
     OSErrors (disk full, read-only folder, permission) become a one-line UserInputError naming `path`.
     """
-    path = Path(path)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as handle:
+    with atomic_file(path) as handle:
+        try:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(path.parent)
-    except OSError as err:
-        raise io_error(path, err) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        except OSError as err:
+            raise io_error(path, err) from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

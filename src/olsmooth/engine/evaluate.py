@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -18,12 +18,10 @@ from .progress import Progress
 
 @dataclass
 class Evaluation:
-    """Metrics (top1, top5 and ece in %, nll in nats) and, when collected, the probabilities and labels of every
-    sample in order (gathered from all processes); `is_main`: whether this process should print and write."""
+    """Metrics (top1, top5 and ece in %, nll in nats) summed over every process; `is_main`: whether this process
+    should print and write."""
 
     metrics: dict[str, float]
-    probs: Tensor | None = None
-    labels: Tensor | None = None
     is_main: bool = True
 
 
@@ -51,16 +49,9 @@ def batch_shards(dataset: Dataset, batch_size: int, workers: int, dist: DistInfo
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=dist.device.type == "cuda")
 
 
-def gather_in_order(local: Tensor, total: int, dist: DistInfo) -> Tensor:
-    """The rows of every process in dataset order (`eval_loader` gives rank r the samples r, r + W, ...)."""
-    if not dist.enabled:
-        return local
-    rows = -(-total // dist.world_size)
-    padded = local.new_zeros((rows, *local.shape[1:])).to(dist.device)
-    padded[: len(local)] = local.to(dist.device)
-    parts = [torch.empty_like(padded) for _ in range(dist.world_size)]
-    torch.distributed.all_gather(parts, padded)
-    return torch.stack(parts, dim=1).reshape(rows * dist.world_size, *local.shape[1:])[:total].cpu()
+def share_positions(dist: DistInfo, seen: int, count: int) -> Tensor:
+    """The dataset positions of the next `count` samples of this process's `eval_loader` share, after `seen`."""
+    return dist.rank + dist.world_size * torch.arange(seen, seen + count)
 
 
 def gather_by_position(local: Tensor, positions: Tensor, dist: DistInfo) -> tuple[Tensor, Tensor]:
@@ -73,6 +64,8 @@ def gather_by_position(local: Tensor, positions: Tensor, dist: DistInfo) -> tupl
         torch.distributed.all_gather(counts, count)
         counts = [int(c) for c in counts]
         rows = max(counts)
+        if rows == 0:  # every process agrees: nothing to gather
+            return local.cpu(), positions
         parts = []
         for tensor in (local, positions):
             padded = tensor.new_zeros((rows, *tensor.shape[1:])).to(dist.device)
@@ -94,15 +87,19 @@ def autocast_context(device: torch.device, amp: str):
 
 @torch.no_grad()
 def evaluate(models: Sequence[nn.Module], loader: DataLoader, dist: DistInfo, amp: str = "none",
-             channels_last: bool = False, collect: bool = False, progress: str | None = None) -> Evaluation:
+             channels_last: bool = False, sink: Callable[[Tensor, Tensor, Tensor], None] | None = None,
+             progress: str | None = None) -> Evaluation:
     """Average the float32 softmax of the models over the loader and reduce the metric sums over processes.
 
-    `progress` names the job for a progress bar (or, without a terminal, a line a minute) on the main process.
+    `sink`, when given, receives each batch as it is computed: the averaged probabilities (n, K), the labels and
+    the dataset positions (`loader` is this process's `eval_loader` share), as `RowStore.append` takes them, so a
+    caller keeps or writes what it needs without the N x K of them in memory here. `progress` names the job for a
+    progress bar (or, without a terminal, a line a minute) on the main process.
     """
     for model in models:
         model.eval()
     acc = MetricAccumulator(from_logits=False)
-    kept_probs, kept_labels = [], []
+    seen = 0
     bar = Progress(len(loader), progress or "", enabled=bool(progress) and dist.is_main)
     for images, labels in loader:
         images = images.to(dist.device, non_blocking=True)
@@ -112,21 +109,16 @@ def evaluate(models: Sequence[nn.Module], loader: DataLoader, dist: DistInfo, am
         with autocast_context(dist.device, amp):
             probs = sum(torch.softmax(model(images).float(), dim=1) for model in models) / len(models)
         acc.update(probs, labels)
-        if collect:
-            kept_probs.append(probs.cpu())
-            kept_labels.append(labels.cpu())
+        if sink is not None:
+            sink(probs, labels, share_positions(dist, seen, len(labels)))
+        seen += len(labels)
         if bar.due():
             bar.show({})
         bar.update()
     bar.close()
     metrics = MetricAccumulator.from_sum_tensor(all_reduce_sum(acc.sum_tensor().to(dist.device)).cpu(),
                                                 from_logits=False).compute()
-    if not collect:
-        return Evaluation(metrics, is_main=dist.is_main)
-    probs, labels = torch.cat(kept_probs), torch.cat(kept_labels)
-    total = int(all_reduce_sum(torch.tensor(len(labels), device=dist.device)))
-    probs, labels = gather_in_order(probs, total, dist), gather_in_order(labels, total, dist)
-    return Evaluation(metrics, probs, labels, dist.is_main)
+    return Evaluation(metrics, is_main=dist.is_main)
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -28,7 +29,15 @@ from ..runs.layout import eval_result_name, indices_name
 from ..runs.reader import snapshot_files
 from ..runs.results import write_result
 from .distributed import DistInfo, all_reduce_sum, setup
-from .evaluate import Evaluation, check_loader_options, eval_loader, evaluate, gather_by_position
+from .evaluate import (
+    Evaluation,
+    check_loader_options,
+    eval_loader,
+    evaluate,
+    gather_by_position,
+    share_positions,
+)
+from .predictions import PredictionsFile
 from .progress import Progress
 from .resolve import upgrade_stored_config
 from .row_store import RowStore
@@ -80,31 +89,80 @@ def same_data(first: dict[str, Any], ckpt: dict[str, Any], path: str | Path) -> 
 
 def evaluate_checkpoints(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
                          workers: int = 0, device: str | None = None, ema: bool = False,
-                         collect: bool = False) -> Evaluation:
-    """Evaluate one checkpoint, or the average of the softmax outputs of several trained on the same data."""
+                         predictions: str | Path | None = None) -> Evaluation:
+    """Evaluate one checkpoint, or the average of the softmax outputs of several trained on the same data.
+
+    With `predictions`, also write that .npz (`probs` (N, K) float32, `labels` (N,)) batch by batch as the test
+    set streams (`PredictionsFile`): nothing of N x K is held."""
     check_loader_options(batch_size, workers)
     first = load_checkpoint(paths[0])
     ckpts = [first] + [same_data(first, load_checkpoint(p), p) for p in paths[1:]]
     dist = setup(device)
     models = [model_from_checkpoint(c, ema).to(dist.device) for c in ckpts]
-    loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
+    test = data_for_checkpoint(first, data_root).test
+    loader = eval_loader(test, batch_size, workers, dist)
     what = "evaluating" if len(models) == 1 else f"evaluating an ensemble of {len(models)}"
-    return evaluate(models, loader, dist, collect=collect, progress=what)
+    if predictions is None:
+        return evaluate(models, loader, dist, progress=what)
+    with PredictionsFile(predictions, dist) as out:
+        with out.rows("probs", len(test), first["num_classes"], len(test)) as probs:
+            evaluation = evaluate(models, loader, dist, sink=probs.append, progress=what)
+        out.write_array("labels", probs.labels.numpy())
+    return evaluation
+
+
+class EnsembleMembers:
+    """Several checkpoints' test probabilities, each evaluated once, so that the ensemble of any subset is an
+    average of outputs already computed (`ensemble`). Each member's float32 probabilities (this process's share)
+    are kept in a RowStore: in memory up to its budget, beyond it in a temporary file; close the object (or end
+    its `with` block) to drop them."""
+
+    def __init__(self, stores: dict[Path, RowStore], num_classes: int, dist: DistInfo) -> None:
+        self.stores, self.num_classes, self.dist = stores, num_classes, dist
+
+    def __enter__(self) -> EnsembleMembers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop every member's stored probabilities."""
+        for store in self.stores.values():
+            store.close()
+
+    def ensemble(self, paths: Sequence[str | Path]) -> CalibrationAccumulator:
+        """The softmax average of these members (one or more), streamed batch by batch into a
+        `CalibrationAccumulator` reduced over every process: `.compute()` gives every metric of `calibration_metrics`,
+        `.sums` the reliability diagram's bins."""
+        acc = CalibrationAccumulator(self.num_classes, from_logits=False)
+        for parts in zip(*(self.stores[Path(path)].batches() for path in paths)):
+            probs = torch.stack([rows for rows, _, _ in parts]).mean(dim=0)
+            acc.update(probs, parts[0][1], parts[0][2])
+        return _reduced(acc, self.dist)
 
 
 def evaluate_each(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
-                  workers: int = 0, device: str | None = None, ema: bool = False) -> list[Evaluation]:
-    """Evaluate several checkpoints one at a time on one test loader, keeping each one's probabilities.
-
-    Averaging any subset of the returned `probs` gives that subset's ensemble without evaluating it again;
-    only one model is in memory at a time."""
+                  workers: int = 0, device: str | None = None, ema: bool = False) -> EnsembleMembers:
+    """Evaluate several checkpoints one at a time on one test loader (only one model in memory at a time; a path
+    given twice, once), keeping each one's probabilities for the ensembles of any subset of them
+    (`EnsembleMembers.ensemble`)."""
     check_loader_options(batch_size, workers)
+    paths = list(dict.fromkeys(Path(path) for path in paths))
     first = load_checkpoint(paths[0])
     dist = setup(device)
     loader = eval_loader(data_for_checkpoint(first, data_root).test, batch_size, workers, dist)
     ckpts = chain([first], (same_data(first, load_checkpoint(p), p) for p in paths[1:]))  # loaded one by one
-    return [evaluate([model_from_checkpoint(c, ema).to(dist.device)], loader, dist, collect=True,
-                     progress=f"evaluating checkpoint {i + 1} of {len(paths)}") for i, c in enumerate(ckpts)]
+    members = EnsembleMembers({}, first["num_classes"], dist)
+    try:
+        for i, (path, ckpt) in enumerate(zip(paths, ckpts)):
+            store = members.stores[path] = RowStore(first["num_classes"])
+            evaluate([model_from_checkpoint(ckpt, ema).to(dist.device)], loader, dist, sink=store.append,
+                     progress=f"evaluating checkpoint {i + 1} of {len(paths)}")
+    except BaseException:
+        members.close()
+        raise
+    return members
 
 
 SLICE_ELEMENTS = 1 << 20
@@ -145,16 +203,13 @@ class CalibratedEvaluation:
     whole evaluation split (`samples` of them), and with a fit `temperature` and the scaled ones (KEY_ts) on the
     samples T was not fitted on (`samples_ts` of them); `calibration_data` (where T was fitted), and
     `shift_consistency` (%) with `max_shift` when asked. `labels`: every sample of the split, in order;
-    `indices_ts`: the positions of the samples the scaled figures are on (None without a fit); `probs` (every
-    sample, N x K) and `probs_ts` (the scaled samples): only when asked for with keep_probs, else None;
+    `indices_ts`: the positions of the samples the scaled figures are on (None without a fit);
     `reliability` and `reliability_ts`: the summed statistics (confidence bins) before and after scaling, what
     `plot_reliability_of` draws; `fit`; `is_main`: whether this process should write."""
 
     metrics: dict[str, Any]
-    probs: Tensor | None
     labels: Tensor
     indices_ts: Tensor | None
-    probs_ts: Tensor | None
     fit: TemperatureFit | None
     is_main: bool
     reliability: MetricAccumulator | None = None
@@ -206,7 +261,7 @@ def _stream(models: Sequence[nn.Module], dataset: Dataset, batch_size: int, work
     for images, labels in loader:
         scores = ensemble_log_probs(models, images.to(dist.device, non_blocking=True))
         labels = labels.long().to(dist.device)
-        positions = dist.rank + dist.world_size * torch.arange(seen, seen + len(labels))
+        positions = share_positions(dist, seen, len(labels))
         seen += len(labels)
         step = max(1, SLICE_ELEMENTS // scores.size(1))
         for start in range(0, len(labels), step):
@@ -217,14 +272,13 @@ def _stream(models: Sequence[nn.Module], dataset: Dataset, batch_size: int, work
     bar.close()
 
 
-def _reduced(acc: CalibrationAccumulator, dist: DistInfo) -> tuple[dict[str, float], MetricAccumulator]:
-    """The metrics of an accumulator over every process (one all_reduce, one gather of 3 numbers a sample) and
-    its reduced sums (for the reliability diagram)."""
+def _reduced(acc: CalibrationAccumulator, dist: DistInfo) -> CalibrationAccumulator:
+    """The accumulator of every process's samples (one all_reduce, one gather of 3 numbers a sample)."""
     sums = all_reduce_sum(acc.sums.sum_tensor().to(dist.device)).cpu()
     rows = acc.per_sample()
     rows, _ = gather_by_position(rows, rows[:, 0].long(), dist)
-    merged = CalibrationAccumulator.from_parts(sums, rows, acc.sums.num_classes, acc.sums.n_bins)
-    return merged.compute(), merged.sums
+    return CalibrationAccumulator.from_parts(sums, rows, acc.sums.num_classes, acc.sums.n_bins,
+                                             acc.sums.from_logits)
 
 
 def _fit_on(store: RowStore, select: Tensor | None, dist: DistInfo) -> TemperatureFit:
@@ -269,7 +323,7 @@ def save_evaluation(results: Path, checkpoint: str | Path, evaluation: Calibrate
 def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = None, batch_size: int = 256,
                         workers: int = 0, device: str | None = None, ema: bool = False,
                         calibration_data: str = "auto", shift_consistency: bool = False,
-                        max_shift: int | None = None, seed: int = 0, keep_probs: bool = False
+                        max_shift: int | None = None, seed: int = 0, predictions: str | Path | None = None
                         ) -> CalibratedEvaluation:
     """Evaluate one checkpoint, or the ensemble of several from the log of their averaged probabilities, with every
     metric of `calibration_report` before and after temperature scaling.
@@ -284,7 +338,9 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
     Memory does not grow with N x K: the metrics are streamed (`CalibrationAccumulator`: O(K x bins + N)), and
     the rows T is fitted on (the validation split, or with a test fraction the whole test set) are kept in a
     `RowStore`, in memory up to its budget and beyond it in a temporary file, and re-read for each NLL the
-    search evaluates. `keep_probs` also returns the N x K probabilities (for --save-predictions)."""
+    search evaluates. With `predictions`, the test rows are stored too and written from the store into that
+    .npz batch by batch (`PredictionsFile`): `probs` (N, K) and `labels` of every test sample and, with a fit,
+    `probs_ts` of the samples the scaled figures are on and their positions, `indices_ts`."""
     source = parse_calibration_data(calibration_data)
     check_loader_options(batch_size, workers)
     if max_shift is not None and max_shift < 0:
@@ -304,45 +360,38 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
     test = data_for_checkpoint(first, data_root).test
     what = "evaluating" if len(models) == 1 else f"evaluating an ensemble of {len(models)}"
     fit, described = None, "none"
-    if val_indices is not None:  # fit first, so the test pass can report the scaled figures as it goes
-        train = data_for_checkpoint(first, data_root, augment="none").train
-        if len(val_indices) == 0 or val_indices.min() < 0 or val_indices.max() >= len(train):
-            raise UserInputError(f"the run's validation indices do not fit the {len(train)} training samples here")
-        val = Subset(train, val_indices.tolist())
-        with RowStore(num_classes) as store:
-            for scores, labels, positions in _stream(models, val, batch_size, workers, dist, "validation split"):
-                store.append(scores, labels, positions)
-            fit = _fit_on(store, None, dist)
-        described = f"validation split ({len(val)} samples)"
-    # the test pass: unscaled figures on every sample; with a fit already, the scaled ones too; for a test
-    # fraction, the rows are stored to fit T on some and report the others at T afterwards
-    plain = CalibrationAccumulator(num_classes)
-    scaled = CalibrationAccumulator(num_classes) if fit is not None else None
-    store = RowStore(num_classes) if fit is None and source.kind != "none" else None
-    kept: dict[str, list[Tensor]] = {"probs": [], "positions": [], "probs_ts": [], "positions_ts": []}
-    seen = RowBuffer(2, torch.long)  # label, position of this process's test samples
-
-    def add_scaled(scores: Tensor, labels: Tensor, positions: Tensor) -> None:
-        log_probs = scaled_log_probs(scores.double(), fit.temperature)
-        scaled.update(log_probs, labels, positions)
-        if keep_probs:
-            kept["probs_ts"].append(log_probs.exp().float().cpu())
-            kept["positions_ts"].append(positions)
-
-    try:
+    with ExitStack() as stack:
+        out = None if predictions is None else stack.enter_context(PredictionsFile(predictions, dist))
+        if val_indices is not None:  # fit first, so the test pass can report the scaled figures as it goes
+            train = data_for_checkpoint(first, data_root, augment="none").train
+            if len(val_indices) == 0 or val_indices.min() < 0 or val_indices.max() >= len(train):
+                raise UserInputError(f"the run's validation indices do not fit the {len(train)} training samples "
+                                     f"here")
+            val = Subset(train, val_indices.tolist())
+            with RowStore(num_classes) as store:
+                for scores, labels, positions in _stream(models, val, batch_size, workers, dist, "validation split"):
+                    store.append(scores, labels, positions)
+                fit = _fit_on(store, None, dist)
+            described = f"validation split ({len(val)} samples)"
+        # the test pass: unscaled figures on every sample; with a fit already, the scaled ones too; for a test
+        # fraction (T fitted on some rows, the others reported at T afterwards) or for the predictions file, the
+        # rows are stored
+        fit_on_test = fit is None and source.kind != "none"
+        plain = CalibrationAccumulator(num_classes)
+        scaled = CalibrationAccumulator(num_classes) if fit is not None else None
+        store = stack.enter_context(RowStore(num_classes)) if fit_on_test or out is not None else None
+        seen = RowBuffer(2, torch.long)  # label, position of this process's test samples
         for scores, labels, positions in _stream(models, test, batch_size, workers, dist, what):
             plain.update(scores, labels, positions)
             seen.append(torch.stack([labels.cpu(), positions], 1))
-            if keep_probs:
-                kept["probs"].append(scores.exp().cpu())
-                kept["positions"].append(positions)
             if scaled is not None:
-                add_scaled(scores, labels, positions)
+                scaled.update(scaled_log_probs(scores.double(), fit.temperature), labels, positions)
             if store is not None:
                 store.append(scores, labels, positions)
         labels, _ = gather_by_position(seen.tensor()[:, 0], seen.tensor()[:, 1], dist)
         reported = torch.arange(len(labels))  # the samples the scaled figures are on: those T was not fitted on
-        if store is not None:
+        local_keep = None  # which stored rows those are (None: all)
+        if fit_on_test:
             size = round(source.fraction * len(labels))
             if not 1 <= size < len(labels):
                 raise UserInputError(f"a test fraction of {source.fraction:g} leaves no calibration or no reported "
@@ -356,17 +405,18 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
                 fit = _fit_on(held_rows, None, dist)
             scaled = CalibrationAccumulator(num_classes)
             for scores, batch_labels, positions in store.batches(local_keep):
-                add_scaled(scores.to(dist.device), batch_labels.to(dist.device), positions)
+                scaled.update(scaled_log_probs(scores.to(dist.device).double(), fit.temperature),
+                              batch_labels.to(dist.device), positions)
             described = (f"test fraction {source.fraction:g} ({size} samples, seed {seed}); "
                          f"scaled figures on the other {len(reported)}")
-    finally:
-        if store is not None:
-            store.close()
-    plain_metrics, reliability = _reduced(plain, dist)
-    metrics: dict[str, Any] = {**plain_metrics, "samples": len(labels)}
+        if out is not None:
+            _write_predictions(out, store, labels, fit, reported, local_keep)
+    plain = _reduced(plain, dist)
+    metrics: dict[str, Any] = {**plain.compute(), "samples": len(labels)}
     reliability_ts = None
     if fit is not None:
-        scaled_metrics, reliability_ts = _reduced(scaled, dist)
+        scaled = _reduced(scaled, dist)
+        scaled_metrics, reliability_ts = scaled.compute(), scaled.sums
         metrics["temperature"] = fit.temperature
         metrics.update({f"{key}_ts": scaled_metrics[key] for key in SCALED_KEYS}, samples_ts=len(reported))
     metrics["calibration_data"] = described
@@ -374,16 +424,24 @@ def evaluate_calibrated(paths: Sequence[str | Path], data_root: str | None = Non
         shift = default_max_shift(*test[0][0].shape[-2:]) if max_shift is None else max_shift
         metrics["shift_consistency"] = _shift_consistency(models, test, batch_size, workers, dist, shift, seed)
         metrics["max_shift"] = shift
-    probs = probs_ts = None
-    if keep_probs:
-        probs = gather_by_position(torch.cat(kept["probs"]) if kept["probs"] else torch.zeros(0, num_classes),
-                                   torch.cat(kept["positions"]) if kept["positions"] else torch.zeros(0), dist)[0]
-        if fit is not None:
-            probs_ts = gather_by_position(
-                torch.cat(kept["probs_ts"]) if kept["probs_ts"] else torch.zeros(0, num_classes),
-                torch.cat(kept["positions_ts"]) if kept["positions_ts"] else torch.zeros(0), dist)[0]
-    return CalibratedEvaluation(metrics, probs, labels, None if fit is None else reported, probs_ts, fit,
-                                dist.is_main, reliability, reliability_ts)
+    return CalibratedEvaluation(metrics, labels, None if fit is None else reported, fit, dist.is_main, plain.sums,
+                                reliability_ts)
+
+
+def _write_predictions(out: PredictionsFile, store: RowStore, labels: Tensor, fit: TemperatureFit | None,
+                       reported: Tensor, local_keep: Tensor | None) -> None:
+    """From the stored test log-probabilities: `probs` and `labels` of every sample and, with a fit, `probs_ts` of
+    the reported samples (`local_keep` of the stored rows, None for all) and their positions, `indices_ts`."""
+    with out.rows("probs", len(labels), store.num_classes, len(labels)) as probs:
+        for scores, batch_labels, positions in store.batches():
+            probs.append(scores.exp(), batch_labels, positions)
+    out.write_array("labels", labels.numpy())
+    if fit is None:
+        return
+    with out.rows("probs_ts", len(reported), store.num_classes, len(labels)) as probs_ts:
+        for scores, batch_labels, positions in store.batches(local_keep):
+            probs_ts.append(scaled_log_probs(scores.double(), fit.temperature).exp(), batch_labels, positions)
+    out.write_array("indices_ts", reported.numpy())
 
 
 def pick_snapshots(run_dir: str | Path, count: int, after: int = 0) -> list[Path]:

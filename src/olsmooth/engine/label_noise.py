@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import dataset_labels, instance_images, make_noisy_labels
+from ..losses.topk import sparse_entries
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum
 from .evaluate import autocast_context
@@ -58,17 +59,28 @@ class TrainingNoise:
         changed = self.changed
         return self.clean[changed] * num_classes + self.noisy[changed]
 
-    def soft_label_mass(self, soft_labels: Tensor) -> dict[str, float]:
+    def soft_label_mass(self, soft_labels: Tensor | tuple[Tensor, Tensor, Tensor]) -> dict[str, float]:
         """`ols_noise_mass`: the mean mass row y of the soft labels puts on the other classes the samples labelled
-        y truly come from; `noise_source_mass`: that true share, 1 - P(clean = y | noisy = y), averaged over y."""
-        K = soft_labels.size(0)
-        sources = np.zeros((K, K))
-        np.add.at(sources, (self.noisy, self.clean), 1.0)  # row y: where the samples labelled y truly come from
-        sources /= np.maximum(sources.sum(axis=1, keepdims=True), 1.0)
-        off = (sources > 0) & ~np.eye(K, dtype=bool)
-        S = soft_labels.detach().double().cpu().numpy()
-        return {"ols_noise_mass": float((S * off).sum(axis=1).mean()),
-                "noise_source_mass": float((sources * off).sum(axis=1).mean())}
+        y truly come from; `noise_source_mass`: that true share, 1 - P(clean = y | noisy = y), averaged over y.
+
+        `soft_labels`: the (K, K) matrix, or top-k OLS's sparse rows (index, value, residual). Either is read only
+        at the (noisy, clean) pairs of the training set, so memory is O(N) at any K, and both give the same
+        figure for the same rows."""
+        sparse = isinstance(soft_labels, tuple)
+        K = (soft_labels[0] if sparse else soft_labels).size(0)
+        pairs, counts = np.unique(self.noisy.astype(np.int64) * K + self.clean, return_counts=True)
+        rows, cols = pairs // K, pairs % K  # row y, a class its samples truly come from
+        off = rows != cols
+        rows, cols, counts = rows[off], cols[off], counts[off]
+        at = torch.from_numpy(rows), torch.from_numpy(cols)
+        if sparse:
+            entries = sparse_entries(*(t.detach().cpu() for t in soft_labels), *at)
+        else:
+            entries = soft_labels.detach().cpu()[at]
+        labelled = np.maximum(np.bincount(self.noisy, minlength=K), 1)
+        mass = np.bincount(rows, weights=entries.double().numpy(), minlength=K)
+        sources = np.bincount(rows, weights=counts / labelled[rows], minlength=K)
+        return {"ols_noise_mass": float(mass.mean()), "noise_source_mass": float(sources.mean())}
 
 
 @torch.no_grad()
