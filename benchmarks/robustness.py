@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from olsmooth.analysis.html_report import write_html_report
+from olsmooth.analysis.metrics import HEADLINE_KEYS
 from olsmooth.analysis.report import Group, load_finished_runs, markdown_report, option_text
 from olsmooth.engine.attack import attack_settings, result_name, run_attack
 from olsmooth.engine.inference import evaluate_calibrated, save_evaluation
@@ -51,7 +52,9 @@ from .common import (
 MODULE = "benchmarks.robustness"
 STUDY, QUICK_STUDY = "robustness-fashion-mnist", "digits-quick"
 ATTACKED = ("pgd", "apgd-ce", "apgd-dlr")  # white-box; FGSM runs alongside PGD (its figure is in the PGD record)
-EVAL_KEYS = ("top1", "nll", "ece", "temperature", "nll_ts", "ece_ts")
+SCALED = tuple(f"{key}_ts" for key in HEADLINE_KEYS[1:])
+"""NLL and ECE after temperature scaling."""
+EVAL_KEYS = (*HEADLINE_KEYS, "temperature", *SCALED)
 ROBUST_KEYS = ("clean_top1", "fgsm_top1", *(f"{attack}_top1" for attack in ATTACKED), "transfer_top1")
 """Per eps, in % of the attacked images: clean top-1, then robust top-1 under each attack (transfer: PGD crafted on
 the baseline model of the same seed; empty for a baseline's own rows)."""
@@ -207,7 +210,7 @@ def page_text(study: Study, rows: Sequence[Mapping[str, Any]], provenance: Seque
               f"Temperature fitted on held-out data ({_one(rows, 'calibration_data')}), never on the images it is "
               "reported on; ECE in %, NLL in nats.\n",
               markdown_report(_groups(study, rows, lambda row: {k: row[k] for k in EVAL_KEYS}), EVAL_KEYS, pairs,
-                              tested_keys=("top1", "nll", "ece", "nll_ts", "ece_ts"))]
+                              tested_keys=(*HEADLINE_KEYS, *SCALED))]
     baselines = ", ".join(dict.fromkeys(study.cells[b].name for _, b in pairs)) or "none"
     for e in eps:
         def figures(row: Mapping[str, Any], e: str = e) -> dict[str, float]:
