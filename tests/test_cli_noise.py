@@ -227,6 +227,20 @@ def test_forward_correction_takes_the_known_matrix_or_a_file(noisy_run, tmp_path
     assert "needs --noise" in capsys.readouterr().err
 
 
+def test_forward_correction_reads_the_known_matrix_from_the_sparse_form(tmp_path, monkeypatch):
+    from olsmooth import noise_transition
+    monkeypatch.setattr(noise_transition, "DENSE_RECORD_MAX_CLASSES", 5)  # the digits' 10 classes: pairs
+    out = tmp_path / "sparse"
+    assert main(["train", "--epochs", "1", "--train-subset", "300", "--noise", "symmetric:0.4", "--noise-seed", "7",
+                 "--method", "forward", "--out", str(out)]) == 0
+    record = json.loads((out / "noise.json").read_text())
+    assert "transition" not in record and record["transition_sparse"]["classes"] == 10
+    clean, noisy = np.load(out / "clean_labels.npy"), np.load(out / "noisy_labels.npy")
+    counts = np.zeros((10, 10))
+    np.add.at(counts, (clean, noisy), 1)
+    used = json.loads((out / "transition.json").read_text())["transition"]
+    np.testing.assert_allclose(used, counts / counts.sum(1, keepdims=True), atol=1e-6)
+
 def test_forward_correction_estimates_the_matrix_from_a_cross_entropy_run_first(tmp_path):
     from olsmooth.engine.inference import model_from_checkpoint
     from olsmooth.losses.correction import estimate_transition

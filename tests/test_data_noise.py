@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
+from olsmooth import noise_transition
 from olsmooth.data import NOISE_KINDS, LabelledDataset, NoiseSpec, WithIndex, instance_images, make_noisy_labels
 from olsmooth.data.noise import (
     instance_features,
@@ -18,6 +19,7 @@ from olsmooth.data.noise import (
 from olsmooth.data.noise_maps import CIFAR100_COARSE
 from olsmooth.data.sources.fashion_mnist import CLASS_NAMES as FASHION_NAMES
 from olsmooth.errors import UserInputError
+from olsmooth.noise_transition import SparseTransition
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -339,6 +341,38 @@ def test_bad_input_is_a_one_line_user_error(kwargs, needle):
         make_noisy_labels(**args)
     assert "\n" not in str(info.value)
 
+
+# a hand-worked realised transition: class 3 has no samples (identity row)
+HAND_CLEAN, HAND_NOISY = [0, 0, 0, 0, 1, 1, 2], [0, 1, 1, 3, 1, 0, 2]
+HAND_T = [[0.25, 0.5, 0, 0.25], [0.5, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+
+
+def test_the_transition_pairs_and_the_dense_matrix_agree_on_a_hand_worked_case(monkeypatch):
+    pairs = SparseTransition.from_labels(np.array(HAND_CLEAN), np.array(HAND_NOISY), 4)
+    assert (pairs.clean.tolist(), pairs.noisy.tolist()) == ([0, 0, 0, 1, 1, 2], [0, 1, 3, 0, 1, 2])
+    assert pairs.fraction.tolist() == [0.25, 0.5, 0.25, 0.5, 0.5, 1.0]
+    assert np.array_equal(pairs.dense(), HAND_T)
+    dense = json.loads(json.dumps(pairs.to_json()))
+    monkeypatch.setattr(noise_transition, "DENSE_RECORD_MAX_CLASSES", 3)  # above it: the sparse form
+    sparse = json.loads(json.dumps(pairs.to_json()))
+    assert list(dense) == ["transition"] and dense["transition"] == HAND_T
+    assert sparse == {"transition_sparse": {"classes": 4, "clean": [0, 0, 0, 1, 1, 2], "noisy": [0, 1, 3, 0, 1, 2],
+                                            "fraction": [0.25, 0.5, 0.25, 0.5, 0.5, 1.0]}}
+    for record in (dense, sparse):
+        assert np.array_equal(noise_transition.dense_from_record(record, "noise.json"), HAND_T)
+
+
+def test_a_hundred_thousand_classes_keep_their_transition_as_pairs():
+    labels = np.arange(0, 100_000, 997)  # 101 samples, one per class used
+    result = make_noisy_labels(labels, "symmetric", 0.5, 3, 100_000)
+    record = result.to_json()["transition_sparse"]
+    flipped = result.noisy != labels
+    assert record["classes"] == 100_000 and "transition" not in result.to_json()
+    assert record["clean"] == labels.tolist() and record["noisy"] == result.noisy.tolist()
+    assert record["fraction"] == [1.0] * len(labels) and flipped.sum() == round(0.5 * len(labels))
+    with pytest.raises(UserInputError, match="at most 4,096 classes") as err:
+        _ = result.transition  # 80 GB dense: refused, not allocated
+    assert "\n" not in str(err.value)
 
 def test_empty_labels_give_identity_transition():
     result = make_noisy_labels([], "symmetric", 0.5, 0, 3)

@@ -264,6 +264,22 @@ def test_read_transition_formats(tmp_path):
         torch.testing.assert_close(got, T)
 
 
+
+def test_read_transition_builds_the_matrix_of_a_sparse_noise_json(tmp_path):
+    # pairs (clean, noisy, fraction) of a hand-worked 3-class matrix; class 2 has none, so its row is the identity
+    sparse = {"classes": 3, "clean": [0, 0, 1], "noisy": [0, 2, 1], "fraction": [0.75, 0.25, 1.0]}
+    (tmp_path / "noise.json").write_text(json.dumps({"kind": "symmetric", "transition_sparse": sparse}))
+    torch.testing.assert_close(read_transition(tmp_path / "noise.json", 3),
+                               torch.tensor([[0.75, 0.0, 0.25], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    huge = {"classes": 100_000, "clean": [5], "noisy": [6], "fraction": [1.0]}
+    (tmp_path / "huge.json").write_text(json.dumps({"transition_sparse": huge}))
+    with pytest.raises(UserInputError, match="huge.json: a dense 100,000 x 100,000 transition matrix would take") as e:
+        read_transition(tmp_path / "huge.json", 100_000)
+    assert "\n" not in str(e.value)
+    (tmp_path / "bad.json").write_text(json.dumps({"transition_sparse": {"classes": 3, "clean": [0, 3]}}))
+    with pytest.raises(UserInputError, match="bad.json: transition_sparse must hold"):
+        read_transition(tmp_path / "bad.json", 3)
+
 @pytest.mark.parametrize("name, content, message", [
     ("missing.npy", None, "cannot read"),
     ("t.txt", "1", "must end in .npy or .json"),

@@ -1,8 +1,11 @@
-"""A 100,000-class OLS run from the command line: top-k soft labels, a run folder of bounded size, soft-labels."""
+"""A 100,000-class OLS run from the command line: top-k soft labels, label noise kept as pairs, a run folder of
+bounded size, soft-labels."""
 
 from __future__ import annotations
 
 import json
+import tracemalloc
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,9 +16,17 @@ from olsmooth.data.sources.synthetic import make_split
 
 @pytest.fixture(scope="module")
 def run_100k(tmp_path_factory):
+    """A 100,000-class run with label noise; the largest numpy allocation it made is kept in `peak.txt`."""
     out = tmp_path_factory.mktemp("runs") / "k100k"
-    assert main(["train", "--dataset", "synthetic-100k", "--method", "ols", "--loss-opt", "top_k=32",
-                 "--train-subset", "512", "--epochs", "1", "--threads", "1", "--out", str(out)]) == 0
+    tracemalloc.start()
+    try:
+        assert main(["train", "--dataset", "synthetic-100k", "--method", "ols", "--loss-opt", "top_k=32",
+                     "--noise", "symmetric:0.2", "--train-subset", "512", "--epochs", "1", "--threads", "1",
+                     "--out", str(out)]) == 0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    (out.parent / "peak.txt").write_text(str(peak))
     return out
 
 
@@ -30,6 +41,27 @@ def test_a_hundred_thousand_class_run_saves_top_k_rows_not_a_dense_matrix(run_10
     assert total < 400 * 10**6
     rows = [json.loads(line) for line in (run_100k / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["epoch"] == 1 and 0 <= rows[-1]["top5"] <= 100
+
+
+def test_label_noise_at_a_hundred_thousand_classes_keeps_its_transition_as_pairs(run_100k):
+    clean, noisy = np.load(run_100k / "clean_labels.npy"), np.load(run_100k / "noisy_labels.npy")
+    record = json.loads((run_100k / "noise.json").read_text())
+    assert "transition" not in record and record["rate_realised"] == round(0.2 * 512) / 512
+    sparse = record["transition_sparse"]
+    pairs, sizes = Counter(zip(clean.tolist(), noisy.tolist())), Counter(clean.tolist())
+    expected = sorted((c, k, n / sizes[c]) for (c, k), n in pairs.items())
+    assert sparse["classes"] == 100_000
+    assert list(zip(sparse["clean"], sparse["noisy"], sparse["fraction"])) == expected
+    # nothing of K x K: the largest numpy allocation of the whole run is far below even one byte per pair of classes
+    assert int((run_100k.parent / "peak.txt").read_text()) < 10**9 < 100_000**2
+
+
+def test_loss_correction_at_a_hundred_thousand_classes_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "forward"
+    assert main(["train", "--dataset", "synthetic-100k", "--method", "forward", "--noise", "symmetric:0.2",
+                 "--train-subset", "512", "--threads", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "100,000 classes is over its limit of 4,096" in err and "\n" not in err and not out.exists()
 
 
 def test_soft_labels_lists_the_most_similar_classes_from_the_sparse_rows(run_100k, capsys, tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from ..errors import UserInputError
+from ..noise_transition import SparseTransition
 from .datasets import LabelledDataset, WithIndex
 from .noise_maps import BUILTIN_MAPS, NoiseMap, cifar100_superclass_map, load_noise_map
 from .registry import canonical_dataset_name
@@ -32,8 +33,9 @@ MAX_PROJECTION_ENTRIES = 1 << 28
 class NoisyLabels:
     """Noisy training labels next to the clean ones, with what produced them.
 
-    transition[c, k] is the fraction of the samples of clean class c whose noisy label is k (rows sum to 1); a
-    class with no samples gets the identity row.
+    `transition_pairs` is the realised transition as its (clean, noisy) pairs, linear in the samples at any K;
+    `transition` its dense K x K form: [c, k] is the fraction of the samples of clean class c whose noisy label
+    is k (rows sum to 1), the identity row for a class with no samples.
     """
 
     noisy: np.ndarray
@@ -42,7 +44,12 @@ class NoisyLabels:
     rate: float
     rate_realised: float
     seed: int
-    transition: np.ndarray
+    transition_pairs: SparseTransition
+
+    @property
+    def transition(self) -> np.ndarray:
+        """The K x K float64 matrix, built from the pairs for K up to DENSE_MAX_CLASSES (else a UserInputError)."""
+        return self.transition_pairs.dense()
 
     @property
     def corrupted(self) -> np.ndarray:
@@ -50,9 +57,10 @@ class NoisyLabels:
         return self.noisy != self.clean
 
     def to_json(self) -> dict[str, Any]:
-        """The record a run folder keeps as noise.json: kind, requested and realised rate, seed, transition."""
+        """The record a run folder keeps as noise.json: kind, requested and realised rate, seed, and the transition
+        (`transition` rows up to DENSE_RECORD_MAX_CLASSES classes, `transition_sparse` pairs above)."""
         return {"kind": self.kind, "rate": self.rate, "rate_realised": self.rate_realised, "seed": self.seed,
-                "transition": self.transition.tolist()}
+                **self.transition_pairs.to_json()}
 
 
 def _check_kind(kind: object) -> str:
@@ -102,15 +110,6 @@ class NoiseSpec:
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.rate!r}"
-
-
-def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
-    """K x K realised transition: row c is the distribution of noisy labels over the samples of clean class c;
-    the identity row for a class without samples."""
-    counts = np.bincount(clean * num_classes + noisy, minlength=num_classes * num_classes)
-    counts = counts.reshape(num_classes, num_classes).astype(np.float64)
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.where(totals > 0, counts / np.maximum(totals, 1.0), np.eye(num_classes))
 
 
 def _uniform_flips(clean: np.ndarray, rate: float, num_classes: int, rng: np.random.Generator,
@@ -297,4 +296,4 @@ def make_noisy_labels(labels: Sequence[int] | np.ndarray, kind: str, rate: float
         noisy = _mapped_flips(clean, rate, _asymmetric_map(kind, num_classes, noise_map, dataset), rng)
     realised = float(np.mean(noisy != clean)) if clean.size else 0.0
     return NoisyLabels(noisy=noisy, clean=clean, kind=kind, rate=rate, rate_realised=realised, seed=int(seed),
-                       transition=transition_matrix(clean, noisy, num_classes))
+                       transition_pairs=SparseTransition.from_labels(clean, noisy, num_classes))

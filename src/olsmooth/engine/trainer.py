@@ -40,9 +40,10 @@ from ..errors import UserInputError
 from ..losses import EpochLoss, LossInputError, TrainingRun, build_loss
 from ..losses.correction import estimate_transition, read_transition
 from ..models import accepts_in_chans, model_source
+from ..noise_transition import DENSE_MAX_CLASSES, dense_from_record
 from ..option_roles import RESUME_MAY_CHANGE, SET_BY_RESUME
 from ..runs.checkpoints import EVAL_KEYS, load_checkpoint
-from ..runs.layout import BEST, CONFIG, ESTIMATE, LAST, SUMMARY
+from ..runs.layout import BEST, CONFIG, ESTIMATE, LAST, NOISE, SUMMARY
 from ..runs.writer import RunFolder
 from .checkpoint import RESUME_KEYS, rng_state, set_rng_state
 from .config import TrainConfig, build_config, read_yaml
@@ -353,17 +354,22 @@ class Trainer:
 
     def _set_given_transition(self) -> None:
         """The transition matrix of a loss-corrected loss from "known" (the realised matrix of --noise) or a file;
-        "estimate" is left to `fit()`, which trains the cross-entropy model it needs."""
+        "estimate" is left to `fit()`, which trains the cross-entropy model it needs. Every source gives a dense K x K
+        matrix, so K above DENSE_MAX_CLASSES is refused here, before anything of K x K is built."""
         source = self.criterion.transition_source
+        K = self.bundle.num_classes
+        if K > DENSE_MAX_CLASSES:
+            raise UserInputError(f"method {self.cfg.method} multiplies by a dense K x K transition matrix: "
+                                 f"{K:,} classes is over its limit of {DENSE_MAX_CLASSES:,}")
         if source == "estimate":
             return
         if source == "known":
             if self.noise is None:
                 raise UserInputError(f"method {self.cfg.method} with transition=known needs --noise (the matrix is "
                                      f"the realised one of the run's label noise); give a file or transition=estimate")
-            matrix = torch.tensor(self.noise.description["transition"], dtype=torch.float32)
+            matrix = torch.tensor(dense_from_record(self.noise.description, NOISE), dtype=torch.float32)
         else:
-            matrix = read_transition(source, self.bundle.num_classes)
+            matrix = read_transition(source, K)
         try:
             self.criterion.set_transition(matrix)
         except ValueError as err:

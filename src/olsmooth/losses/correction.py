@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..errors import UserInputError
 from ..fileio import io_error, read_array
+from ..noise_transition import dense_from_record
 from .common import EpochLoss, autocast_off
 from .registry import Option, register_loss
 
@@ -71,7 +72,8 @@ def inverse_transition(T: Tensor) -> Tensor:
 
 def read_transition(path: str | Path, num_classes: int) -> Tensor:
     """A K x K transition matrix from a .npy file, or a JSON file holding a list of rows or a noise.json record
-    ({"transition": rows, ...}); a one-line UserInputError naming the file when it is missing or not a valid one."""
+    ({"transition": rows, ...} or, above 200 classes, {"transition_sparse": pairs, ...}, built dense up to
+    DENSE_MAX_CLASSES); a one-line UserInputError naming the file when it is missing or not a valid one."""
     path = Path(path)
     try:
         if path.suffix == ".npy":
@@ -82,9 +84,7 @@ def read_transition(path: str | Path, num_classes: int) -> Tensor:
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 raise UserInputError(f"{path}: not valid JSON ({err})") from None
             if isinstance(matrix, dict):
-                if "transition" not in matrix:
-                    raise UserInputError(f"{path}: a JSON object must hold the matrix under 'transition'")
-                matrix = matrix["transition"]
+                matrix = dense_from_record(matrix, str(path))
         else:
             raise UserInputError(f"{path}: a transition matrix file must end in .npy or .json")
     except OSError as err:
