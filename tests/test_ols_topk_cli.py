@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from olsmooth import OnlineLabelSmoothing
 from olsmooth.cli import main
 from olsmooth.data.sources.synthetic import make_split
 
@@ -62,6 +63,17 @@ def test_loss_correction_at_a_hundred_thousand_classes_is_a_one_line_error(tmp_p
                  "--train-subset", "512", "--threads", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "100,000 classes is over its limit of 4,096" in err and "\n" not in err and not out.exists()
+
+
+def test_dense_ols_at_a_hundred_thousand_classes_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "dense"
+    assert main(["train", "--dataset", "synthetic-100k", "--method", "ols", "--train-subset", "512",
+                 "--threads", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    # 2 x 100,000 x 100,001 float32 = 74.5 GiB, refused before any of it is allocated
+    assert "100000 classes needs 74.5 GiB" in err and "top_k" in err and "\n" not in err and not out.exists()
+    with pytest.raises(ValueError, match="give top_k"):
+        OnlineLabelSmoothing(100_000)
 
 
 def test_soft_labels_lists_the_most_similar_classes_from_the_sparse_rows(run_100k, capsys, tmp_path):

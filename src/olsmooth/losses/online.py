@@ -76,6 +76,11 @@ def ols_loss(logits: Tensor, target: Tensor, soft_labels: Tensor, hard_weight: f
     return ols_loss_and_probs(logits, target, soft_labels, hard_weight, soft_weight)[0]
 
 
+DENSE_MAX_CLASSES = 65_536
+"""Largest class count of the dense matrix: S and its accumulator take 2 K^2 float32, 32 GiB here; larger K takes
+the top-k matrix (`top_k`)."""
+
+
 def initial_soft_labels(num_classes: int, init: Init, eps: float = 0.1) -> Tensor:
     """The matrix S before the first update: zeros, uniform 1/K, or label smoothing (1-eps) I + eps/K."""
     if init == "zeros":
@@ -141,6 +146,11 @@ class OnlineLabelSmoothing(EpochLoss):
             raise ValueError(f"freeze_threshold must lie in (0, 1], got {freeze_threshold}")
         if candidates is not None and top_k is None:
             raise ValueError("candidates sizes the top-k statistics: it needs top_k")
+        if top_k is None and num_classes > DENSE_MAX_CLASSES:
+            gib = 2 * num_classes * (num_classes + 1) * 4 / 2**30
+            raise ValueError(f"a dense soft-label matrix of {num_classes} classes needs {gib:.1f} GiB (S and its "
+                             f"accumulator); above {DENSE_MAX_CLASSES} classes give top_k (e.g. top_k=32), whose "
+                             "memory is linear in the classes")
         self.hard_weight = float(hard_weight)
         self.soft_weight = float(soft_weight)
         self.init = init
