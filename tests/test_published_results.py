@@ -101,6 +101,7 @@ ROBUST = "robustness-fashion-mnist"
 T32 = "family-transfer-fashion-mnist"
 KAI = "many-classes-glyphs-1000-kai"
 KAI_CAL = "many-classes-glyphs-1000-kai-calibration"
+KAI_BASE = "many-classes-glyphs-1000-kai-baselines"
 COMPANION_PAGES = {f"{MANY}-calibration", KAI_CAL}
 """Pages a benchmark writes beside a study's page from its own committed CSVs; tests/test_benchmark_many_classes.py
 regenerates each from them, so figures may be quoted from them too."""
@@ -230,6 +231,10 @@ QUOTED: dict[str, list[tuple[str, str]]] = {
                  "0.4387", "0.4668"),
     ],
     "docs/results/many-classes.md": [
+        *_quotes(KAI_BASE, "24.50 ± 0.56", "-1.426", "1.480", "0.067", "-7.835", "2.356", "0.002", "13.97 ± 0.81",
+                 "24.73 ± 0.49", "-1.195", "1.087", "0.058", "-7.604", "2.052", "0.001", "14.02 ± 0.27",
+                 "32.34 ± 1.50", "+6.409", "3.023", "0.007", "+0.000", "1.903", "1.000", "9.19 ± 1.71", "23.32 ± 1.38",
+                 "-2.602", "3.347", "0.086", "-9.011", "1.331", "0.000", "23.19 ± 1.38", "-2.345", "0.014"),
         *_quotes(KAI, "25.93 ± 0.89", "32.34 ± 0.90", "33.11 ± 0.87", "35.84 ± 0.94", "33.98 ± 1.03", "38.67 ± 1.05",
                  "-6.409", "2.455", "0.003", "+6.409", "+7.182", "2.374", "0.002", "+0.773", "0.915", "0.034",
                  "+9.915", "1.728", "0.000", "+3.506", "1.823", "0.006", "+8.056", "1.826", "0.001", "+1.647",
