@@ -22,13 +22,7 @@ from typing import Any
 import numpy as np
 
 from olsmooth.analysis.report import markdown_table
-from olsmooth.analysis.soft_labels import (
-    dataset_class_names,
-    diagonal_mass,
-    load_matrix,
-    resolve_class_names,
-    row_entropy,
-)
+from olsmooth.analysis.soft_labels import diagonal_mass, load_matrix, row_entropy, run_class_names
 from olsmooth.errors import UserInputError
 from olsmooth.fileio import atomic_write_text
 from olsmooth.runs.checkpoints import checkpoint_class_names
@@ -60,8 +54,7 @@ def last_matrix_rows(run_folder: Path, cell: str, seed: int) -> list[dict[str, A
     if not isinstance(matrix, np.ndarray) or len(matrix) > MAX_CLASSES:
         raise UserInputError(f"{run_folder}: its soft labels are not a dense matrix of at most {MAX_CLASSES} classes; "
                              "publish their structure with benchmarks.many_classes")
-    names = checkpoint_class_names(run_folder)
-    names = resolve_class_names(len(matrix), names if names is not None else dataset_class_names(run_folder))
+    names = run_class_names(run_folder, len(matrix), checkpoint_class_names(run_folder))
     return [{"cell": cell, "seed": seed, "row": i, "column": j, "row_class": names[i], "column_class": names[j],
              "mass": float(matrix[i, j])} for i in range(len(matrix)) for j in range(len(matrix))]
 

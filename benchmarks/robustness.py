@@ -111,15 +111,10 @@ def evaluate_run(folder: Path, surrogate: Path | None, args: Any) -> dict[Any, d
     return record
 
 
-def option_columns(study: Study) -> list[str]:
-    """The options some cell sets (the study's grid axes), in the grid's order."""
-    return list(dict.fromkeys(k for cell in study.cells for k in study.shown_options(cell)))
-
-
 def csv_columns(study: Study, eps: Sequence[str]) -> list[str]:
     """cell, seed, folder, the cell's options, where T was fitted, EVAL_KEYS, the images attacked and the steps,
     then ROBUST_KEYS for each eps."""
-    return ["cell", "seed", "folder", *option_columns(study), "calibration_data", *EVAL_KEYS, *INT_KEYS[1:],
+    return ["cell", "seed", "folder", *study.option_columns(), "calibration_data", *EVAL_KEYS, *INT_KEYS[1:],
             *(f"{key}{EPS_MARK}{e}" for e in eps for key in ROBUST_KEYS)]
 
 
@@ -129,7 +124,7 @@ def run_row(study: Study, run: PlannedRun, record: Mapping[Any, Mapping[str, Any
     evaluation, first = record["eval"], record[("pgd", eps[0])]
     shown = study.shown_options(run.cell)
     row: dict[str, Any] = {"cell": run.cell.name, "seed": run.seed, "folder": f"{run.cell.name}/{run.folder.name}",
-                           **{k: option_text(shown.get(k)) for k in option_columns(study)},
+                           **{k: option_text(shown.get(k)) for k in study.option_columns()},
                            "calibration_data": evaluation["calibration_data"],
                            **{k: float(evaluation[k]) for k in EVAL_KEYS}, "n": first["n"], "steps": first["steps"]}
     for e in eps:

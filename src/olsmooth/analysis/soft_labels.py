@@ -240,7 +240,7 @@ def dataset_class_names(run_dir: PathLike) -> list[str] | None:
     return [str(name) for name in bundle.class_names]
 
 
-def _run_class_names(run_dir: PathLike, num_classes: int, class_names: Sequence[Any] | None) -> list[str]:
+def run_class_names(run_dir: PathLike, num_classes: int, class_names: Sequence[Any] | None) -> list[str]:
     """`class_names` when they fit, else the names of the run's dataset (`dataset_class_names`), else indices."""
     if class_names is not None and len(class_names) == num_classes:
         return resolve_class_names(num_classes, class_names)
@@ -382,7 +382,7 @@ def soft_label_figures(run_dir: PathLike, folder: PathLike | None = None, epochs
     matrices = {epoch: load_matrix(files[epoch]) for epoch in chosen}
     last = matrices[chosen[-1]]
     size = num_classes_of(last)
-    names = _run_class_names(run_dir, size, class_names)
+    names = run_class_names(run_dir, size, class_names)
     if isinstance(last, SparseRows):  # dense blocks of the classes shown, in their order
         order = last.top_classes()
         names = [names[c] for c in order]
@@ -412,7 +412,7 @@ def soft_label_summary(run_dir: PathLike, epoch: int | None = None, top: int = 5
     chosen = pick_epoch(files, epoch)
     matrix = load_matrix(files[chosen])
     size = num_classes_of(matrix)
-    names = _run_class_names(run_dir, size, class_names)
+    names = run_class_names(run_dir, size, class_names)
     return {"run": str(run_dir), "epoch": chosen, "epochs_saved": list(files), "num_classes": size,
             "max_entropy": math.log(size), "mean_entropy": float(np.nanmean(row_entropy(matrix))),
             "mean_diagonal": float(diagonal_mass(matrix).mean()), "classes": class_rows(matrix, names, top),

@@ -59,15 +59,11 @@ def run_row(study: Study, run: PlannedRun, out: Path) -> dict[str, Any]:
                **{f"best_{k}": v for k, v in folder.figures("best", EVALUATION_KEYS).items()}}
     times = [r["epoch_time_s"] for r in folder.records if "epoch_time_s" in r]
     return {"cell": run.cell.name, "seed": run.seed, "folder": run.folder.relative_to(out).as_posix(),
-            **{k: option_text(study.shown_options(run.cell).get(k)) for k in _option_columns(study)},
+            **{k: option_text(study.shown_options(run.cell).get(k)) for k in study.option_columns()},
             "epochs": len(folder.records), **figures, "best_epoch": best["epoch"],
             "best_val_top1": best.get("val_top1"), "train_top1": last.get("train_top1"),
             "epoch_time_s": sum(times) / len(times) if times else None,
             **{k: last.get(k) for k in MEMORISATION_KEYS}}
-
-
-def _option_columns(study: Study) -> list[str]:
-    return list(dict.fromkeys(k for cell in study.cells for k in study.shown_options(cell)))
 
 
 def exact_csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
@@ -118,7 +114,7 @@ def csv_text(study: Study, rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _csv_columns(study: Study) -> list[str]:
-    return ["cell", "seed", "folder", *_option_columns(study), *RUN_COLUMNS]
+    return ["cell", "seed", "folder", *study.option_columns(), *RUN_COLUMNS]
 
 
 def read_results_csv(study: Study, path: str | Path) -> list[dict[str, Any]]:

@@ -73,6 +73,10 @@ class Study:
         return {k: cell.options[k] if k in cell.options else self.base[k] for k in keys
                 if k in cell.options or k in self.base}
 
+    def option_columns(self) -> list[str]:
+        """The options some cell shows (`shown_options`), in the grid's order: the option columns of per-run tables."""
+        return list(dict.fromkeys(k for cell in self.cells for k in self.shown_options(cell)))
+
     def config(self, cell: Cell, seed: int, folder: Path) -> TrainConfig:
         """The run's configuration: defaults < base < cell < {seed, out}."""
         return dataclasses.replace(cell.config, seed=seed, out=str(folder))
