@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +17,13 @@ def _worker(rank: int, world: int, folder: str, fn: Callable[[int, int], Any]) -
     try:
         torch.save(fn(rank, world), f"{folder}/rank-{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # fn may have left the group, as a command that set up its own one does
+            dist.destroy_process_group()
+    # The result is saved: leave without interpreter finalisation, where gloo objects still referenced by a
+    # test's modules can be destroyed out of order and abort a process that did its work.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def on_processes(fn: Callable[[int, int], Any], world: int, folder: Path) -> list[Any]:

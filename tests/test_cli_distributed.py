@@ -9,11 +9,13 @@ import io
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from gloo import on_processes
 from olsmooth.cli import main
@@ -79,6 +81,25 @@ def test_ensemble_on_two_processes_prints_once_and_saves_every_sample(run, tmp_p
     one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     np.testing.assert_array_equal(one["labels"], two["labels"])
     np.testing.assert_allclose(one["probs"], two["probs"], atol=1e-6)
+
+
+def on_its_own_group(port: int, argv: list[str], rank: int, world: int) -> dict:
+    """Run the command as torchrun starts it, with no process group yet: it sets one up from the environment;
+    whether the group is gone once main() returns."""
+    dist.destroy_process_group()
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return {**command(argv, rank, world), "left": not dist.is_initialized()}
+
+
+@pytest.mark.parametrize("argv", [["ensemble", "{run}/last.pt", "--json"],
+                                  ["attack", "--checkpoint", "{run}/last.pt", *ATTACK]], ids=["ensemble", "attack"])
+def test_a_command_leaves_the_process_group_it_set_up(run, tmp_path, argv):
+    with socket.socket() as probe:  # a free port for the group's store
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [arg.format(run=run) for arg in argv]
+    ranks = on_processes(functools.partial(on_its_own_group, port, argv), 2, tmp_path)
+    assert [(r["code"], r["left"]) for r in ranks] == [(0, True), (0, True)], ranks[0]["err"]
 
 
 def die_or_evaluate(folder: Path, argv: list[str], rank: int, world: int) -> dict | None:

@@ -159,6 +159,8 @@ trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=DEVICES, strategy=
 trainer.fit(module)
 if trainer.global_rank == 0:
     torch.save({"S": module.criterion.soft_labels, "updates": module.criterion.num_updates}, OUT)
+if torch.distributed.is_initialized():  # leave the group before exit, as a DDP script should
+    torch.distributed.destroy_process_group()
 """
 
 

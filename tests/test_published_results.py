@@ -287,9 +287,9 @@ def test_quotes_come_from_pages_regenerated_from_data() -> None:
 
 
 # Hand-written figures computed from a committed CSV column that no generated page prints: page -> (study, cells,
-# column, figure). With one cell, "m ± s" is the mean ± sample std over its seeds and "seed N: x" one seed's value;
-# with two cells (a, b), "+d" (or "d") is mean(a) - mean(b) and "lo-hi" the range of a - b paired by seed. Each at
-# the figure's decimals.
+# column, figure). With one cell, "m ± s" is the mean ± sample std over its seeds, "mean: m" the mean alone and
+# "seed N: x" one seed's value; with two cells (a, b), "+d" (or "d") is mean(a) - mean(b) and "lo-hi" the range of
+# a - b paired by seed. Each at the figure's decimals.
 OLS_CIFAR = "method=ols,ols_preset=paper-cifar"
 SYMMETRIC = ("symmetric_0.2", "symmetric_0.4", "symmetric_0.6")
 
@@ -326,6 +326,9 @@ FROM_CSV: dict[str, list[tuple[str, str | tuple[str, str], str, str]]] = {
               ("symmetric_0.6", "paper-fine-grained", "0.469 ± 0.006"),
               ("asymmetric_0.4", "paper-cifar", "0.214 ± 0.002"),
               ("asymmetric_0.4", "paper-fine-grained", "0.178 ± 0.003"))],
+        *[(NOISY, _noisy(noise, OLS_CIFAR), "noise_source_mass", f"mean: {figure}") for noise, figure in (
+            ("symmetric_0.2", "0.199"), ("symmetric_0.4", "0.400"), ("symmetric_0.6", "0.600"),
+            ("asymmetric_0.4", "0.257"))],
         *[(NOISY, (_noisy(noise, OLS_CIFAR), _noisy(noise, "method=ce")), "top1", figure)
           for noise, figure in zip(SYMMETRIC, ("2.49-2.85", "7.23-8.87", "12.61-14.12"))],
         *[(NOISY, (_noisy(noise, "method=gce"), _noisy(noise, OLS_CIFAR)), column, figure)
@@ -361,6 +364,8 @@ def _csv_figure(stem: str, cells: str | tuple[str, str], column: str, figure: st
     if figure.startswith("seed "):
         seed = figure.split(":")[0].removeprefix("seed ")
         return f"seed {seed}: {values[0][seed]:.{digits}f}"
+    if figure.startswith("mean: "):
+        return f"mean: {statistics.mean(values[0].values()):.{digits}f}"
     return f"{statistics.mean(values[0].values()):.{digits}f} ± {statistics.stdev(values[0].values()):.{digits}f}"
 
 

@@ -318,6 +318,13 @@ def test_a_noise_study_plots_top1_against_the_rate_and_collects_memorisation(tmp
     memorised = [json.loads((tmp_path / "noise=symmetric_0.4,method=ols" / f"seed-{s}" / "metrics.jsonl")
                             .read_text().splitlines()[-1])["noisy_fit_noisy"] for s in (0, 1)]
     assert f"{np.mean(memorised):.2f} ± {np.std(memorised, ddof=1):.2f}" in text
+    for row in csv.DictReader((tmp_path / "results.csv").open()):  # the true share of a row's samples from other
+        if row["method"] != "ols" or row["noise"] == "-":         # classes, from the run's saved labels
+            assert row["noise_source_mass"] == ""
+            continue
+        clean, noisy = (np.load(tmp_path / row["folder"] / f"{kind}_labels.npy") for kind in ("clean", "noisy"))
+        share = np.mean([np.mean(clean[noisy == y] != y) for y in np.unique(noisy)])
+        assert float(row["noise_source_mass"]) == pytest.approx(share)
     groups = cell_groups(study, plan_runs(study, tmp_path))
     figure = plot_noise_groups(groups)
     assert [ax.get_title() for ax in figure.axes] == ["symmetric", "pairflip"]

@@ -229,7 +229,6 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine.config import FIELDS, build_config, load_recipe, resolve_recipe_path
-    from .engine.distributed import teardown
     from .engine.trainer import Trainer, load_resume
     from .option_roles import SET_BY_RESUME
     if _print_lists(args):
@@ -247,12 +246,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         recipe = load_recipe(resolve_recipe_path(args.config)) if args.config else None
         cfg, checkpoint = build_config(recipe, overrides), None
-    try:
-        trainer = Trainer(cfg, checkpoint)
-        trainer.log(f"run folder: {trainer.out}")
-        trainer.fit()
-    finally:
-        teardown()  # leave the torchrun process group cleanly, also after an error
+    trainer = Trainer(cfg, checkpoint)
+    trainer.log(f"run folder: {trainer.out}")
+    trainer.fit()
     return 0
 
 
@@ -515,6 +511,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("olsmooth: error: another process of this torchrun job died or stopped answering within "
               f"--dist-timeout ({' '.join(str(err).split())[:160]})", file=sys.stderr)
         return 1
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the torchrun process group a command created (train, eval, ensemble, attack, ...), also after an
+    error; nothing to do, and torch not imported, when no command set one up."""
+    distributed = sys.modules.get(f"{__package__}.engine.distributed")
+    if distributed is not None:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -55,12 +55,18 @@ def setup(device: str | None = None, timeout_s: float | None = None) -> DistInfo
     if world > 1 and not dist.is_initialized():
         timeout = timedelta(seconds=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
+        _OWNED_GROUP.append(dist.group.WORLD)
     return DistInfo(rank, world, local, dev)
 
 
+_OWNED_GROUP: list = []
+"""The process group setup() created, if any: teardown() destroys that one and leaves a caller's own group alone."""
+
+
 def teardown() -> None:
-    """Leave the process group cleanly."""
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group setup() created, so that no gloo or NCCL work outlives it into interpreter shutdown
+    (where it can abort a process whose results are already written)."""
+    if _OWNED_GROUP and dist.is_initialized() and dist.group.WORLD is _OWNED_GROUP.pop():
         dist.destroy_process_group()
 
 

@@ -34,7 +34,7 @@ TABLE_KEYS = (*HEADLINE_KEYS, *(f"best_{k}" for k in HEADLINE_KEYS))
 """Shown per cell for the last epoch and, as best_*, for each run's epoch with the highest test top-1."""
 CSV_NAME, MARKDOWN_NAME, FIGURE_NAME = "results.csv", "results.md", "results.png"
 MEMORISATION_FIGURE = "memorisation.png"
-MEMORISATION_KEYS = ("noisy_fit_clean", "noisy_fit_noisy", "ols_noise_mass")
+MEMORISATION_KEYS = ("noisy_fit_clean", "noisy_fit_noisy", "ols_noise_mass", "noise_source_mass")
 
 
 def _is_noise_study(study: Study) -> bool:
@@ -47,7 +47,8 @@ RUN_COLUMNS = ("epochs", *EVALUATION_KEYS, "best_epoch", *(f"best_{k}" for k in 
 """Per run in results.csv: its epochs; the last epoch's test figures; the chosen epoch (highest validation top-1
 where the run has a validation split, else test top-1) and its test figures; that epoch's validation top-1; the
 last epoch's train top-1 (on the training batches, as trained); the mean epoch time in seconds; and, for runs with
-label noise, the last epoch's memorisation figures. A figure a run lacks is left empty."""
+label noise, the last epoch's memorisation figures (OLS runs add the soft labels' mass on the noise's source classes
+and that true share, `noise_source_mass`). A figure a run lacks is left empty."""
 _INT_COLUMNS = ("seed", "epochs", "best_epoch")
 
 
