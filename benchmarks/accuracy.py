@@ -6,8 +6,10 @@ run folder per cell and seed, `OUT/STUDY/CELL/seed-N` (CELL names the cell's opt
 `model=small_cnn,method=ols,ols_preset=paper-cifar`), finished runs skipped and an interrupted one continued from
 its last.pt, so the same command can be stopped and restarted; the study's own results.{csv,md,png} lie beside
 the cells. This script then reads those run folders for what it reports in OUT/accuracy.{json,md}: the study's
-table (plus top-5 and train top-1) and paired tests against CE and LS, snapshot ensembles of the CE, LS and OLS
-runs, and the figures in --figures.
+table (plus top-5 and train top-1) and paired tests against CE and LS, and the figures in --figures. --publish DOCS
+then publishes what the docs quote, each page regenerated from per-run data committed beside it: the study's page
+(`olsmooth study --publish`: DOCS/benchmarks/STUDY.{csv,md}) and its snapshot ensembles (benchmarks.snapshots, the
+paper's Table III: every epoch snapshot of every run evaluated once, DOCS/benchmarks/STUDY-snapshots.{csv,md}).
 
 --study runs another study file through the same analysis (--quick is the small `accuracy-quick` study on
 scikit-learn's digits); --dataset and --subset replace those options of the study's base, and the study folder's
@@ -15,7 +17,8 @@ name then says so. --pretrained adds the transfer protocol: a second study with 
 an ImageNet-pretrained network fine-tuned at 64x64 with CE, LS and OLS paper-fine-grained.
 
     .venv/bin/python -m benchmarks.accuracy --quick                  # CI-sized, well under a minute on 2 cores
-    .venv/bin/python -m benchmarks.accuracy                          # the study: about 2 hours on 2 CPU cores
+    .venv/bin/python -m benchmarks.accuracy                          # the study: about 1 h 20 min on 2 CPU cores
+    .venv/bin/python -m benchmarks.accuracy --figures docs/figures --publish docs   # make results
     .venv/bin/python -m benchmarks.accuracy --pretrained resnet18-f37072fd.pth   # + the transfer protocol
 """
 
@@ -32,24 +35,23 @@ from pathlib import Path
 from typing import Any
 
 from olsmooth.analysis import MetricAccumulator, plot_curves, plot_reliability_of, plot_soft_labels
-from olsmooth.analysis.metrics import EVALUATION_KEYS, HEADLINE_KEYS, metric_formats
+from olsmooth.analysis.metrics import EVALUATION_KEYS
 from olsmooth.analysis.report import (
-    Group,
     markdown_report,
-    markdown_table,
     option_text,
     paired_rows,
     summary_rows,
-    summary_table,
 )
 from olsmooth.analysis.soft_labels import load_matrix
 from olsmooth.data import build_datasets
 from olsmooth.engine.config import TrainConfig
 from olsmooth.engine.inference import evaluate_each, pick_snapshots
 from olsmooth.engine.resolve import resolve
+from olsmooth.fileio import atomic_write_text
 from olsmooth.option_roles import METHOD_OPTIONS
 from olsmooth.runs.reader import has_soft_labels, read_metrics, snapshot_files, soft_label_files
 from olsmooth.studies.plan import PlannedRun, plan_runs
+from olsmooth.studies.publish import publish
 from olsmooth.studies.results import cell_groups
 from olsmooth.studies.runner import run_study
 from olsmooth.studies.spec import Cell, Study, baseline_pairs, cell_name, load_study, parse_study
@@ -61,15 +63,16 @@ from .common import (
     machine_info,
     machine_line,
     parse_benchmark_args,
+    provenance_lines,
     write_results,
 )
 
 STUDY, QUICK_STUDY = "accuracy-fashion-mnist", "accuracy-quick"
 LABELS = {"fashion-mnist": "Fashion-MNIST", "digits": "scikit-learn digits"}
 SUMMARY_KEYS = (*EVALUATION_KEYS, "train_top1")
-ENSEMBLE_METHODS = ("ce", "ls", "ols")
-ENSEMBLE_SIZES = (1, 3, 5, 10)
-ENSEMBLE_KEYS = ("top1", "gain", "nll", "ece")
+ENSEMBLE_SIZES = (3, 5, 10)
+"""Snapshot ensembles published with the study (benchmarks.snapshots), each against the last snapshot alone; a
+study of fewer epochs than the largest ensembles all of its snapshots."""
 SHARED_SETTINGS = ("batch_size", "lr", "optimizer", "momentum", "sched", "weight_decay")
 PRESET_TAGS = {"paper-cifar": "paper", "paper-fine-grained": "fg"}
 """Figure names call OLS with a preset `ols-TAG` (e.g. small_cnn-n12000-e10-reliability-ols-paper.png)."""
@@ -105,11 +108,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "as the study's train_subset_draw says (the shipped accuracy studies: the first N), 0 for all "
                    "(the test set stays whole)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the study's)")
-    p.add_argument("--ensemble-seeds", type=int, help="first N seeds whose snapshot ensembles are evaluated "
-                   "(default: all)")
     p.add_argument("--pretrained", help="torchvision ImageNet resnet18/resnet50 .pth: also run the transfer study")
     p.add_argument("--pretrained-model", help="model name for --pretrained (default: guessed from the file name)")
     p.add_argument("--figures", help="folder for the PNG figures (default OUT/figures)")
+    p.add_argument("--publish", metavar="DOCS", help="then publish the main study's page and its snapshot "
+                   "ensembles into a docs folder, each with its per-run CSV: DOCS/benchmarks/STUDY.{csv,md}, "
+                   "STUDY-snapshots.{csv,md} and their figures in DOCS/figures")
     args = parse_benchmark_args(p, argv)
     if args.quick and args.study:
         p.error("--quick runs the accuracy-quick study; give --quick or --study, not both")
@@ -160,39 +164,15 @@ def transfer_study(main: Study, args: argparse.Namespace) -> Study | None:
     return derive(main, f"{main.name}-transfer-{model}", description, base, {"method": TRANSFER_METHODS})
 
 
-def ensemble_sizes(available: int) -> list[int]:
-    """The ensemble sizes that fit, plus all snapshots when there are fewer than the largest size."""
-    return sorted({c for c in ENSEMBLE_SIZES if c <= available} | {min(available, max(ENSEMBLE_SIZES))})
-
-
-def evaluate_ensembles(study: Study, plan: Sequence[PlannedRun], seeds: Sequence[int],
-                       device: str | None) -> tuple[list[Group], dict[str, MetricAccumulator]]:
-    """Softmax-averaged snapshot ensembles of the CE, LS and OLS runs of `seeds`: a group per cell and size, each
-    seed with top1, nll, ece and gain (top-1 over the last snapshot alone); and the reliability bins of the last
-    snapshot of every cell's first seed. Each snapshot is evaluated once; its test probabilities serve every
-    ensemble size."""
-    groups: dict[tuple[str, int], Group] = {}
+def evaluate_last(study: Study, plan: Sequence[PlannedRun], device: str | None) -> dict[str, MetricAccumulator]:
+    """The reliability bins of the last snapshot of every cell's first seed, evaluated afresh."""
     last_eval: dict[str, MetricAccumulator] = {}
     for run in plan:
-        ensembled = run.config.method in ENSEMBLE_METHODS and run.seed in seeds
-        available = len(snapshot_files(run.folder))
-        if not available or not (ensembled or run.seed == study.seeds[0]):
-            continue
-        picks = {count: pick_snapshots(run.folder, count) for count in (ensemble_sizes(available) if ensembled
-                                                                       else [1])}
-        needed = sorted({path for members in picks.values() for path in members})
-        with evaluate_each(needed, device=device) as evaluated:
-            if run.seed == study.seeds[0]:
-                last_eval[run.cell.name] = evaluated.ensemble(picks[1]).sums
-            if not ensembled:
-                continue
-            for count, members in picks.items():
-                metrics = evaluated.ensemble(members).compute()
-                figures = {k: float(metrics[k]) for k in HEADLINE_KEYS}
-                single = figures["top1"] if count == 1 else groups[run.cell.name, 1].runs[run.seed]["top1"]
-                group = groups.setdefault((run.cell.name, count), Group({**run.cell.options, "snapshots": count}))
-                group.add(run.seed, {**figures, "gain": figures["top1"] - single}, run.folder)
-    return list(groups.values()), last_eval
+        if run.seed == study.seeds[0] and snapshot_files(run.folder):
+            members = pick_snapshots(run.folder, 1)
+            with evaluate_each(members, device=device) as evaluated:
+                last_eval[run.cell.name] = evaluated.ensemble(members).sums
+    return last_eval
 
 
 def figure_prefix(config: TrainConfig) -> str:
@@ -275,24 +255,12 @@ def analyse(study: Study, root: Path, args: argparse.Namespace, md_dir: Path) ->
             "during the last epoch, a measure of how well the network fits); paired tests against the study's "
             "baselines (same seed = same initialisation and data order).\n",
             markdown_report(groups, SUMMARY_KEYS, pairs)]
-    seeds = study.seeds[:args.ensemble_seeds]
-    ensembles, last_eval = evaluate_ensembles(study, plan, seeds, args.device)
-    if ensembles:
-        rows, columns = summary_table(ensembles, ENSEMBLE_KEYS)
-        columns.remove("snapshots")
-        columns.insert(columns.index("n"), "snapshots")
-        text += [f"\nSnapshot ensembles (softmax average of snapshots spread uniformly over training, like the "
-                 f"paper's Table III), mean ± std over {len(seeds)} seed(s); gain = top-1 of the ensemble − top-1 of "
-                 "the last snapshot alone, paired by seed:\n",
-                 markdown_table(rows, columns, metric_formats(ENSEMBLE_KEYS) | {"gain": "+.2f"})]
+    last_eval = evaluate_last(study, plan, args.device)
     figures = make_figures(study, plan, last_eval, args.figures, data)
     text += ["\nFigures:\n"] + [f"- ![{p.stem}]({os.path.relpath(p, md_dir)})" for p in figures]
     payload = {"root": str(root), "seeds": list(study.seeds), "summary": summary_rows(groups, SUMMARY_KEYS),
                "per_seed": {g.label: g.runs for g in groups}, "paired_tests": paired_rows(groups, pairs),
-               "ensembles": [{"cell": cell_name({k: v for k, v in g.options.items() if k != "snapshots"}),
-                              "snapshots": g.options["snapshots"], "seed": seed, **run}
-                             for g in ensembles for seed, run in g.runs.items()],
-               "ensemble_summary": summary_rows(ensembles, ENSEMBLE_KEYS), "figures": [str(p) for p in figures]}
+               "figures": [str(p) for p in figures]}
     return payload, "\n".join(text) + "\n"
 
 
@@ -315,7 +283,24 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
               f"\n\nCommand: `{command}`\n")
     json_path, md_path = write_results(out, "accuracy", payload, header + "\n" + "\n".join(sections))
     print(f"wrote {json_path} and {md_path} ({time.perf_counter() - start:.0f}s in all)")
+    if args.publish:
+        written = publish_study(main, out, args.publish, args.device, provenance_lines(info, command))
+        print("published " + ", ".join(map(str, written)))
     return 0
+
+
+def publish_study(study: Study, out: Path, docs: str, device: str | None, provenance: list[str]) -> list[Path]:
+    """Publish the study's page (`olsmooth study --publish`) and its snapshot ensembles (benchmarks.snapshots:
+    OUT/STUDY-snapshots.{csv,md} written first, then copied with the page regenerated from the CSV)."""
+    from . import snapshots
+    runs = out / study.name
+    epochs = max(resolve(cell.config).epochs for cell in study.cells)
+    sizes = sorted({size for size in ENSEMBLE_SIZES if size <= epochs} | {min(epochs, max(ENSEMBLE_SIZES))})
+    rows = snapshots.evaluate_runs(study, plan_runs(study, runs), snapshots.late_start(study), sizes, device)
+    source = out / f"{snapshots.page_name(study)}.csv"
+    atomic_write_text(source, snapshots.csv_text(rows))
+    atomic_write_text(source.with_suffix(".md"), snapshots.page_text(study, rows, provenance=provenance))
+    return [*publish(study, runs, docs), *snapshots.publish(study, source, docs)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,8 @@ ensemble size, 1 being the last snapshot alone: top-1, NLL, ECE), OUT/snapshots.
 The page is built from the CSV's rows alone: per cell and K, top-1 (mean ± sample std over seeds), NLL and ECE;
 paired tests of each cell's largest ensemble against its last snapshot and against the study baselines' ensembles,
 with Holm-corrected p and the resolvable difference. --from-csv prints the page from a CSV without evaluating;
---publish DOCS copies the CSV, the page and its figure into DOCS/benchmarks and DOCS/figures.
+--publish DOCS copies the CSV, the page and its figure into DOCS/benchmarks and DOCS/figures, named after the study
+(STUDY-snapshots for a study that is not about snapshots, such as accuracy-fashion-mnist).
 
     python -m benchmarks.snapshots [--quick] [--study NAME] [--after EPOCH] [--sizes K ...] [--publish DOCS]
     python -m benchmarks.snapshots --from-csv CSV [--study NAME] [--publish DOCS]
@@ -85,7 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> Any:
                         "with --publish publish it) instead of evaluating; the Machine and Command lines come from "
                         "the page of the same name beside it, when there is one")
     parser.add_argument("--publish", metavar="DOCS", help="then copy the CSV, the page regenerated from it and its "
-                        "figure into a docs folder: DOCS/benchmarks/STUDY.{csv,md}, DOCS/figures/STUDY.png")
+                        "figure into a docs folder: DOCS/benchmarks/PAGE.{csv,md}, DOCS/figures/PAGE.png, PAGE "
+                        "the study's name, followed by -snapshots unless it has 'snapshots' in it")
     args = parse_benchmark_args(parser, argv)
     if args.quick and args.study:
         parser.error(f"--quick runs the {QUICK_STUDY} study; give --quick or --study, not both")
@@ -269,30 +271,37 @@ def plot(study: Study, rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
+def page_name(study: Study) -> str:
+    """The name of the published CSV, page and figure: a snapshots study's own name, else STUDY-snapshots, so that
+    they lie beside the study's own page (`olsmooth study --publish`) without replacing it."""
+    return study.name if "snapshots" in study.name else f"{study.name}-snapshots"
+
+
 def published_figure(study: Study, docs: str | Path) -> Path:
-    """DOCS/figures/STUDY.png."""
-    return Path(docs) / PUBLISHED_FIGURES / f"{study.name}.png"
+    """DOCS/figures/PAGE.png."""
+    return Path(docs) / PUBLISHED_FIGURES / f"{page_name(study)}.png"
 
 
 def published_link(study: Study) -> str:
-    return f"../{PUBLISHED_FIGURES}/{study.name}.png"
+    return f"../{PUBLISHED_FIGURES}/{page_name(study)}.png"
 
 
 def publish(study: Study, source: Path, docs: str | Path) -> list[Path]:
-    """Copy a snapshots CSV verbatim into DOCS/benchmarks/STUDY.csv, write the page regenerated from it (with the
-    Machine and Command lines of the page beside the CSV) and its figure, plotted from the same rows."""
+    """Copy a snapshots CSV verbatim into DOCS/benchmarks/PAGE.csv (`page_name`), write the page regenerated from it
+    (with the Machine and Command lines of the page beside the CSV) and its figure, plotted from the same rows."""
     rows = read_csv(study, source)
-    written = publish_page(source, docs, study.name, lambda lines: page_text(study, rows, published_link(study), lines))
+    written = publish_page(source, docs, page_name(study),
+                           lambda lines: page_text(study, rows, published_link(study), lines))
     figure = published_figure(study, docs)
     figure.parent.mkdir(parents=True, exist_ok=True)
     return [*written, plot(study, rows, figure)]
 
 
 def published_page_difference(docs: str | Path, study: Study | None = None) -> str:
-    """'' when DOCS/benchmarks/STUDY.md is exactly the page its committed STUDY.csv regenerates (its Machine and
+    """'' when DOCS/benchmarks/PAGE.md is exactly the page its committed PAGE.csv regenerates (its Machine and
     Command lines taken from the page), else a unified diff (published page first)."""
     study = study or load_study(resolve_study_path(STUDY))
-    return published_difference(docs, study.name, lambda data, lines: page_text(study, read_csv(study, data),
+    return published_difference(docs, page_name(study), lambda data, lines: page_text(study, read_csv(study, data),
                                                                                 published_link(study), lines))
 
 
@@ -300,7 +309,7 @@ def from_csv(args: Any) -> int:
     """Print the page a CSV regenerates, and publish it with --publish."""
     study, source = load_study(args.study), Path(args.from_csv)
     rows = read_csv(study, source)
-    link = published_link(study) if source.name == f"{study.name}.csv" else f"{NAME}.png"
+    link = published_link(study) if source.name == f"{page_name(study)}.csv" else f"{NAME}.png"
     print(page_text(study, rows, link, provenance_of(source.with_suffix(".md"))), end="")
     if args.publish:
         print("published " + ", ".join(map(str, publish(study, source, args.publish))), file=sys.stderr)

@@ -1,5 +1,5 @@
 """`python -m benchmarks.accuracy --quick` end to end on digits: the accuracy-quick study trained through the study
-runner, tables against the run folders, ensembles, transfer on a local weights file, rerun skips."""
+runner, tables against the run folders, published pages, ensembles, transfer on a local weights file, rerun skips."""
 
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from olsmooth.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--quick", "--threads", "1", "--device", "cpu"]
-# the cells of accuracy-quick.yaml, in grid order, as folder names; all but Tf-KD get snapshot ensembles
+# the cells of accuracy-quick.yaml, in grid order, as folder names
 CELLS = ["model=small_cnn,method=ce", "model=small_cnn,method=ls,ls_eps=0.1",
          "model=small_cnn,method=ols,ols_preset=paper-cifar", "model=small_cnn,method=ols",
          "model=small_cnn,method=tfkd"]
-ENSEMBLED = CELLS[:4]
 SEEDS = (0, 1)
 
 
@@ -47,7 +46,8 @@ def study(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(create_model("small_cnn", num_classes=10, in_chans=1).state_dict(), weights)
     script = load_script()
-    argv = [*QUICK, "--out", str(root / "out"), "--pretrained", str(weights), "--pretrained-model", "small_cnn"]
+    argv = [*QUICK, "--out", str(root / "out"), "--pretrained", str(weights), "--pretrained-model", "small_cnn",
+            "--publish", str(root / "docs")]
     assert script.main(argv) == 0
     return script, root / "out", argv
 
@@ -81,24 +81,25 @@ def test_tables_match_the_run_folders(study):
             "small_cnn-n320-e2-reliability-tfkd.png", "small_cnn-n320-e2-soft-labels-ols.png"} <= names
 
 
-def test_single_snapshot_ensemble_is_the_trained_model(study):
-    """The ensemble path (snapshots evaluated afresh) agrees with the trainer's own last-epoch evaluation."""
-    _, out, _ = study
-    main = json.loads((out / "accuracy.json").read_text())["studies"]["accuracy-quick"]
-    rows = main["ensembles"]
-    assert {(r["cell"], r["snapshots"]) for r in rows} == {(cell, n) for cell in ENSEMBLED for n in (1, 2)}
+def test_published_pages_regenerate_and_a_single_snapshot_is_the_trained_model(study):
+    """--publish: the study's page and its snapshot ensembles, each regenerated from the CSV beside it; the ensemble
+    path (snapshots evaluated afresh) agrees with the trainer's own last-epoch evaluation."""
+    from olsmooth.studies.publish import published_page_difference
+    script, out, argv = study
+    docs, quick = out.parent / "docs", script.main_study(script.parse_args(argv))  # the study as run (--device)
+    snapshots = importlib.import_module("benchmarks.snapshots")
+    assert published_page_difference(quick, docs) == ""
+    assert snapshots.published_page_difference(docs, quick) == ""
+    rows = snapshots.read_csv(quick, docs / "benchmarks" / "accuracy-quick-snapshots.csv")
+    # 2 epochs: after epoch 1 the last snapshot alone; over all of training also both snapshots
+    assert sorted({(r["after"], r["snapshots"]) for r in rows}) == [(0, 1), (0, 2), (1, 1)]
+    assert {(r["cell"], r["seed"]) for r in rows} == {(cell, seed) for cell in CELLS for seed in SEEDS}
     for row in (r for r in rows if r["snapshots"] == 1):
         trained = last_record(out / "accuracy-quick" / row["cell"] / f"seed-{row['seed']}")
         assert row["top1"] == pytest.approx(trained["top1"])
         assert row["nll"] == pytest.approx(trained["nll"], rel=1e-4)
-    summary = main["ensemble_summary"]  # per cell in grid order, 1 then 2 snapshots
-    methods = ("ce", "ls", "ols", "ols")
-    assert [(r["method"], r["snapshots"]) for r in summary] == [(m, n) for m in methods for n in (1, 2)]
-    for index, cell in enumerate(ENSEMBLED):
-        one, two = summary[2 * index:2 * index + 2]
-        top1 = {(r["seed"], r["snapshots"]): r["top1"] for r in rows if r["cell"] == cell}
-        assert one["gain"]["mean"] == 0 and two["n"] == 2
-        assert two["gain"]["mean"] == pytest.approx(np.mean([top1[seed, 2] - top1[seed, 1] for seed in SEEDS]))
+    assert (docs / "figures" / "accuracy-quick-snapshots.png").stat().st_size > 0
+
 
 def test_transfer_study_runs_on_a_local_weights_file(study):
     _, out, _ = study
