@@ -39,7 +39,6 @@ STUDY_PAGES = {"accuracy"}
 # Study pages a benchmark writes, not `olsmooth study`: page -> (the benchmark module, the study), whose
 # published_page_difference(docs, study) regenerates the page from its committed CSV.
 BENCHMARK_PAGES = {"family-snapshots-fashion-mnist": ("benchmarks.snapshots", "family-snapshots-fashion-mnist"),
-                   "accuracy-fashion-mnist-snapshots": ("benchmarks.snapshots", "accuracy-fashion-mnist"),
                    "robustness-fashion-mnist": ("benchmarks.robustness", "robustness-fashion-mnist")}
 BANNER = "not yet regenerated from committed per-run data"
 
