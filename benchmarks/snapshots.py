@@ -228,7 +228,7 @@ def page_text(study: Study, rows: Sequence[Mapping[str, Any]], figure: str = f"{
                  "NLL in nats, mean ± sample std over seeds; NLL and ECE are the means of the single model → of the "
                  "largest ensemble. Per-run figures: the CSV of the same name, one row per cell, seed, snapshot "
                  f"start and ensemble size; `python -m {MODULE} --from-csv CSV` prints this page from it.\n")
-    for start in sorted({start for (_, start, _) in found}, reverse=True):
+    for start in sorted({start for (_, start, size) in found if size > 1}, reverse=True):  # starts with an ensemble
         table, columns = wide_rows(study, found, start, sizes)
         lines += [f"{section_title(start)}\n", markdown_table(table, columns)]
         gains = gain_tests(study, found, start, sizes)

@@ -99,6 +99,8 @@ def test_published_pages_regenerate_and_a_single_snapshot_is_the_trained_model(s
         assert row["top1"] == pytest.approx(trained["top1"])
         assert row["nll"] == pytest.approx(trained["nll"], rel=1e-4)
     assert (docs / "figures" / "accuracy-quick-snapshots.png").stat().st_size > 0
+    page = (docs / "benchmarks" / "accuracy-quick-snapshots.md").read_text()
+    assert "after epoch 1" not in page and "## Snapshots over all of training" in page  # no ensemble after epoch 1
 
 
 def test_transfer_study_runs_on_a_local_weights_file(study):
