@@ -100,6 +100,7 @@ PX64 = "family-transfer-64px-fashion-mnist"
 SNAPSHOTS = "family-snapshots-fashion-mnist"
 ROBUST = "robustness-fashion-mnist"
 T32 = "family-transfer-fashion-mnist"
+BN = "family-transfer-fashion-mnist-bn"  # benchmarks.bn_recompute's per-run data for the CE cell of T32
 KAI = "many-classes-glyphs-1000-kai"
 KAI_CAL = "many-classes-glyphs-1000-kai-calibration"
 KAI_BASE = "many-classes-glyphs-1000-kai-baselines"
@@ -309,6 +310,9 @@ def _validation_chosen_lead(*figures: str) -> list[tuple[str, tuple[str, str], s
 
 FROM_CSV: dict[str, list[tuple[str, str | tuple[str, str], str, str]]] = {
     "docs/results/family-fashion-mnist.md": [
+        *[(BN, "method=ce", column, figure) for column, figure in (
+            ("top1_running", "80.76 ± 0.64"), ("top1_recomputed", "80.90 ± 1.04"), ("difference", "0.14 ± 0.55"),
+            ("difference", "seed 0: -0.42"), ("difference", "seed 1: 0.17"), ("difference", "seed 2: 0.67"))],
         *[(FITTED, cell, "train_top1", "100.00 ± 0.00") for cell in (
             "method=ce", "method=ls,ls_eps=0.1", OLS_CIFAR, "method=ols,ols_preset=paper-fine-grained", "method=ols",
             "method=cskd", "method=pskd", "method=zipf", "method=maxsup")],

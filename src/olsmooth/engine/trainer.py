@@ -332,6 +332,11 @@ class Trainer:
         the memorisation view and the transition estimate."""
         return self._datasets("none").train
 
+    def plain_training_set(self) -> Dataset:
+        """The training set (after --train-subset and the validation split) with evaluation transforms, for a pass
+        that must see the training images unaugmented (the transition estimate, recomputing batch-norm statistics)."""
+        return self._plain_training_samples(np.arange(len(self.bundle.train)))
+
     def _plain_training_samples(self, positions: np.ndarray) -> Dataset:
         """Samples of the training set (after --train-subset), given by position, with evaluation transforms."""
         indices = self.indices["train"][positions] if "train" in self.indices else positions
@@ -392,9 +397,8 @@ class Trainer:
         matrix = torch.zeros(self.bundle.num_classes, self.bundle.num_classes, device=self.dist.device)
         if self.dist.is_main:
             model = model_from_checkpoint(load_checkpoint(folder / LAST)).to(self.dist.device)
-            plain = self._plain_training_samples(np.arange(len(self.bundle.train)))
-            probs = predict_probs(model, DataLoader(plain, batch_size=self.cfg.batch_size * 2), self.dist.device,
-                                  self.cfg.amp)
+            plain = DataLoader(self.plain_training_set(), batch_size=self.cfg.batch_size * 2)
+            probs = predict_probs(model, plain, self.dist.device, self.cfg.amp)
             matrix = estimate_transition(probs, self.criterion.estimate_percentile).to(self.dist.device)
         broadcast_tensor(matrix)
         self.criterion.set_transition(matrix.cpu())
