@@ -38,6 +38,7 @@ from olsmooth.analysis import MetricAccumulator, plot_curves, plot_reliability_o
 from olsmooth.analysis.metrics import EVALUATION_KEYS
 from olsmooth.analysis.report import (
     markdown_report,
+    method_label,
     option_text,
     paired_rows,
     summary_rows,
@@ -204,8 +205,7 @@ def make_figures(study: Study, plan: Sequence[PlannedRun], last_eval: dict[str, 
                  data: Data) -> list[Path]:
     """Top-1 curves per prefix (network), reliability diagrams and the OLS soft-label matrices of the first seed."""
     names, first = figure_names(study), study.seeds[0]
-    label = {cell.name: ", ".join(f"{k}={option_text(v)}" for k, v in method_options(cell).items()) or cell.name
-             for cell in study.cells}
+    label = {cell.name: method_label(method_options(cell)) for cell in study.cells}
     curves: dict[str, dict[str, list[list[float]]]] = {}
     for run in plan:
         curves.setdefault(names[run.cell.name][0], {}).setdefault(label[run.cell.name], []).append(

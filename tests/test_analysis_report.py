@@ -12,7 +12,7 @@ import yaml
 from scipy import stats
 
 from olsmooth.analysis import final_metrics, markdown_table, paired_test, read_metrics, summarize
-from olsmooth.analysis.report import Group, plot_groups
+from olsmooth.analysis.report import Group, method_label, plot_groups
 from olsmooth.cli import main
 from olsmooth.errors import UserInputError
 
@@ -319,6 +319,20 @@ def test_plot_groups_line_per_setting_for_a_numeric_option():
     data = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in lines if line.get_linestyle() != "None"]
     assert data == [((0.01, 0.1), (51.01, 51.1))] * 2  # mean of 50 + lr and 52 + lr, sorted by lr
     assert len(plot_groups(groups).axes[0].get_yticklabels()) == 4
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["a", "b"]
+
+
+@pytest.mark.parametrize("options, label", [
+    ({"method": "ols", "ols_preset": "paper-cifar"}, "OLS paper-cifar"),
+    ({"method": "ols", "ols_preset": "-"}, "OLS (ours)"),
+    ({"method": "ls", "ls_eps": 0.1, "model": "small_cnn"}, "LS 0.1, small_cnn"),
+    ({"method": "tfkd", "lr": 0.05, "pretrained": None}, "Tf-KD, lr=0.05"),
+    ({"method": "newloss"}, "newloss"),
+    ({"lr": 0.1}, "lr=0.1"),
+    ({}, "-"),
+])
+def test_figure_legends_name_methods(options, label):
+    assert method_label(options) == label
 
 
 def test_plot_groups_tick_labels_and_title_stay_apart_and_inside_the_figure():

@@ -129,6 +129,31 @@ def option_text(value: Any) -> str:
     return str(value)
 
 
+METHOD_NAMES = {"ce": "CE", "ls": "LS", "ols": "OLS", "tfkd": "Tf-KD", "cskd": "CS-KD", "pskd": "PS-KD",
+                "zipf": "Zipf's LS", "maxsup": "MaxSup", "focal": "focal loss", "mbls": "MbLS", "logitnorm": "LogitNorm",
+                "sce": "SCE", "gce": "GCE", "bootsoft": "soft bootstrapping", "boothard": "hard bootstrapping",
+                "forward": "forward correction", "backward": "backward correction", "elr": "ELR", "jo": "joint optim.",
+                "pc": "PC", "disturb": "DisturbLabel"}
+"""How figure legends name a method (`method_label`); a method not listed is shown by its --method name."""
+
+
+def method_label(options: Mapping[str, Any]) -> str:
+    """A group's options as a figure legend reads them, e.g. "OLS paper-cifar", "OLS (ours)", "LS 0.1, small_cnn":
+    the method's name (OLS without a preset is ours), its preset or LS's epsilon, then the other options' values."""
+    shown = {k: v for k, v in options.items() if option_text(v) != "-"}  # unset options say nothing here
+    rest = {k: v for k, v in shown.items() if k not in ("method", "ols_preset", "ls_eps")}
+    method = shown.get("method")
+    name = METHOD_NAMES.get(method, option_text(method)) if method is not None else ""
+    if "ols_preset" in shown:
+        name += f" {shown['ols_preset']}"
+    elif method == "ols":
+        name += " (ours)"
+    if "ls_eps" in shown:
+        name += f" {option_text(shown['ls_eps'])}"
+    extra = [option_text(v) if k in ("model", "dataset") else f"{k}={option_text(v)}" for k, v in rest.items()]
+    return ", ".join(filter(None, [name, *extra])) or "-"
+
+
 def grouping_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     """The options whose values differ between the configurations, in the order they first appear;
     the seed and NON_EXPERIMENT_OPTIONS are never among them."""
@@ -335,13 +360,14 @@ def plot_groups(groups: Sequence[Group], key: str = "top1", x_option: str | None
     ylabel = ylabel or axis_label(key)
     stats = [summary_stats([g.runs[s] for s in sorted(g.runs)], [key], g.label)[key] for g in groups]
     title = title or f"{ylabel}, mean ± std over seeds"
+    labels = [method_label(g.options) for g in groups]
     if x_option is None:
-        longest = max((len(g.label) for g in groups), default=0)
+        longest = max((len(label) for label in labels), default=0)
         fig = Figure(figsize=(max(7.0, 3.5 + 0.075 * longest, 1.0 + 0.075 * len(title)), 1.5 + 0.35 * len(groups)))
         ax = fig.add_subplot()
         ax.errorbar([s["mean"] for s in stats], range(len(groups)), xerr=[s["std"] for s in stats], fmt="o",
                     capsize=4)
-        ax.set_yticks(range(len(groups)), [g.label for g in groups], fontsize="small")
+        ax.set_yticks(range(len(groups)), labels, fontsize="small")
         ax.invert_yaxis()  # the first group on top, as in the tables
         ax.set_xlabel(ylabel)
     else:
@@ -349,8 +375,8 @@ def plot_groups(groups: Sequence[Group], key: str = "top1", x_option: str | None
         ax = fig.add_subplot()
         lines: dict[str, list[tuple[float, dict[str, float]]]] = {}
         for group, stat in zip(groups, stats):
-            rest = ", ".join(f"{k}={option_text(v)}" for k, v in group.options.items() if k != x_option)
-            lines.setdefault(rest, []).append((float(group.options[x_option]), stat))
+            rest = method_label({k: v for k, v in group.options.items() if k != x_option})
+            lines.setdefault("" if rest == "-" else rest, []).append((float(group.options[x_option]), stat))
         for name, points in lines.items():
             points.sort(key=lambda p: p[0])
             ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points], yerr=[p[1]["std"] for p in points],
