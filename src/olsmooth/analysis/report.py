@@ -130,10 +130,10 @@ def option_text(value: Any) -> str:
 
 
 METHOD_NAMES = {"ce": "CE", "ls": "LS", "ols": "OLS", "tfkd": "Tf-KD", "cskd": "CS-KD", "pskd": "PS-KD",
-                "zipf": "Zipf's LS", "maxsup": "MaxSup", "focal": "focal loss", "mbls": "MbLS", "logitnorm": "LogitNorm",
-                "sce": "SCE", "gce": "GCE", "bootsoft": "soft bootstrapping", "boothard": "hard bootstrapping",
-                "forward": "forward correction", "backward": "backward correction", "elr": "ELR", "jo": "joint optim.",
-                "pc": "PC", "disturb": "DisturbLabel"}
+                "zipf": "Zipf's LS", "maxsup": "MaxSup", "focal": "focal loss", "mbls": "MbLS",
+                "logitnorm": "LogitNorm", "sce": "SCE", "gce": "GCE", "bootsoft": "soft bootstrapping",
+                "boothard": "hard bootstrapping", "forward": "forward correction", "backward": "backward correction",
+                "elr": "ELR", "jo": "joint optim.", "pc": "PC", "disturb": "DisturbLabel"}
 """How figure legends name a method (`method_label`); a method not listed is shown by its --method name."""
 
 
