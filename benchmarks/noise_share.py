@@ -17,18 +17,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from olsmooth.engine.label_noise import TrainingNoise
 from olsmooth.engine.trainer import Trainer
 from olsmooth.fileio import atomic_write_text
 from olsmooth.studies.plan import plan_runs
 from olsmooth.studies.results import csv_text, read_results_csv
 from olsmooth.studies.spec import load_study
-
-
-def true_share(noise: TrainingNoise, num_classes: int) -> float:
-    """1 - P(clean = y | noisy = y), averaged over the classes y (what `soft_label_mass` reports beside S)."""
-    import torch
-    return noise.soft_label_mass(torch.zeros(num_classes, num_classes))["noise_source_mass"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if key not in shares:
                 cfg = dataclasses.replace(run.config, out=str(Path(scratch) / f"draw-{len(shares)}"))
                 trainer = Trainer(cfg)
-                shares[key] = true_share(trainer.noise, trainer.bundle.num_classes)
+                shares[key] = trainer.noise.noise_source_mass(trainer.bundle.num_classes)
                 print(f"{key[0]} seed {key[1]}: noise_source_mass {shares[key]:.6f}")
             row["noise_source_mass"] = shares[key]
     atomic_write_text(args.csv, csv_text(study, rows))

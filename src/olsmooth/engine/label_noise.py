@@ -68,19 +68,29 @@ class TrainingNoise:
         figure for the same rows."""
         sparse = isinstance(soft_labels, tuple)
         K = (soft_labels[0] if sparse else soft_labels).size(0)
-        pairs, counts = np.unique(self.noisy.astype(np.int64) * K + self.clean, return_counts=True)
-        rows, cols = pairs // K, pairs % K  # row y, a class its samples truly come from
-        off = rows != cols
-        rows, cols, counts = rows[off], cols[off], counts[off]
+        rows, cols, _ = self._source_pairs(K)
         at = torch.from_numpy(rows), torch.from_numpy(cols)
         if sparse:
             entries = sparse_entries(*(t.detach().cpu() for t in soft_labels), *at)
         else:
             entries = soft_labels.detach().cpu()[at]
-        labelled = np.maximum(np.bincount(self.noisy, minlength=K), 1)
         mass = np.bincount(rows, weights=entries.double().numpy(), minlength=K)
-        sources = np.bincount(rows, weights=counts / labelled[rows], minlength=K)
-        return {"ols_noise_mass": float(mass.mean()), "noise_source_mass": float(sources.mean())}
+        return {"ols_noise_mass": float(mass.mean()), "noise_source_mass": self.noise_source_mass(K)}
+
+    def noise_source_mass(self, num_classes: int) -> float:
+        """The true share of a noisy label's samples that come from other classes, 1 - P(clean = y | noisy = y),
+        averaged over the classes y."""
+        rows, _, counts = self._source_pairs(num_classes)
+        labelled = np.maximum(np.bincount(self.noisy, minlength=num_classes), 1)
+        return float(np.bincount(rows, weights=counts / labelled[rows], minlength=num_classes).mean())
+
+    def _source_pairs(self, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(noisy label y, clean class j != y, number of training samples) for every pair that occurs."""
+        K = num_classes
+        pairs, counts = np.unique(self.noisy.astype(np.int64) * K + self.clean, return_counts=True)
+        rows, cols = pairs // K, pairs % K  # row y, a class its samples truly come from
+        off = rows != cols
+        return rows[off], cols[off], counts[off]
 
 
 @torch.no_grad()
