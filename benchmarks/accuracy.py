@@ -57,6 +57,7 @@ from olsmooth.studies.results import cell_groups
 from olsmooth.studies.runner import run_study
 from olsmooth.studies.spec import Cell, Study, baseline_pairs, cell_name, load_study, parse_study
 
+from . import snapshots
 from .common import (
     benchmark_parser,
     command_line,
@@ -292,7 +293,6 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 def publish_study(study: Study, out: Path, docs: str, device: str | None, provenance: list[str]) -> list[Path]:
     """Publish the study's page (`olsmooth study --publish`) and its snapshot ensembles (benchmarks.snapshots:
     OUT/STUDY-snapshots.{csv,md} written first, then copied with the page regenerated from the CSV)."""
-    from . import snapshots
     runs = out / study.name
     epochs = max(resolve(cell.config).epochs for cell in study.cells)
     sizes = sorted({size for size in ENSEMBLE_SIZES if size <= epochs} | {min(epochs, max(ENSEMBLE_SIZES))})

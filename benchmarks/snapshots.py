@@ -157,6 +157,12 @@ def ensembles(study: Study, rows: Sequence[Mapping[str, Any]]) -> Ensembles:
     return found
 
 
+def ensemble_starts(found: Ensembles) -> list[int]:
+    """The snapshot starts at which some ensemble (more than the last snapshot) fits, later first: a start where
+    only the last snapshot fits gets no table and no panel."""
+    return sorted({start for (_, start, size) in found if size > 1}, reverse=True)
+
+
 def _fitted(found: Ensembles, cell: int, start: int, sizes: Sequence[int]) -> list[int]:
     """The ensemble sizes above 1 that a cell has for a start, when it also has the last snapshot alone."""
     return [size for size in sizes if size > 1 and found.get((cell, start, size))] if found.get((cell, start, 1)) \
@@ -230,7 +236,7 @@ def page_text(study: Study, rows: Sequence[Mapping[str, Any]], figure: str = f"{
                  "NLL in nats, mean ± sample std over seeds; NLL and ECE are the means of the single model → of the "
                  "largest ensemble. Per-run figures: the CSV of the same name, one row per cell, seed, snapshot "
                  f"start and ensemble size; `python -m {MODULE} --from-csv CSV` prints this page from it.\n")
-    for start in sorted({start for (_, start, size) in found if size > 1}, reverse=True):  # starts with an ensemble
+    for start in ensemble_starts(found):
         table, columns = wide_rows(study, found, start, sizes)
         lines += [f"{section_title(start)}\n", markdown_table(table, columns)]
         gains = gain_tests(study, found, start, sizes)
@@ -256,7 +262,7 @@ def plot(study: Study, rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     found = ensembles(study, rows)
-    starts = sorted({s for (_, s, size) in found if size > 1}, reverse=True)
+    starts = ensemble_starts(found)
     seeds = len({row["seed"] for row in rows})
     fig, axes = plt.subplots(1, len(starts), figsize=(5.5 * len(starts) + 2.5, 4.5), sharey=True, squeeze=False)
     for ax, start in zip(axes[0], starts):
