@@ -96,7 +96,7 @@ def test_large_k_sweep_of_chosen_class_counts_with_its_profile(tmp_path):
     (entry,) = payload["results"]
     assert entry["num_classes"] == 1000 and set(entry["timings"]) == {"ce", "dense", "sparse_32"}
     (profile,) = payload["profile"]
-    assert profile["num_classes"] == 1000 and len(profile["timings"]) == 9
+    assert profile["num_classes"] == 1000 and len(profile["timings"]) == 11
     assert all(ms > 0 for ms in profile["timings"].values())
     assert "Where the time goes at K = 1,000" in (tmp_path / "loss_speed_large_k.md").read_text()
     refused = run_module("-m", "benchmarks.loss_speed", "--classes", "1000")
