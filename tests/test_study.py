@@ -180,6 +180,28 @@ def test_results_md_summary_and_paired_test_against_the_baseline(study):
     assert (study["out"] / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_publish_from_a_csv_of_rows_trained_apart(study, tmp_path):
+    """Seeds trained on two machines: their results.csv rows concatenated publish the page, data and figure that
+    publishing the whole study's folder gives; a missing CSV stops in one line before anything is written."""
+    header, *rows = (study["out"] / "results.csv").read_text().splitlines(keepends=True)
+    seed = {row: next(csv.reader([row]))[1] for row in rows}
+    merged = tmp_path / "merged.csv"  # the rows of seed 0, then those of seed 1, as two machines wrote them
+    merged.write_text(header + "".join(r for r in rows if seed[r] == "0") + "".join(r for r in rows if seed[r] == "1"))
+    whole, apart = tmp_path / "whole", tmp_path / "apart"
+    code, _, _ = run_cli(["study", "-c", str(study["path"]), "--out", str(study["out"]), "--publish", str(whole)])
+    assert code == 0
+    code, out, _ = run_cli(["study", "-c", str(study["path"]), "--out", str(study["out"]), "--from-csv", str(merged),
+                            "--publish", str(apart)])
+    assert code == 0 and out.count("wrote ") == 3
+    assert (apart / "benchmarks" / "study.csv").read_bytes() == merged.read_bytes()
+    assert (apart / "benchmarks" / "study.md").read_text() == (whole / "benchmarks" / "study.md").read_text()
+    assert (apart / "figures" / "study-top1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run_cli(["study", "-c", str(study["path"]), "--from-csv", str(tmp_path / "none.csv"),
+                            "--publish", str(tmp_path / "docs")])
+    assert code == 2 and err.count("\n") == 1 and "none.csv: no such file" in err
+    assert not (tmp_path / "docs").exists()
+
+
 def test_report_on_the_study_folders_groups_like_the_study(study, capsys):
     folders = [study["out"] / cell / f"seed-{seed}" for cell in CELLS for seed in SEEDS]
     assert main(["report", *map(str, folders)]) == 0

@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "DOCS/benchmarks/NAME.csv (per-run data), NAME.md (the "
                                                          "page, regenerated from it), DOCS/figures/NAME-*.png")
     study.add_argument("--from-csv", metavar="CSV", help="print the page a results.csv regenerates (tables, "
-                                                         "paired tests); trains nothing")
+                                                         "paired tests), or with --publish publish that CSV; "
+                                                         "trains nothing")
 
     from .analysis.soft_labels import VIEWS
     soft = sub.add_parser("soft-labels", help="what OLS learned: per class the most similar classes, the diagonal "
@@ -424,6 +425,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     from .studies import describe_plan, load_study, markdown_text, plan_runs, publish, read_results_csv, run_study
     study = load_study(args.config, args.seeds)
     out = Path(args.out or Path("runs") / f"study-{study.name}")
+    if args.from_csv and args.publish:
+        for path in publish(study, out, args.publish, args.from_csv):
+            print(f"wrote {path}")
+        return 0
     if args.from_csv:
         print(markdown_text(study, read_results_csv(study, args.from_csv), out), end="")
         return 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import io
 import re
 from pathlib import Path
 
 from ..errors import UserInputError
 from ..fileio import atomic_write_file
-from .results import CSV_NAME, FIGURE_NAME, MEMORISATION_FIGURE, markdown_text, read_results_csv
+from .results import CSV_NAME, FIGURE_NAME, MEMORISATION_FIGURE, markdown_text, read_results_csv, top1_figure
 from .spec import Study
 
 PUBLISHED_PAGES, PUBLISHED_FIGURES = "benchmarks", "figures"
@@ -22,21 +23,25 @@ def published_links(study: Study) -> dict[str, str]:
             MEMORISATION_FIGURE: f"../{PUBLISHED_FIGURES}/{study.name}-memorisation.png"}
 
 
-def publish(study: Study, out: str | Path, docs: str | Path) -> list[Path]:
-    """Copy a finished study's results into a docs folder: its per-run data verbatim, its page regenerated from
-    that data with the figures' links, and its figures; returns the paths written."""
+def publish(study: Study, out: str | Path, docs: str | Path, source: str | Path | None = None) -> list[Path]:
+    """Copy a finished study's results into a docs folder: its per-run data verbatim, its page and top-1 figure
+    regenerated from that data (the page with the figures' links), and the memorisation figure of its run folders
+    where there is one; returns the paths written. The data is OUT/results.csv, or `source`: a results.csv from
+    elsewhere, such as the rows of seeds trained on several machines, concatenated."""
     out, docs = Path(out), Path(docs)
-    source = out / CSV_NAME
-    if not source.is_file():
-        raise UserInputError(f"{source}: no such file; the study has not written its results yet")
+    if source is None and not (out / CSV_NAME).is_file():
+        raise UserInputError(f"{out / CSV_NAME}: no such file; the study has not written its results yet")
+    source = Path(source or out / CSV_NAME)
+    rows = read_results_csv(study, source)  # a missing or malformed CSV stops here, before anything is written
     data = source.read_bytes()
-    rows = read_results_csv(study, source)
-    pages, figures = docs / PUBLISHED_PAGES, docs / PUBLISHED_FIGURES
+    pages, figures, links = docs / PUBLISHED_PAGES, docs / PUBLISHED_FIGURES, published_links(study)
+    figure = io.BytesIO()
+    top1_figure(study, rows).savefig(figure, format="png", dpi=120)
     written = {pages / f"{study.name}.csv": data,
-               pages / f"{study.name}.md": markdown_text(study, rows, out, published_links(study)).encode("utf-8")}
-    for name, link in published_links(study).items():
-        if (out / name).is_file():
-            written[figures / Path(link).name] = (out / name).read_bytes()
+               pages / f"{study.name}.md": markdown_text(study, rows, out, links).encode("utf-8"),
+               figures / Path(links[FIGURE_NAME]).name: figure.getvalue()}
+    if (out / MEMORISATION_FIGURE).is_file():
+        written[figures / Path(links[MEMORISATION_FIGURE]).name] = (out / MEMORISATION_FIGURE).read_bytes()
     for path, content in written.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_file(path, lambda handle, content=content: handle.write(content))

@@ -8,7 +8,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from ..runs.layout import METRICS
 from ..runs.reader import read_metrics
 from .plan import PlannedRun
 from .spec import Study, baseline_pairs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TABLE_KEYS = (*HEADLINE_KEYS, *(f"best_{k}" for k in HEADLINE_KEYS))
 """Shown per cell for the last epoch and, as best_*, for each run's epoch with the highest test top-1."""
@@ -187,6 +190,16 @@ def _numeric_axis(study: Study) -> str | None:
     return None
 
 
+def top1_figure(study: Study, rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """results.png from the rows of results.csv: final test top-1 per cell, mean ± std over seeds (against the
+    numeric axis, or the noise rate in a study with label noise as an axis)."""
+    groups = groups_from_rows(study, rows)
+    title = f"{study.name}: final test top-1, mean ± std over {len(study.seeds)} seed(s)"
+    if _is_noise_study(study):
+        return plot_noise_groups(groups, "top1", title=title)
+    return plot_groups(groups, "top1", _numeric_axis(study), ylabel=f"final {axis_label('top1')}", title=title)
+
+
 def write_results(study: Study, plan: Sequence[PlannedRun], out: str | Path) -> list[Path]:
     """results.csv, results.md and results.png in `out`, each written atomically; every run must be finished."""
     out = Path(out)
@@ -194,11 +207,8 @@ def write_results(study: Study, plan: Sequence[PlannedRun], out: str | Path) -> 
     if unfinished:
         raise UserInputError(f"cannot write the results: {len(unfinished)} run(s) not finished, e.g. {unfinished[0]}")
     rows = [run_row(study, run, out) for run in plan]
-    groups = groups_from_rows(study, rows)
     texts = (csv_text(study, rows), markdown_text(study, rows, out))
-    title = f"{study.name}: final test top-1, mean ± std over {len(study.seeds)} seed(s)"
-    figures = {FIGURE_NAME: plot_noise_groups(groups, "top1", title=title) if _is_noise_study(study) else
-               plot_groups(groups, "top1", _numeric_axis(study), ylabel=f"final {axis_label('top1')}", title=title)}
+    figures = {FIGURE_NAME: top1_figure(study, rows)}
     records = [(cell, [read_metrics(run.folder) for run in plan if run.cell.name == cell.name])
                for cell in study.cells]
     curves = [(cell.options, [[r["noisy_fit_noisy"] for r in epochs] for epochs in runs]) for cell, runs in records
