@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import yaml
 from scipy import stats
 
 from olsmooth.analysis import final_metrics, markdown_table, paired_test, read_metrics, summarize
-from olsmooth.analysis.report import Group, method_label, plot_groups
+from olsmooth.analysis.report import Group, method_label, paired_rows, plot_groups
 from olsmooth.cli import main
 from olsmooth.errors import UserInputError
 
@@ -235,6 +236,18 @@ def test_report_setting_leaves_out_the_options_of_two_different_methods(tmp_path
     assert code == 0
     assert {r[1] for r in table_rows(out, "method=ce − method=ols")} == {"-"}  # not loss_options={}
     assert len(table_rows(out, 'method=ce, loss_options={} − method=ls, loss_options={"eps":0.1}')) == 3
+
+
+def test_a_pair_of_one_method_names_the_option_one_side_leaves_unset():
+    """A study cell shows only the options it sets: dense OLS against OLS with top_k reads `loss_options=-` on the
+    dense side (it read empty), and the method both share is their setting."""
+    dense, top_k = Group({"method": "ols"}), Group({"method": "ols", "loss_options": {"top_k": 32}})
+    for seed, (a, b) in enumerate([(98.5, 98.4), (98.6, 98.6), (98.4, 98.5)]):
+        dense.add(seed, {"top1": a}, Path(f"dense{seed}"))
+        top_k.add(seed, {"top1": b}, Path(f"top_k{seed}"))
+    (row,) = paired_rows([dense, top_k], [(0, 1)], ["top1"])
+    assert row["comparison"] == 'loss_options=- − loss_options={"top_k":32}' and row["setting"] == "method=ols"
+    assert row["mean diff"] == pytest.approx(0.0)
 
 
 def test_report_skips_folders_that_are_not_finished_runs(tmp_path, capsys):

@@ -248,8 +248,9 @@ def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
     the t-test's p corrected by Holm over the comparisons of each key in this list, and the difference the seeds
     can resolve (`stats.paired_mde`).
 
-    `comparison` names the options that differ, `setting` those the two share (less the options of two
-    different methods); pairs with fewer than two common seeds are left out."""
+    `comparison` names the options that differ (a side that sets none of its own shows the other's as `-`),
+    `setting` those the two share (less the options of two different methods); pairs with fewer than two common
+    seeds are left out."""
     rows = []
     for i, j in pairs:
         a, b = groups[i], groups[j]
@@ -257,8 +258,10 @@ def paired_rows(groups: Sequence[Group], pairs: Sequence[tuple[int, int]],
         if len(seeds) < 2:
             continue
         same = {k: v for k, v in a.options.items() if _canonical(v) == _canonical(b.options.get(k))}
-        text = [", ".join(f"{k}={option_text(v)}" for k, v in g.options.items() if k not in same) for g in (a, b)]
-        if any(k in METHOD_OPTIONS for k in {*a.options, *b.options} - set(same)):  # options of different methods
+        own = [[k for k in g.options if k not in same] for g in (a, b)]
+        own = [keys or other for keys, other in zip(own, own[::-1])]  # a side with none of its own: the other's, "-"
+        text = [", ".join(f"{k}={option_text(g.options.get(k))}" for k in keys) for g, keys in zip((a, b), own)]
+        if "method" in {*own[0], *own[1]}:  # two different methods: their shared options are no common setting
             same = {k: v for k, v in same.items() if k not in METHOD_OPTIONS}
         for key in keys:
             test = paired_test([a.runs[s][key] for s in seeds], [b.runs[s][key] for s in seeds])
