@@ -68,19 +68,23 @@ class TrainingNoise:
         figure for the same rows."""
         sparse = isinstance(soft_labels, tuple)
         K = (soft_labels[0] if sparse else soft_labels).size(0)
-        rows, cols, _ = self._source_pairs(K)
+        rows, cols, counts = self._source_pairs(K)
         at = torch.from_numpy(rows), torch.from_numpy(cols)
         if sparse:
             entries = sparse_entries(*(t.detach().cpu() for t in soft_labels), *at)
         else:
             entries = soft_labels.detach().cpu()[at]
         mass = np.bincount(rows, weights=entries.double().numpy(), minlength=K)
-        return {"ols_noise_mass": float(mass.mean()), "noise_source_mass": self.noise_source_mass(K)}
+        return {"ols_noise_mass": float(mass.mean()), "noise_source_mass": self._source_share(rows, counts, K)}
 
     def noise_source_mass(self, num_classes: int) -> float:
         """The true share of a noisy label's samples that come from other classes, 1 - P(clean = y | noisy = y),
         averaged over the classes y."""
         rows, _, counts = self._source_pairs(num_classes)
+        return self._source_share(rows, counts, num_classes)
+
+    def _source_share(self, rows: np.ndarray, counts: np.ndarray, num_classes: int) -> float:
+        """`noise_source_mass` from the pairs `_source_pairs` gave (their rows and sample counts)."""
         labelled = np.maximum(np.bincount(self.noisy, minlength=num_classes), 1)
         return float(np.bincount(rows, weights=counts / labelled[rows], minlength=num_classes).mean())
 
