@@ -14,7 +14,6 @@ every quoted figure against it).
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import sys
 from collections.abc import Sequence
@@ -28,9 +27,8 @@ from torch.utils.data import DataLoader
 from olsmooth.engine.evaluate import evaluate
 from olsmooth.engine.trainer import Trainer, load_resume
 from olsmooth.errors import UserInputError
-from olsmooth.fileio import atomic_write_text
+from olsmooth.fileio import atomic_write_bytes, atomic_write_text
 from olsmooth.studies.plan import PlannedRun, plan_runs
-from olsmooth.studies.publish import PUBLISHED_PAGES
 from olsmooth.studies.results import exact_csv_text
 from olsmooth.studies.runner import train_run
 from olsmooth.studies.spec import load_study
@@ -42,6 +40,7 @@ from .common import (
     machine_info,
     parse_benchmark_args,
     provenance_lines,
+    published_paths,
     write_results,
 )
 
@@ -126,9 +125,9 @@ def run(args: Any, argv: Sequence[str] | None) -> int:
     json_path, md_path = write_results(out, NAME, {"machine": info, "command": command, "rows": rows}, page)
     print(f"wrote {data}, {json_path} and {md_path}")
     if args.publish:
-        target = Path(args.publish) / PUBLISHED_PAGES / f"{study.name}-bn.csv"
+        target = published_paths(args.publish, f"{study.name}-bn")[0]
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(data, target)
+        atomic_write_bytes(target, data.read_bytes())
         print(f"published {target}")
     return 0
 

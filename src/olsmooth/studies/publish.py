@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from ..errors import UserInputError
-from ..fileio import atomic_write_file
+from ..fileio import atomic_write_bytes
 from .results import CSV_NAME, FIGURE_NAME, MEMORISATION_FIGURE, markdown_text, read_results_csv, top1_figure
 from .spec import Study
 
@@ -44,7 +44,7 @@ def publish(study: Study, out: str | Path, docs: str | Path, source: str | Path 
         written[figures / Path(links[MEMORISATION_FIGURE]).name] = (out / MEMORISATION_FIGURE).read_bytes()
     for path, content in written.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_file(path, lambda handle, content=content: handle.write(content))
+        atomic_write_bytes(path, content)
     return list(written)
 
 
