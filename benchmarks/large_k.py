@@ -33,6 +33,8 @@ QUICK_SWEEP = ((1_000, (32,)), (10_000, (32,)))
 STATE_TARGET_BYTES = 100 * 10**6  # sparse state at K = 100,000, m = 32
 MAX_SPARSE_OVER_CE = 2.0  # at K = 100,000, B = 256
 PRESET = "paper-cifar"
+CE_STEP, DENSE_STEP = "CE step (forward + backward)", "dense OLS step"
+TOPK_LOSS = "top-k OLS loss alone (eval mode)"
 SELECTION = "  of which the selection (select_largest)"
 FLOOR_PARTITION = "floor: np.partition of the correct rows (values only, no columns)"
 FLOOR_COMPACTION = "floor: np.nonzero of one mask over the correct rows"
@@ -218,11 +220,11 @@ def profile_topk(device: torch.device, repeats: int, sync: Any, num_classes: int
         stats.pending = 0
 
     cases = {
-        "CE step (forward + backward)": step_fn(F.cross_entropy, logits, target),
-        "dense OLS step": step_fn(dense, logits, target),
+        CE_STEP: step_fn(F.cross_entropy, logits, target),
+        DENSE_STEP: step_fn(dense, logits, target),
         f"top-k OLS step (m = {top_k})": step_fn(sparse, logits, target),
         "dense OLS loss alone (eval mode)": step_fn(dense_loss, logits, target),
-        "top-k OLS loss alone (eval mode)": step_fn(sparse_loss, logits, target),
+        TOPK_LOSS: step_fn(sparse_loss, logits, target),
         "dense statistics: A.index_add_(softmax)": lambda: accumulator.index_add_(0, sink, probs),
         "top-k statistics: stage each correct sample's m largest": stage,
         SELECTION: lambda: select_largest(probs.index_select(0, correct), top_k),
@@ -253,8 +255,8 @@ def render_profile(profile: dict[str, Any]) -> list[str]:
              f"{profile['top_k']} ({profile['correct']} correct samples per batch; median ms):", "",
              grid_table(["stage", "median ms"], [[name, f"{ms:.3g}"] for name, ms in timings.items()])]
     if FLOOR_PARTITION in timings:
-        ce, dense = timings["CE step (forward + backward)"], timings["dense OLS step"]
-        budget = dense - timings["top-k OLS loss alone (eval mode)"]
+        ce, dense = timings[CE_STEP], timings[DENSE_STEP]
+        budget = dense - timings[TOPK_LOSS]
         floor = timings[FLOOR_PARTITION] + timings[FLOOR_COMPACTION]
         lines += ["", f"To tie dense OLS, top-k's statistics (selection, staging, merge) may cost at most "
                   f"{budget:.3g} ms a step (the dense step less the top-k loss alone), and "

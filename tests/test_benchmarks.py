@@ -98,6 +98,13 @@ def test_large_k_sweep_of_chosen_class_counts_with_its_profile(tmp_path):
     (profile,) = payload["profile"]
     assert profile["num_classes"] == 1000 and len(profile["timings"]) == 11
     assert all(ms > 0 for ms in profile["timings"].values())
-    assert "Where the time goes at K = 1,000" in (tmp_path / "loss_speed_large_k.md").read_text()
+    page = (tmp_path / "loss_speed_large_k.md").read_text()
+    assert "Where the time goes at K = 1,000" in page
+    ms = profile["timings"]  # the budget: the dense step less the top-k loss, and less the CE step
+    budget = ms["dense OLS step"] - ms["top-k OLS loss alone (eval mode)"]
+    loosest = ms["dense OLS step"] - ms["CE step (forward + backward)"]
+    floor = sum(v for k, v in ms.items() if k.startswith("floor: "))
+    assert (f"may cost at most {budget:.3g} ms a step" in page and f"and {loosest:.3g} ms even" in page
+            and f"np.nonzero, {floor:.3g} ms." in page)
     refused = run_module("-m", "benchmarks.loss_speed", "--classes", "1000")
     assert refused.returncode == 2 and "--classes" in refused.stderr
