@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
 from olsmooth.engine.evaluate import evaluate
@@ -68,18 +69,13 @@ def parse_args(argv: Sequence[str] | None) -> Any:
 
 
 def recompute_batch_norm(model: nn.Module, loader: DataLoader, device: torch.device) -> int:
-    """Replace every batch-norm layer's running statistics by their average over `loader`'s batches (momentum
-    None: the cumulative average torch keeps when asked); returns the number of layers reset."""
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None
-    model.train()
-    with torch.no_grad():
-        for images, _ in loader:
-            model(images.to(device))
+    """Replace every batch-norm layer's running statistics by their average over `loader`'s batches (torch's
+    `update_bn`: momentum None, the cumulative average), leave the model in eval mode; returns the number of layers
+    reset."""
+    layers = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    update_bn(loader, model, device)
     model.eval()
-    return len(layers)
+    return layers
 
 
 def check_run(run: PlannedRun, device: str | None) -> dict[str, Any]:
